@@ -1,0 +1,19 @@
+"""Datasets: one module per family, each class registered where it is defined.
+
+Upstream spellings work: `datasets.DATASETS`, `datasets.get_dataset_class(name)`,
+`datasets.num_environments(name)`. Importing this package does not import torch.
+"""
+from domainbed.datasets import debug  # noqa: F401  (modules register their classes)
+from domainbed.datasets.base import DatasetNotFoundError, MultipleDomainDataset  # noqa: F401
+from domainbed.datasets.registry import (  # noqa: F401
+    dataset_names,
+    get_dataset_class,
+    num_environments,
+    register_dataset,
+)
+
+
+def __getattr__(name):
+    if name == "DATASETS":
+        return dataset_names()
+    raise AttributeError(f"module 'domainbed.datasets' has no attribute {name!r}")

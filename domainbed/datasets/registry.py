@@ -1,0 +1,31 @@
+"""The dataset registry (torch-free): `@register_dataset` on the class, where it is defined."""
+from domainbed.lib.registry import Registry
+
+# Upstream's DATASETS order (b93c22a); collect_results orders tables by it. Ours follow.
+UPSTREAM_ORDER = (
+    "Debug28", "Debug224", "ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
+    "TerraIncognita", "DomainNet", "SVIRO", "WILDSCamelyon", "WILDSFMoW",
+    "SpawriousO2O_easy", "SpawriousO2O_medium", "SpawriousO2O_hard",
+    "SpawriousM2M_easy", "SpawriousM2M_medium", "SpawriousM2M_hard",
+)
+
+_REGISTRY = Registry("dataset")
+
+
+def register_dataset(cls):
+    return _REGISTRY.register(cls)
+
+
+def dataset_names():
+    names = _REGISTRY.names()
+    rank = {name: i for i, name in enumerate(UPSTREAM_ORDER)}
+    return sorted((n for n in names if n in rank), key=rank.get) + [n for n in names if n not in rank]
+
+
+def get_dataset_class(dataset_name):
+    """The class registered as `dataset_name`; a "did you mean" error otherwise."""
+    return _REGISTRY.get(dataset_name)
+
+
+def num_environments(dataset_name):
+    return len(get_dataset_class(dataset_name).ENVIRONMENTS)

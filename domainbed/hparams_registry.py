@@ -1,0 +1,134 @@
+"""Hyperparameters: defaults and the per-name seeded random search of upstream DomainBed.
+
+Every hparam draws from its own stream `RandomState(seed_hash(random_seed, name))`, one
+draw each, so a value depends only on (seed, name, distribution): declaring another
+hparam, or adding an algorithm, never changes anybody's draws. Values are native Python
+types (JSON-safe). Algorithm-specific entries are declared next to each algorithm class
+(`declare_hparams`); the unconditional and dataset-dependent ones live here.
+"""
+import numpy as np
+
+from domainbed.lib import misc
+
+# Upstream's list; datasets of ours declare SMALL_IMAGES = True on their class instead.
+SMALL_IMAGES = ["Debug28", "RotatedMNIST", "ColoredMNIST"]
+
+
+def _is_small_images(dataset):
+    if dataset in SMALL_IMAGES:
+        return True
+    from domainbed import datasets
+
+    try:
+        return bool(getattr(datasets.get_dataset_class(dataset), "SMALL_IMAGES", False))
+    except NotImplementedError:
+        return False
+
+
+def _hparams(algorithm, dataset, random_seed):
+    """name -> (default value, random value) for this algorithm and dataset."""
+    hparams = {}
+
+    def _hparam(name, default_val, random_val_fn):
+        """Declare one hparam; its random value comes from a fresh, name-seeded stream."""
+        assert name not in hparams, f"hparam {name!r} declared twice"
+        random_state = np.random.RandomState(misc.seed_hash(random_seed, name))
+        hparams[name] = (misc.to_native(default_val), misc.to_native(random_val_fn(random_state)))
+
+    # Unconditional hparams.
+    _hparam("data_augmentation", True, lambda r: True)
+    _hparam("resnet18", False, lambda r: False)
+    _hparam("resnet50_augmix", True, lambda r: True)
+    _hparam("dinov2", False, lambda r: False)
+    _hparam("vit", False, lambda r: False)
+    _hparam("vit_attn_tune", False, lambda r: False)
+    _hparam("freeze_bn", False, lambda r: False)
+    _hparam("lars", False, lambda r: False)
+    _hparam("linear_steps", 500, lambda r: 500)
+    _hparam("resnet_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
+    _hparam("vit_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
+    _hparam("class_balanced", False, lambda r: False)
+    # TODO in upstream too: nonlinear classifiers are disabled for reproducibility.
+    _hparam("nonlinear_classifier", False, lambda r: bool(r.choice([False, False])))
+    # This fork: train image networks from scratch when ImageNet weights are unavailable.
+    _hparam("pretrained", True, lambda r: True)
+
+    # Algorithm-specific hparams, declared next to the algorithm.
+    from domainbed.algorithms import get_algorithm_class
+
+    get_algorithm_class(algorithm).declare_hparams(_hparam, dataset)
+
+    # Dataset-dependent hparams (some also depend on the algorithm, as upstream).
+    small = _is_small_images(dataset)
+    if small:
+        _hparam("lr", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
+        _hparam("weight_decay", 0.0, lambda r: 0.0)
+        _hparam("batch_size", 64, lambda r: int(2**r.uniform(3, 9)))
+    else:
+        _hparam("lr", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
+        _hparam("weight_decay", 0.0, lambda r: 10**r.uniform(-6, -2))
+        if algorithm == "ARM":
+            _hparam("batch_size", 8, lambda r: 8)
+        elif dataset == "DomainNet":
+            _hparam("batch_size", 32, lambda r: int(2**r.uniform(3, 5)))
+        else:
+            _hparam("batch_size", 32, lambda r: int(2**r.uniform(3, 5.5)))
+
+    if algorithm in ["DANN", "CDANN"]:
+        if small:
+            _hparam("lr_g", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
+            _hparam("lr_d", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
+            _hparam("weight_decay_g", 0.0, lambda r: 0.0)
+        else:
+            _hparam("lr_g", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
+            _hparam("lr_d", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
+            _hparam("weight_decay_g", 0.0, lambda r: 10**r.uniform(-6, -2))
+
+    return hparams
+
+
+def default_hparams(algorithm, dataset):
+    return {name: default for name, (default, _) in _hparams(algorithm, dataset, 0).items()}
+
+
+def random_hparams(algorithm, dataset, seed):
+    return {name: random for name, (_, random) in _hparams(algorithm, dataset, seed).items()}
+
+
+class HparamError(ValueError):
+    pass
+
+
+def apply_overrides(hparams, overrides):
+    """`hparams` updated with user overrides, refusing unknown names and wrong types.
+
+    Any number is accepted for a number (JSON has one number type, and some hparams
+    default to an int but draw floats); a bool is never accepted for a number, nor a
+    number for a bool.
+    """
+    if not isinstance(overrides, dict):
+        raise HparamError("--hparams must be a JSON object, e.g. '{\"lr\": 0.001}'.")
+    updated = dict(hparams)
+    for name, value in overrides.items():
+        if name not in hparams:
+            raise HparamError(
+                f"unknown hparam {name!r} for this algorithm and dataset."
+                f"{misc.did_you_mean(name, hparams)} Known: {', '.join(sorted(hparams))}.")
+        expected = hparams[name]
+        if not _same_kind(expected, value):
+            raise HparamError(
+                f"hparam {name!r} expects {type(expected).__name__} (like {expected!r}), "
+                f"got {type(value).__name__} {value!r}.")
+        updated[name] = value
+    return updated
+
+
+def _same_kind(expected, value):
+    if isinstance(expected, bool) or isinstance(value, bool):
+        return isinstance(expected, bool) and isinstance(value, bool)
+    if isinstance(expected, (int, float)):
+        # Numbers are interchangeable: some hparams default to an int and draw floats.
+        return isinstance(value, (int, float))
+    if expected is None:
+        return True
+    return isinstance(value, type(expected))

@@ -1,0 +1,96 @@
+"""Data loaders with upstream DomainBed's semantics, made resumable.
+
+`InfiniteDataLoader` draws batches with replacement (or from sampling weights) forever.
+The indices come from a generator the loader owns, and the loader counts the batches it
+has handed out, so `state_dict()` / `load_state_dict()` restore the exact stream position
+(exact resume) without touching the global RNG.
+"""
+import torch
+
+
+class _InfiniteIndexBatches:
+    """An endless iterable of index lists, drawn from a private generator."""
+
+    def __init__(self, n_items, batch_size, weights, seed):
+        self.n_items = n_items
+        self.batch_size = batch_size
+        self.weights = weights
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        while True:
+            yield self.draw()
+
+    def draw(self):
+        if self.weights is None:
+            idx = torch.randint(self.n_items, (self.batch_size,), generator=self.generator)
+        else:
+            idx = torch.multinomial(self.weights, self.batch_size, replacement=True,
+                                    generator=self.generator)
+        return idx.tolist()
+
+
+class InfiniteDataLoader:
+    def __init__(self, dataset, weights, batch_size, num_workers, seed=0):
+        self.dataset = dataset
+        self.seed = seed
+        self.batches_drawn = 0
+        self._index_batches = _InfiniteIndexBatches(len(dataset), batch_size, weights, seed)
+        self._start_workers(num_workers)
+
+    def _start_workers(self, num_workers):
+        # Workers prefetch ahead of the training loop, so the position is counted where
+        # batches are consumed (`__next__`), not where indices are drawn.
+        self._num_workers = num_workers
+        self._loader = iter(torch.utils.data.DataLoader(
+            self.dataset,
+            num_workers=num_workers,
+            batch_sampler=self._index_batches,
+            persistent_workers=num_workers > 0,
+        ))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self._loader)
+        self.batches_drawn += 1
+        return batch
+
+    def __len__(self):
+        raise ValueError("an InfiniteDataLoader has no length")
+
+    def state_dict(self):
+        return {"seed": self.seed, "batches_drawn": self.batches_drawn}
+
+    def load_state_dict(self, state):
+        """Re-create the stream and skip the batches already consumed (indices only)."""
+        if state["seed"] != self.seed:
+            raise ValueError("data stream seed differs from the checkpoint's")
+        weights = self._index_batches.weights
+        self._index_batches = _InfiniteIndexBatches(
+            len(self.dataset), self._index_batches.batch_size, weights, self.seed)
+        for _ in range(state["batches_drawn"]):
+            self._index_batches.draw()
+        self.batches_drawn = state["batches_drawn"]
+        self._start_workers(self._num_workers)
+
+
+class FastDataLoader:
+    """One pass over the dataset in ceil(len / batch_size) batches (evaluation).
+
+    Upstream shuffles the order; accuracy does not depend on it, so the order here is
+    sequential and the global RNG is left alone.
+    """
+
+    def __init__(self, dataset, batch_size, num_workers):
+        self._length = (len(dataset) + batch_size - 1) // batch_size
+        self._loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+            persistent_workers=num_workers > 0)
+
+    def __iter__(self):
+        return iter(self._loader)
+
+    def __len__(self):
+        return self._length

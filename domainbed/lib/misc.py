@@ -1,0 +1,223 @@
+"""Small helpers shared by training and reporting, with upstream DomainBed's semantics.
+
+Nothing here imports torch at module level: `collect_results` and `sweep status` use
+`seed_hash` and `print_row` and must stay light. Helpers that need tensors import torch
+inside the function.
+"""
+import difflib
+import hashlib
+import json
+import os
+import sys
+from itertools import cycle
+
+import numpy as np
+
+
+def seed_hash(*args):
+    """A stable 31-bit seed from any arguments: MD5 of `str(args)` modulo 2**31.
+
+    The string form of the *tuple* is hashed, so types matter: pass native ints and
+    lists (a numpy int or a tuple of test envs gives another seed, as upstream).
+    """
+    args_str = str(args)
+    return int(hashlib.md5(args_str.encode("utf-8")).hexdigest(), 16) % (2**31)
+
+
+def to_native(value):
+    """Recursively turn numpy scalars/arrays into JSON-safe Python values."""
+    if isinstance(value, dict):
+        return {k: to_native(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_native(v) for v in value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def did_you_mean(name, choices):
+    """' Did you mean X?' for the closest of `choices`, or ''."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    if not close:
+        lowered = {str(c).lower(): str(c) for c in choices}
+        if str(name).lower() in lowered:
+            close = [lowered[str(name).lower()]]
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+# ---------------------------------------------------------------------------------------
+# Data splits and sampling weights
+
+class _SplitDataset:
+    """A view of `underlying_dataset` restricted to `keys` (upstream's index subset)."""
+
+    def __init__(self, underlying_dataset, keys):
+        self.underlying_dataset = underlying_dataset
+        self.keys = keys
+
+    def __getitem__(self, key):
+        return self.underlying_dataset[self.keys[key]]
+
+    def __len__(self):
+        return len(self.keys)
+
+
+def split_dataset(dataset, n, seed=0):
+    """Return (first n shuffled items, the rest); the shuffle is RandomState(seed)."""
+    assert n <= len(dataset)
+    keys = list(range(len(dataset)))
+    np.random.RandomState(seed).shuffle(keys)
+    return _SplitDataset(dataset, keys[:n]), _SplitDataset(dataset, keys[n:])
+
+
+def _dataset_labels(dataset):
+    return [int(y) for _, y in dataset]
+
+
+def make_weights_for_balanced_classes(dataset):
+    """Per-item weight 1 / (count[y] * n_classes); the weights sum to 1."""
+    import torch
+
+    labels = _dataset_labels(dataset)
+    counts = {}
+    for y in labels:
+        counts[y] = counts.get(y, 0) + 1
+    n_classes = len(counts)
+    weights = torch.zeros(len(labels))
+    for i, y in enumerate(labels):
+        weights[i] = 1.0 / (counts[y] * n_classes)
+    return weights
+
+
+def random_pairs_of_minibatches(minibatches, generator=None):
+    """Pairs (perm[i], perm[i+1]) cyclically over a random domain permutation, equal sizes."""
+    import torch
+
+    perm = torch.randperm(len(minibatches), generator=generator).tolist()
+    pairs = []
+    for i in range(len(minibatches)):
+        j = i + 1 if i < len(minibatches) - 1 else 0
+        xi, yi = minibatches[perm[i]]
+        xj, yj = minibatches[perm[j]]
+        min_n = min(len(xi), len(xj))
+        pairs.append(((xi[:min_n], yi[:min_n]), (xj[:min_n], yj[:min_n])))
+    return pairs
+
+
+def split_meta_train_test(minibatches, num_meta_test=1, generator=None):
+    """MLDG's split: the last `num_meta_test` permuted domains are meta-test, cycled."""
+    import torch
+
+    n_domains = len(minibatches)
+    perm = torch.randperm(n_domains, generator=generator).tolist()
+    meta_train = perm[: n_domains - num_meta_test]
+    meta_test = perm[-num_meta_test:]
+    pairs = []
+    for i, j in zip(meta_train, cycle(meta_test)):
+        xi, yi = minibatches[i]
+        xj, yj = minibatches[j]
+        min_n = min(len(xi), len(xj))
+        pairs.append(((xi[:min_n], yi[:min_n]), (xj[:min_n], yj[:min_n])))
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+
+def accuracy(network, loader, weights, device):
+    """Weighted accuracy of `network.predict` over `loader` (binary when 1 logit)."""
+    import torch
+
+    correct = 0.0
+    total = 0.0
+    weights_offset = 0
+    network.eval()
+    with torch.no_grad():
+        for x, y in loader:
+            x = x.to(device)
+            y = y.to(device)
+            p = network.predict(x)
+            if weights is None:
+                batch_weights = torch.ones(len(x))
+            else:
+                batch_weights = weights[weights_offset: weights_offset + len(x)]
+                weights_offset += len(x)
+            batch_weights = batch_weights.to(device)
+            if p.size(1) == 1:
+                correct += (p.gt(0).eq(y).float() * batch_weights.view(-1, 1)).sum().item()
+            else:
+                correct += (p.argmax(1).eq(y).float() * batch_weights).sum().item()
+            total += batch_weights.sum().item()
+    network.train()
+    return correct / total
+
+
+# ---------------------------------------------------------------------------------------
+# Console and files
+
+class Tee:
+    """Write everything to the previous stream and to `fname` (append by default)."""
+
+    def __init__(self, fname, mode="a"):
+        self.stdout = sys.stdout
+        self.file = open(fname, mode)
+
+    def write(self, message):
+        self.stdout.write(message)
+        self.file.write(message)
+        self.flush()
+
+    def flush(self):
+        self.stdout.flush()
+        self.file.flush()
+
+    def isatty(self):
+        return False
+
+    def close(self):
+        self.file.close()
+
+
+def format_cell(value, colwidth=10, latex=False):
+    if isinstance(value, (float, np.floating)):
+        text = "{:.10f}".format(value)
+    else:
+        text = str(value)
+    return text.ljust(colwidth)[:colwidth]
+
+
+def format_row(row, colwidth=10, latex=False):
+    """The exact text `print_row` prints (without the trailing newline)."""
+    sep = " & " if latex else "  "
+    end = "\\\\" if latex else ""
+    return sep.join(format_cell(x, colwidth) for x in row) + " " + end
+
+
+def print_row(row, colwidth=10, latex=False):
+    """Cells padded and truncated to `colwidth`; floats with 10 decimals; trailing space."""
+    print(format_row(row, colwidth, latex))
+
+
+def atomic_write_text(path, text):
+    """Write `text` to `path` through a temporary file and an atomic rename."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def append_json_line(path, record):
+    """Append one whole JSON line (a single write, flushed and synced)."""
+    line = json.dumps(to_native(record), sort_keys=True) + "\n"
+    with open(path, "a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())

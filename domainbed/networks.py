@@ -1,0 +1,161 @@
+"""Featurizers and classifiers (upstream DomainBed's networks, chosen by input shape).
+
+- 1-D inputs: MLP (width/depth/dropout from the `mlp_*` hparams).
+- 28x28: the MNIST CNN of the DomainBed paper (128 features).
+- 224x224: ResNet-18/50 from torchvision (ImageNet weights unless hparams['pretrained'] is
+  False), or timm's `resnet50.ram_in1k` when `resnet50_augmix` is set (optional extra).
+"""
+import torch
+import torch.nn as nn
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class MLP(nn.Module):
+    """Linear -> Dropout -> ReLU, (depth - 2) hidden blocks, then a linear output layer."""
+
+    def __init__(self, n_inputs, n_outputs, hparams):
+        super().__init__()
+        self.input = nn.Linear(n_inputs, hparams["mlp_width"])
+        self.dropout = nn.Dropout(hparams["mlp_dropout"])
+        self.hiddens = nn.ModuleList([
+            nn.Linear(hparams["mlp_width"], hparams["mlp_width"])
+            for _ in range(hparams["mlp_depth"] - 2)])
+        self.output = nn.Linear(hparams["mlp_width"], n_outputs)
+        self.n_outputs = n_outputs
+
+    def forward(self, x):
+        x = torch.relu(self.dropout(self.input(x)))
+        for hidden in self.hiddens:
+            x = torch.relu(self.dropout(hidden(x)))
+        return self.output(x)
+
+
+class MNIST_CNN(nn.Module):
+    """Four 3x3 conv layers with GroupNorm, global average pooling: 128 features."""
+
+    n_outputs = 128
+
+    def __init__(self, input_shape):
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_shape[0], 64, 3, 1, padding=1)
+        self.conv2 = nn.Conv2d(64, 128, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(128, 128, 3, 1, padding=1)
+        self.conv4 = nn.Conv2d(128, 128, 3, 1, padding=1)
+        self.bn0 = nn.GroupNorm(8, 64)
+        self.bn1 = nn.GroupNorm(8, 128)
+        self.bn2 = nn.GroupNorm(8, 128)
+        self.bn3 = nn.GroupNorm(8, 128)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+
+    def forward(self, x):
+        x = self.bn0(torch.relu(self.conv1(x)))
+        x = self.bn1(torch.relu(self.conv2(x)))
+        x = self.bn2(torch.relu(self.conv3(x)))
+        x = self.bn3(torch.relu(self.conv4(x)))
+        return self.avgpool(x).flatten(1)
+
+
+class WeightsUnavailableError(RuntimeError):
+    pass
+
+
+def _torchvision_resnet(depth, pretrained):
+    import torchvision
+
+    builder = torchvision.models.resnet18 if depth == 18 else torchvision.models.resnet50
+    weights_enum = (torchvision.models.ResNet18_Weights if depth == 18
+                    else torchvision.models.ResNet50_Weights)
+    # IMAGENET1K_V1 are the weights of torchvision's old `pretrained=True`, as upstream.
+    weights = weights_enum.IMAGENET1K_V1 if pretrained else None
+    try:
+        return builder(weights=weights)
+    except (OSError, RuntimeError) as error:  # urllib errors are OSErrors
+        raise WeightsUnavailableError(
+            f"cannot load ImageNet weights for resnet{depth} ({error.__class__.__name__}: {error}). "
+            f"Put the weights file in $TORCH_HOME/hub/checkpoints (default ~/.cache/torch), "
+            f"or train from scratch with --hparams '{{\"pretrained\": false}}'.") from error
+
+
+def _timm_resnet50_augmix(pretrained):
+    try:
+        import timm
+    except ImportError as error:
+        raise ImportError(
+            "hparams['resnet50_augmix'] needs timm: pip install 'domainbed-fgmix[timm]', "
+            "or use torchvision's ResNet-50 with --hparams '{\"resnet50_augmix\": false}'.") from error
+    try:
+        return timm.create_model("resnet50.ram_in1k", pretrained=pretrained)
+    except Exception as error:  # hub download failures come in many types
+        raise WeightsUnavailableError(
+            f"cannot load timm weights resnet50.ram_in1k ({error}). Use a cached copy, or "
+            f"--hparams '{{\"pretrained\": false}}'.") from error
+
+
+class ResNet(nn.Module):
+    """A ResNet backbone without its fc layer, then dropout; BatchNorm optionally frozen."""
+
+    def __init__(self, input_shape, hparams):
+        super().__init__()
+        pretrained = hparams.get("pretrained", True)
+        if hparams.get("resnet50_augmix", False):
+            self.network = _timm_resnet50_augmix(pretrained)
+            self.n_outputs = 2048
+            self.network.reset_classifier(0)
+        else:
+            depth = 18 if hparams["resnet18"] else 50
+            self.network = _torchvision_resnet(depth, pretrained)
+            self.n_outputs = 512 if depth == 18 else 2048
+            self.network.fc = Identity()
+        self._adapt_input_channels(input_shape[0])
+        self.freeze_bn = hparams.get("freeze_bn", False)
+        self.dropout = nn.Dropout(hparams["resnet_dropout"])
+        self.hparams = hparams
+
+    def _adapt_input_channels(self, nc):
+        if nc == 3:
+            return
+        old = self.network.conv1
+        new = nn.Conv2d(nc, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        with torch.no_grad():
+            for i in range(nc):  # channel i copies pretrained channel i mod 3
+                new.weight[:, i] = old.weight[:, i % 3]
+        self.network.conv1 = new
+
+    def forward(self, x):
+        return self.dropout(self.network(x))
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.network.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+
+def Featurizer(input_shape, hparams):
+    """The featurizer upstream picks for this input shape."""
+    if len(input_shape) == 1:
+        return MLP(input_shape[0], hparams["mlp_width"], hparams)
+    if tuple(input_shape[1:3]) == (28, 28):
+        return MNIST_CNN(input_shape)
+    if tuple(input_shape[1:3]) == (224, 224):
+        if hparams.get("vit") or hparams.get("dinov2"):
+            raise NotImplementedError(
+                "ViT/DINOv2 featurizers are not part of this fork; set vit and dinov2 to false.")
+        return ResNet(input_shape, hparams)
+    raise NotImplementedError(
+        f"no featurizer for input shape {tuple(input_shape)}: expected a vector, 28x28 or 224x224.")
+
+
+def Classifier(in_features, out_features, is_nonlinear=False):
+    if is_nonlinear:
+        return nn.Sequential(
+            nn.Linear(in_features, in_features // 2), nn.ReLU(),
+            nn.Linear(in_features // 2, in_features // 4), nn.ReLU(),
+            nn.Linear(in_features // 4, out_features))
+    return nn.Linear(in_features, out_features)
