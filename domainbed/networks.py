@@ -35,20 +35,24 @@ class MLP(nn.Module):
 
 
 class MNIST_CNN(nn.Module):
-    """Four 3x3 conv layers with GroupNorm, global average pooling: 128 features."""
+    """Four 3x3 conv layers with GroupNorm, global average pooling: 2*width features.
 
-    n_outputs = 128
+    width = 64 is upstream's network (128 features). The CPU-sized offline datasets use a
+    narrower one (hparam `mnist_cnn_width`) so that a whole sweep fits on a laptop.
+    """
 
-    def __init__(self, input_shape):
+    def __init__(self, input_shape, width=64):
         super().__init__()
-        self.conv1 = nn.Conv2d(input_shape[0], 64, 3, 1, padding=1)
-        self.conv2 = nn.Conv2d(64, 128, 3, stride=2, padding=1)
-        self.conv3 = nn.Conv2d(128, 128, 3, 1, padding=1)
-        self.conv4 = nn.Conv2d(128, 128, 3, 1, padding=1)
-        self.bn0 = nn.GroupNorm(8, 64)
-        self.bn1 = nn.GroupNorm(8, 128)
-        self.bn2 = nn.GroupNorm(8, 128)
-        self.bn3 = nn.GroupNorm(8, 128)
+        wide = 2 * width
+        self.n_outputs = wide
+        self.conv1 = nn.Conv2d(input_shape[0], width, 3, 1, padding=1)
+        self.conv2 = nn.Conv2d(width, wide, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(wide, wide, 3, 1, padding=1)
+        self.conv4 = nn.Conv2d(wide, wide, 3, 1, padding=1)
+        self.bn0 = nn.GroupNorm(8, width)
+        self.bn1 = nn.GroupNorm(8, wide)
+        self.bn2 = nn.GroupNorm(8, wide)
+        self.bn3 = nn.GroupNorm(8, wide)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
 
     def forward(self, x):
@@ -142,7 +146,7 @@ def Featurizer(input_shape, hparams):
     if len(input_shape) == 1:
         return MLP(input_shape[0], hparams["mlp_width"], hparams)
     if tuple(input_shape[1:3]) == (28, 28):
-        return MNIST_CNN(input_shape)
+        return MNIST_CNN(input_shape, hparams.get("mnist_cnn_width", 64))
     if tuple(input_shape[1:3]) == (224, 224):
         if hparams.get("vit") or hparams.get("dinov2"):
             raise NotImplementedError(

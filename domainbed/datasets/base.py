@@ -12,6 +12,7 @@ class MultipleDomainDataset:
     ENVIRONMENTS = None       # environment names, in index order
     INPUT_SHAPE = None
     SMALL_IMAGES = False      # selects the small-image hparam distributions
+    CPU_SIZED = False         # ours: offline datasets get a narrower MNIST CNN (hparams)
 
     def __getitem__(self, index):
         return self.datasets[index]
