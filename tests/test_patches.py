@@ -1,0 +1,446 @@
+"""patches/apply_fgmix.py: FGMix installed in an upstream-layout DomainBed checkout.
+
+The checkout is a stand-in written here (tmp_path) after the documented upstream layout
+(interface doc §0, §5, §8): self-contained, so the patched code runs without this project.
+"""
+import difflib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PATCHES_DIR = REPO_ROOT / "patches"
+FGMIX_PY = REPO_ROOT / "domainbed" / "algorithms" / "fgmix.py"
+VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMix"]
+EDITED = ["domainbed/algorithms.py", "domainbed/hparams_registry.py"]
+PLUGIN = "domainbed/fgmix_plugin.py"
+
+sys.path.insert(0, str(PATCHES_DIR))
+import apply_fgmix  # noqa: E402
+import plugin_codegen  # noqa: E402
+
+# -- the stand-in upstream checkout -----------------------------------------------------------
+STANDIN = {
+    "domainbed/__init__.py": "",
+    # Upstream's lib/ has no __init__.py (a namespace package).
+    "domainbed/lib/misc.py": '''
+        import hashlib
+
+
+        def seed_hash(*args):
+            """MD5 of str(args), modulo 2**31."""
+            args_str = str(args)
+            return int(hashlib.md5(args_str.encode("utf-8")).hexdigest(), 16) % (2**31)
+    ''',
+    "domainbed/networks.py": '''
+        import torch.nn as nn
+
+
+        class TinyCNN(nn.Module):
+            n_outputs = 8
+
+            def __init__(self, input_shape):
+                super().__init__()
+                self.conv = nn.Conv2d(input_shape[0], self.n_outputs, 3, stride=4, padding=1)
+                self.pool = nn.AdaptiveAvgPool2d(1)
+
+            def forward(self, x):
+                return self.pool(self.conv(x).relu()).flatten(1)
+
+
+        def Featurizer(input_shape, hparams):
+            if tuple(input_shape[1:3]) == (28, 28):
+                return TinyCNN(input_shape)
+            raise NotImplementedError
+
+
+        def Classifier(in_features, out_features, is_nonlinear=False):
+            if is_nonlinear:
+                return nn.Sequential(nn.Linear(in_features, in_features // 2), nn.ReLU(),
+                                     nn.Linear(in_features // 2, out_features))
+            return nn.Linear(in_features, out_features)
+    ''',
+    "domainbed/algorithms.py": '''
+        import torch
+        import torch.nn.functional as F
+
+        from domainbed import networks
+
+        ALGORITHMS = [
+            'ERM',
+            'Mixup'
+        ]
+
+
+        def get_algorithm_class(algorithm_name):
+            if algorithm_name not in globals():
+                raise NotImplementedError("Algorithm not found: {}".format(algorithm_name))
+            return globals()[algorithm_name]
+
+
+        class Algorithm(torch.nn.Module):
+            def __init__(self, input_shape, num_classes, num_domains, hparams):
+                super(Algorithm, self).__init__()
+                self.hparams = hparams
+
+
+        class ERM(Algorithm):
+            def __init__(self, input_shape, num_classes, num_domains, hparams):
+                super(ERM, self).__init__(input_shape, num_classes, num_domains, hparams)
+                self.featurizer = networks.Featurizer(input_shape, hparams)
+                self.classifier = networks.Classifier(self.featurizer.n_outputs, num_classes)
+                self.network = torch.nn.Sequential(self.featurizer, self.classifier)
+                self.optimizer = torch.optim.Adam(self.network.parameters(), lr=hparams["lr"])
+
+            def update(self, minibatches, unlabeled=None):
+                x = torch.cat([x for x, y in minibatches])
+                y = torch.cat([y for x, y in minibatches])
+                loss = F.cross_entropy(self.predict(x), y)
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                return {'loss': loss.item()}
+
+            def predict(self, x):
+                return self.network(x)
+
+
+        class Mixup(ERM):
+            pass
+    ''',
+    "domainbed/hparams_registry.py": '''
+        import numpy as np
+        from domainbed.lib import misc
+
+
+        def _hparams(algorithm, dataset, random_seed):
+            SMALL_IMAGES = ['Debug28', 'RotatedMNIST', 'ColoredMNIST']
+            hparams = {}
+
+            def _hparam(name, default_val, random_val_fn):
+                assert(name not in hparams)
+                random_state = np.random.RandomState(misc.seed_hash(random_seed, name))
+                hparams[name] = (default_val, random_val_fn(random_state))
+
+            _hparam('data_augmentation', True, lambda r: True)
+            _hparam('resnet_dropout', 0., lambda r: r.choice([0., 0.1, 0.5]))
+            _hparam('nonlinear_classifier', False, lambda r: bool(r.choice([False, False])))
+
+            if algorithm == 'Mixup':
+                _hparam('mixup_alpha', 0.2, lambda r: 10**r.uniform(-1, 1))
+
+            if dataset in SMALL_IMAGES:
+                _hparam('lr', 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
+                _hparam('weight_decay', 0., lambda r: 0.)
+                _hparam('batch_size', 64, lambda r: int(2**r.uniform(3, 9)))
+            else:
+                _hparam('lr', 5e-5, lambda r: 10**r.uniform(-5, -3.5))
+                _hparam('weight_decay', 0., lambda r: 10**r.uniform(-6, -2))
+                _hparam('batch_size', 32, lambda r: int(2**r.uniform(3, 5.5)))
+
+            return hparams
+
+
+        def default_hparams(algorithm, dataset):
+            return {a: b for a, (b, c) in _hparams(algorithm, dataset, 0).items()}
+
+
+        def random_hparams(algorithm, dataset, seed):
+            return {a: c for a, (b, c) in _hparams(algorithm, dataset, seed).items()}
+    ''',
+    "domainbed/datasets.py": '''
+        import torch
+
+
+        class Debug28:
+            ENVIRONMENTS = ['0', '1', '2']
+
+            def __init__(self, root, test_envs, hparams):
+                self.input_shape = (3, 28, 28)
+                self.num_classes = 2
+                self.datasets = [torch.utils.data.TensorDataset(
+                    torch.randn(16, *self.input_shape), torch.randint(0, 2, (16,)))
+                    for _ in self.ENVIRONMENTS]
+    ''',
+}
+
+# Run inside the patched stand-in with only the stand-in importable; prints JSON.
+STANDIN_RUN = '''
+import json, pathlib, sys
+import torch
+import domainbed
+from domainbed import algorithms, datasets, hparams_registry
+assert pathlib.Path(domainbed.__file__).resolve().parent == pathlib.Path.cwd().resolve() / "domainbed", domainbed.__file__
+names, seeds = json.loads(sys.argv[1])
+torch.manual_seed(0)
+dataset = datasets.Debug28("", [0], {})
+minibatches = [(env.tensors[0][:8], env.tensors[1][:8]) for env in dataset.datasets]
+report = {"ALGORITHMS": algorithms.ALGORITHMS, "random": {}, "logs": {}}
+for name in names:
+    hparams = hparams_registry.default_hparams(name, "Debug28")
+    algorithm = algorithms.get_algorithm_class(name)(dataset.input_shape, 2, 3, hparams)
+    logs = [algorithm.update(minibatches) for _ in range(2)]
+    logits = algorithm.predict(minibatches[0][0])
+    assert logits.shape == (8, 2) and bool(torch.isfinite(logits).all()), name
+    report["logs"][name] = logs
+    report["random"][name] = {str(s): hparams_registry.random_hparams(name, "Debug28", s)
+                              for s in seeds}
+print(json.dumps(report))
+'''
+
+
+def write_standin(root):
+    for path, text in STANDIN.items():
+        file = root / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(textwrap.dedent(text).lstrip("\n"))
+    return root
+
+
+def snapshot(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+
+
+def run_tool(*args):
+    """The documented command, as a subprocess: (exit status, stdout, stderr)."""
+    out = subprocess.run([sys.executable, str(PATCHES_DIR / "apply_fgmix.py"), *map(str, args)],
+                         capture_output=True, text=True)
+    return out.returncode, out.stdout, out.stderr
+
+
+@pytest.fixture(scope="module")
+def fgmix_source():
+    if not FGMIX_PY.is_file():
+        pytest.skip("domainbed/algorithms/fgmix.py does not exist yet: nothing to install")
+    return FGMIX_PY
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    return snapshot(write_standin(tmp_path_factory.mktemp("upstream")))
+
+
+@pytest.fixture(scope="module")
+def patched(fgmix_source, tmp_path_factory):
+    root = write_standin(tmp_path_factory.mktemp("patched"))
+    status, stdout, stderr = run_tool(root)
+    assert status == 0, stderr
+    assert "installed" in stdout
+    return root
+
+
+# -- the command on the stand-in --------------------------------------------------------------
+def test_installed_plugin_is_exactly_what_fgmix_py_generates(patched):
+    installed = (patched / PLUGIN).read_text()
+    assert installed == plugin_codegen.generate_plugin()[0]
+    header = plugin_codegen.split_header(installed)[0]
+    assert f"sha256={plugin_codegen.sha256_text(FGMIX_PY.read_text())}" in header
+    assert "domainbed/algorithms/fgmix.py" in header
+    assert plugin_codegen.content_hash_matches(installed)
+    assert run_tool(patched, "--check")[:2] == (0, f"{patched}: patched, up to date\n")
+
+
+def test_upstream_files_only_gain_lines(patched, pristine):
+    for path in EDITED:
+        before = pristine[path].decode().splitlines()
+        after = (patched / path).read_text().splitlines()
+        opcodes = difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes()
+        assert {op for op, *_ in opcodes} == {"equal", "insert"}, path
+        assert len(after) > len(before)
+    assert set(snapshot(patched)) == set(pristine) | {PLUGIN}
+
+
+def test_patched_standin_trains_the_four_variants_with_our_hparams(patched):
+    from domainbed import hparams_registry
+    from domainbed.lib.misc import seed_hash
+
+    seeds = [0, seed_hash(1, 0), seed_hash(2, 1)]
+    out = subprocess.run([sys.executable, "-c", STANDIN_RUN, json.dumps([VARIANTS, seeds])],
+                         cwd=patched, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["ALGORITHMS"] == ["ERM", "Mixup"] + VARIANTS
+    for name in VARIANTS:
+        specific = _declared_names(name)
+        assert specific and all(n.startswith("fgmix_") for n in specific)
+        for seed in seeds:
+            ours = hparams_registry.random_hparams(name, "Debug28", seed)
+            theirs = report["random"][name][str(seed)]
+            assert {n: theirs[n] for n in specific} == {n: ours[n] for n in specific}, name
+        assert all(set(log) >= {"loss", "mixed_loss"} for log in report["logs"][name])
+    assert "fgmix_rho" in _declared_names("FGMix")
+
+
+def _declared_names(algorithm):
+    from domainbed.algorithms import get_algorithm_class
+
+    names = []
+    get_algorithm_class(algorithm).declare_hparams(lambda n, d, f: names.append(n), "Debug28")
+    return names
+
+
+def test_applying_twice_changes_nothing(patched):
+    before = snapshot(patched)
+    mtimes = {p: (patched / p).stat().st_mtime_ns for p in before}
+    status, stdout, _ = run_tool(patched)
+    assert status == 0 and "nothing changed" in stdout
+    assert snapshot(patched) == before
+    assert {p: (patched / p).stat().st_mtime_ns for p in before} == mtimes
+
+
+def test_diff_applies_to_a_fresh_copy_and_gives_the_same_tree(patched, fgmix_source, tmp_path):
+    fresh = write_standin(tmp_path / "fresh")
+    patch_file = tmp_path / "fgmix.patch"
+    assert apply_fgmix.main([str(fresh), "--diff", str(patch_file)]) == 0
+    assert snapshot(fresh) == snapshot(write_standin(tmp_path / "untouched"))  # nothing applied
+    if shutil.which("git"):
+        command = ["git", "apply", str(patch_file)]
+    elif shutil.which("patch"):
+        command = ["patch", "-p1", "-i", str(patch_file)]
+    else:
+        pytest.skip("neither git nor patch is installed")
+    result = subprocess.run(command, cwd=fresh, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(fresh) == snapshot(patched)
+    assert apply_fgmix.main([str(fresh), "--check"]) == 0
+
+
+def test_check_detects_unpatched_and_stale_trees(fgmix_source, tmp_path, capsys):
+    root = write_standin(tmp_path / "tree")
+    assert apply_fgmix.main([str(root), "--check"]) == 1
+    assert "not patched" in capsys.readouterr().out
+    assert apply_fgmix.main([str(root)]) == 0
+    plugin = root / PLUGIN
+    plugin.write_text(plugin.read_text().replace("ALGORITHMS = [", "ALGORITHMS = ['Old', "))
+    assert apply_fgmix.main([str(root), "--check"]) == 1
+    assert "edited by hand" in capsys.readouterr().out
+    assert apply_fgmix.main([str(root)]) == 0  # regenerates the plug-in
+    assert plugin.read_text() == plugin_codegen.generate_plugin()[0]
+
+
+def test_crlf_files_stay_crlf(fgmix_source, tmp_path):
+    root = write_standin(tmp_path / "tree")
+    for path in EDITED:
+        file = root / path
+        file.write_bytes(file.read_bytes().replace(b"\n", b"\r\n"))
+    before = {path: (root / path).read_bytes() for path in EDITED}
+    assert apply_fgmix.main([str(root)]) == 0
+    for path in EDITED:
+        after = (root / path).read_bytes()
+        assert after.count(b"\n") == after.count(b"\r\n") > before[path].count(b"\n")
+    assert apply_fgmix.main([str(root), "--check"]) == 0
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ({"domainbed/algorithms.py": None}, "missing domainbed/algorithms.py"),
+    ({"domainbed/algorithms.py": "ALGORITHMS = ('ERM',)\n"}, "no module-level `ALGORITHMS = [...]`"),
+    ({"domainbed/hparams_registry.py": "def hparams():\n    return {}\n"}, "no module-level `def _hparams(`"),
+    ({"domainbed/algorithms.py": "ALGORITHMS = ['ERM', 'FGMix']\n"}, "already lists FGMix"),
+])
+def test_unrecognised_trees_are_refused_untouched(fgmix_source, tmp_path, breakage, expected):
+    root = write_standin(tmp_path / "tree")
+    for path, text in breakage.items():
+        if text is None:
+            (root / path).unlink()
+        else:
+            (root / path).write_text(text)
+    before = snapshot(root)
+    status, stdout, stderr = run_tool(root)
+    assert status == 2 and expected in stderr and len(stderr.strip().splitlines()) == 1
+    assert snapshot(root) == before
+
+
+# -- the generated classes behave like ours ---------------------------------------------------
+def _load_plugin(text):
+    """The generated plug-in as a module in *this* environment (our networks)."""
+    module = types.ModuleType("generated_fgmix_plugin")
+    exec(compile(text, PLUGIN, "exec"), module.__dict__)
+    return module
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_generated_classes_update_exactly_like_ours(fgmix_source, name):
+    import torch
+
+    from domainbed import hparams_registry
+    from domainbed.algorithms import get_algorithm_class
+
+    plugin = _load_plugin(plugin_codegen.generate_plugin()[0])
+    # A small MLP featurizer (upstream's hparam names) keeps this fast on a CPU.
+    hparams = {**hparams_registry.default_hparams(name, "Debug28"),
+               "mlp_width": 16, "mlp_depth": 3, "mlp_dropout": 0.0}
+    generator = torch.Generator().manual_seed(1)
+    minibatches = [(torch.randn(6, 10, generator=generator),
+                    torch.randint(0, 3, (6,), generator=generator)) for _ in range(3)]
+    runs = []
+    for cls in (get_algorithm_class(name), getattr(plugin, name)):
+        torch.manual_seed(0)
+        algorithm = cls((10,), 3, 3, hparams)
+        logs = [algorithm.update(minibatches) for _ in range(2)]
+        runs.append((logs, algorithm.predict(minibatches[0][0]), algorithm.state_dict()))
+    (ours_logs, ours_pred, ours_state), (gen_logs, gen_pred, gen_state) = runs
+    assert gen_logs == ours_logs
+    assert torch.equal(gen_pred, ours_pred)
+    assert gen_state.keys() == ours_state.keys()
+
+
+# -- the generator on its own -----------------------------------------------------------------
+def _generate_from(tmp_path, source):
+    path = tmp_path / "fgmix.py"
+    path.write_text(source)
+    return plugin_codegen.generate_plugin(path)
+
+
+def test_generator_pastes_fgmix_code_unchanged_and_inlines_per_sample(tmp_path):
+    import torch
+
+    from domainbed.lib import per_sample
+
+    source = textwrap.dedent('''
+        """Doc."""
+        from domainbed.algorithms.base import Algorithm as Base
+        from domainbed.algorithms.registry import register_algorithm
+        from domainbed.lib import per_sample
+
+
+        @register_algorithm
+        class Mine(Base):
+            NOTE = "per_sample.head_residuals"
+
+            @staticmethod
+            def gradients(z, logits, y):
+                return per_sample.head_gradients(z, logits, y)  # per_sample.
+    ''')
+    text, names = _generate_from(tmp_path, source)
+    assert names == ["Mine"]
+    kept = [line for line in source.splitlines()
+            if line.strip() and not line.startswith(("from domainbed", "@register_algorithm"))]
+    remaining = iter(text.splitlines())
+    assert all(line in remaining for line in kept)  # every other line, in order, unchanged
+    assert "def head_residuals(" in text  # head_gradients' dependency is inlined too
+    assert "def cosine_from_gram(" not in text
+    module = _load_plugin(text)
+    assert issubclass(module.Mine, module.Algorithm) and module.Base is module.Algorithm
+    z, logits, y = torch.randn(4, 3), torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    for got, want in zip(module.Mine.gradients(z, logits, y), per_sample.head_gradients(z, logits, y)):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("from domainbed.lib.misc import seed_hash\n", "has no upstream translation"),
+    ("import domainbed.lib.per_sample\n", "is not supported"),
+    ("from domainbed.algorithms.registry import register_algorithm\nclass A:\n    pass\n",
+     "no class is decorated"),
+])
+def test_generator_refuses_what_it_cannot_translate(tmp_path, source, expected):
+    with pytest.raises(plugin_codegen.CodegenError, match=expected):
+        _generate_from(tmp_path, source)
