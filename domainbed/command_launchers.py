@@ -1,0 +1,262 @@
+"""Command launchers: functions that take a list of shell commands and run (or submit) them.
+
+`REGISTRY[name](commands)` is upstream's interface. Built in:
+* `local`: one after the other, in this process;
+* `dummy`: runs nothing, prints `Dummy launcher: {cmd}` per command;
+* `multi_gpu`: one queue, several slots per visible GPU (`jobs_per_gpu`, or the environment
+  variable DOMAINBED_JOBS_PER_GPU; default 1), respecting CUDA_VISIBLE_DEVICES;
+* `slurm`: one Slurm job array through submitit (see `slurm_launcher`).
+
+A launcher may take keyword options; `sweep --launcher_args '{"jobs_per_gpu": 2}'` passes them.
+
+Your own launcher: decorate a function with `@register_launcher("name")` in a module listed
+in the environment variable DOMAINBED_PLUGINS (comma-separated import paths), or provide
+upstream's optional `domainbed/facebook.py` with `register_command_launchers(REGISTRY)`.
+Set `fn.runs_jobs = False` on a launcher that only pretends (like `dummy`), and
+`fn.queues_jobs = True` on one that submits to a queue (like `slurm`); `sweep launch` uses
+both to decide which incomplete jobs to launch again (see `sweep --help`).
+"""
+import importlib
+import json
+import os
+import shlex
+import subprocess
+import time
+
+from domainbed.lib.registry import UnknownNameError
+from domainbed.lib.misc import did_you_mean
+
+REGISTRY = {}
+
+
+def register_launcher(name, runs_jobs=True, queues_jobs=False):
+    """Decorator: make the function available as `--command_launcher name`."""
+    def add(fn):
+        if name in REGISTRY and REGISTRY[name] is not fn:
+            raise ValueError(f"command launcher {name!r} is registered twice")
+        fn.runs_jobs = getattr(fn, "runs_jobs", runs_jobs)
+        fn.queues_jobs = getattr(fn, "queues_jobs", queues_jobs)
+        REGISTRY[name] = fn
+        return fn
+    return add
+
+
+def load_plugins():
+    """Import the modules named in DOMAINBED_PLUGINS (they register launchers on import)."""
+    for module in filter(None, os.environ.get("DOMAINBED_PLUGINS", "").split(",")):
+        try:
+            importlib.import_module(module.strip())
+        except ImportError as error:
+            raise SystemExit(f"DOMAINBED_PLUGINS: cannot import {module.strip()!r} ({error}); "
+                             "fix the module path or unset the variable")
+
+
+def get_launcher(name):
+    """The launcher registered as `name`, after loading plug-ins; a "did you mean" error."""
+    load_plugins()
+    if name not in REGISTRY:
+        raise UnknownNameError(
+            f"unknown command launcher {name!r}.{did_you_mean(name, REGISTRY)} "
+            f"Known: {', '.join(REGISTRY)}.")
+    return REGISTRY[name]
+
+
+def runs_jobs(name):
+    """Whether a launcher of this name really starts jobs (unknown names: assume it does)."""
+    return getattr(REGISTRY.get(name), "runs_jobs", True)
+
+
+def queues_jobs(name):
+    return getattr(REGISTRY.get(name), "queues_jobs", False)
+
+
+# ---------------------------------------------------------------------------------------
+# Built-in launchers
+
+@register_launcher("local")
+def local_launcher(commands):
+    """Run the commands one after the other (a failed job does not stop the others)."""
+    for cmd in commands:
+        subprocess.call(cmd, shell=True)
+
+
+@register_launcher("dummy", runs_jobs=False)
+def dummy_launcher(commands):
+    """Print each command instead of running it (for testing the sweep)."""
+    for cmd in commands:
+        print(f"Dummy launcher: {cmd}")
+
+
+def visible_gpus():
+    """CUDA_VISIBLE_DEVICES when set (empty items dropped), else every GPU torch sees."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [gpu for gpu in visible.split(",") if gpu.strip()]
+    import torch  # only this launcher needs it, and only when the variable is unset
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+@register_launcher("multi_gpu")
+def multi_gpu_launcher(commands, jobs_per_gpu=None, poll_s=1.0):
+    """Keep `jobs_per_gpu` jobs running on every visible GPU until the queue is empty."""
+    print("WARNING: using experimental multi_gpu_launcher.")
+    jobs_per_gpu = int(jobs_per_gpu or os.environ.get("DOMAINBED_JOBS_PER_GPU", 1))
+    gpus = visible_gpus()
+    if not gpus or jobs_per_gpu < 1:
+        raise SystemExit("multi_gpu launcher: no GPU visible (CUDA_VISIBLE_DEVICES / torch) or "
+                         "jobs_per_gpu < 1; use --command_launcher local on a CPU machine")
+    slots = [gpu for gpu in gpus for _ in range(jobs_per_gpu)]
+    running = [None] * len(slots)
+    queue = list(commands)
+    while queue:
+        for i, gpu in enumerate(slots):
+            if running[i] is None or running[i].poll() is not None:
+                running[i] = subprocess.Popen(f"CUDA_VISIBLE_DEVICES={gpu} {queue.pop(0)}",
+                                              shell=True)
+                break
+        time.sleep(poll_s)
+    for process in running:
+        if process is not None:
+            process.wait()
+
+
+# ---------------------------------------------------------------------------------------
+# Slurm (submitit)
+
+SLURM_ENV = {  # option -> environment variable (sweep --launcher_args JSON wins over these)
+    "partition": "DOMAINBED_SLURM_PARTITION",
+    "time_min": "DOMAINBED_SLURM_TIME_MIN",
+    "gpus_per_node": "DOMAINBED_SLURM_GPUS",
+    "cpus_per_task": "DOMAINBED_SLURM_CPUS",
+    "mem_gb": "DOMAINBED_SLURM_MEM_GB",
+    "max_concurrent": "DOMAINBED_SLURM_MAX_CONCURRENT",
+    "log_dir": "DOMAINBED_SLURM_LOG_DIR",
+    "cluster": "DOMAINBED_SLURM_CLUSTER",
+}
+SLURM_DEFAULTS = {"time_min": 24 * 60, "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32,
+                  "max_concurrent": 64, "cluster": None, "partition": None, "log_dir": None}
+INT_OPTIONS = ("time_min", "gpus_per_node", "cpus_per_task", "mem_gb", "max_concurrent")
+
+
+def slurm_options(overrides=None):
+    """Defaults < environment variables < explicit options (from --launcher_args)."""
+    options = dict(SLURM_DEFAULTS)
+    for option, variable in SLURM_ENV.items():
+        if os.environ.get(variable):
+            options[option] = os.environ[variable]
+    options.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = sorted(set(options) - set(SLURM_DEFAULTS))
+    if unknown:
+        raise SystemExit(f"slurm launcher: unknown option(s) {unknown}; "
+                         f"known: {sorted(SLURM_DEFAULTS)}")
+    for option in INT_OPTIONS:
+        options[option] = int(options[option])
+    return options
+
+
+def sweep_dir_of(command):
+    """The sweep directory of a train command (the parent of its --output_dir)."""
+    words = shlex.split(command)
+    if "--output_dir" in words:
+        return os.path.dirname(words[words.index("--output_dir") + 1])
+    return os.getcwd()
+
+
+class ShellJob:
+    """A submitit job that runs one shell command and is requeued on preemption/timeout.
+
+    On preemption submitit calls `checkpoint()`: we pass SIGTERM on to the command (train.py
+    then checkpoints and exits) and resubmit the same command, which resumes the job.
+    """
+
+    def __init__(self, command, grace_s=120):
+        self.command = command
+        self.grace_s = grace_s
+        self.process = None
+
+    def __call__(self):
+        self.process = subprocess.Popen(self.command, shell=True, start_new_session=True)
+        code = self.process.wait()
+        if code != 0:
+            raise RuntimeError(f"command exited with code {code}: {self.command}")
+        return code
+
+    def checkpoint(self, *args, **kwargs):
+        import signal
+        import submitit
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=self.grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        return submitit.helpers.DelayedSubmission(ShellJob(self.command, self.grace_s))
+
+
+def _import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise SystemExit("slurm launcher: needs submitit: pip install submitit "
+                         "(or the package's [slurm] extra)")
+    return submitit
+
+
+@register_launcher("slurm", queues_jobs=True)
+def slurm_launcher(commands, wait=False, **options):
+    """Submit every command as one Slurm job array (submitit); returns the submitit jobs.
+
+    Options (also from DOMAINBED_SLURM_* variables, see SLURM_ENV): partition, time_min,
+    gpus_per_node, cpus_per_task, mem_gb, max_concurrent (array parallelism), log_dir
+    (default SWEEP_DIR/slurm_logs), cluster (None = Slurm when available, "local" for
+    tests). A preempted or timed-out job is requeued and train.py resumes it.
+    """
+    if not commands:
+        return []
+    submitit = _import_submitit()
+    options = slurm_options(options)
+    log_dir = options["log_dir"] or os.path.join(sweep_dir_of(commands[0]), "slurm_logs")
+    executor = submitit.AutoExecutor(folder=os.path.join(log_dir, "%j"), cluster=options["cluster"])
+    parameters = {"timeout_min": options["time_min"], "gpus_per_node": options["gpus_per_node"],
+                  "cpus_per_task": options["cpus_per_task"], "mem_gb": options["mem_gb"],
+                  "name": "domainbed"}
+    if executor.cluster == "slurm":
+        parameters["slurm_array_parallelism"] = options["max_concurrent"]
+        if options["partition"]:
+            parameters["slurm_partition"] = options["partition"]
+    executor.update_parameters(**parameters)
+    with executor.batch():
+        jobs = [executor.submit(ShellJob(cmd)) for cmd in commands]
+    print(f"slurm launcher: submitted {len(jobs)} jobs ({executor.cluster}); logs in {log_dir}")
+    if wait:
+        for job in jobs:
+            job.exception()  # waits; failures are reported by the jobs' own files
+    return jobs
+
+
+def parse_launcher_args(text):
+    """The --launcher_args JSON object (a dict), or a one-line error."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise SystemExit(f"sweep: error: --launcher_args is not valid JSON ({error}); "
+                         'example: --launcher_args \'{"jobs_per_gpu": 2}\'')
+    if not isinstance(value, dict):
+        raise SystemExit("sweep: error: --launcher_args must be a JSON object, e.g. "
+                         '\'{"partition": "gpu"}\'')
+    return value
+
+
+# Upstream's hook for site-specific launchers (git-ignored upstream).
+def _load_site_hook():
+    import importlib.util
+
+    if importlib.util.find_spec("domainbed.facebook") is None:
+        return
+    importlib.import_module("domainbed.facebook").register_command_launchers(REGISTRY)
+
+
+_load_site_hook()

@@ -1,0 +1,442 @@
+"""Run a hyperparameter sweep: launch, delete_incomplete and status (torch-free).
+
+    python -m domainbed.scripts.sweep launch --data_dir D --output_dir O --command_launcher local
+
+The job list, the job directories (md5 of the train args), the command strings, the states
+and the printed lines are upstream DomainBed's. What this version adds:
+
+* Liveness. A job whose `.lock` is held by a train.py (or whose heartbeat.json, from another
+  host, is fresh) is running: `delete_incomplete` never deletes it, and says so.
+* Relaunch after an interruption. `launch` writes `launch.json` ({"launcher", "time"}) into
+  every job directory it launches. A later `launch` with the same arguments launches the
+  Not-launched jobs, as upstream, and also every Incomplete job that is not running, has no
+  `failed` file, and was launched by a launcher that really runs jobs (not `dummy`; for a
+  queueing launcher such as `slurm`, only once the job has started at least once).
+  train.py resumes such a job from its checkpoint, and refuses to run twice at the same time,
+  so killing `sweep launch` and running it again finishes the sweep with nothing lost, nothing
+  run twice and no duplicate records. Failed jobs are left alone: inspect them, then
+  `delete_incomplete` and `launch` (upstream's recovery) to start them over.
+* `status`: each job's state (Done, Running, Failed, Queued, Interrupted, Incomplete, Not
+  launched) with its progress from heartbeat.json, then a summary with an ETA.
+"""
+import argparse
+import copy
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from domainbed import algorithms, command_launchers, datasets
+from domainbed.lib import jobdir
+from domainbed.lib.misc import atomic_write_text, did_you_mean, seed_hash
+from domainbed.lib.registry import UnknownNameError
+
+LAUNCH_FILE = "launch.json"
+
+
+class Job:
+    NOT_LAUNCHED = "Not launched"
+    INCOMPLETE = "Incomplete"
+    DONE = "Done"
+
+    def __init__(self, train_args, sweep_output_dir):
+        args_str = json.dumps(train_args, sort_keys=True)
+        args_hash = hashlib.md5(args_str.encode("utf-8")).hexdigest()
+        self.output_dir = os.path.join(sweep_output_dir, args_hash)
+        self.train_args = copy.deepcopy(train_args)
+        self.train_args["output_dir"] = self.output_dir
+        self.command_str = command_string(self.train_args)
+        if os.path.exists(os.path.join(self.output_dir, "done")):
+            self.state = Job.DONE
+        elif os.path.exists(self.output_dir):
+            self.state = Job.INCOMPLETE
+        else:
+            self.state = Job.NOT_LAUNCHED
+
+    def __str__(self):
+        info = (self.train_args["dataset"], self.train_args["algorithm"],
+                self.train_args["test_envs"], self.train_args["hparams_seed"])
+        return f"{self.state}: {self.output_dir} {info}"
+
+    @staticmethod
+    def launch(jobs, launcher_fn, launcher_name=None, launcher_args=None):
+        """Make the job directories (recording the launcher), then hand the commands over."""
+        print("Launching...")
+        jobs = jobs.copy()
+        np.random.shuffle(jobs)
+        print("Making job directories:")
+        for job in _progress(jobs):
+            os.makedirs(job.output_dir, exist_ok=True)
+            if launcher_name is not None:
+                write_launch_record(job.output_dir, launcher_name)
+        commands = [job.command_str for job in jobs]
+        if launcher_args:
+            launcher_fn(commands, **launcher_args)
+        else:
+            launcher_fn(commands)
+        print(f"Launched {len(jobs)} jobs!")
+
+    @staticmethod
+    def delete(jobs):
+        """Delete the jobs' directories, except those that started running meanwhile."""
+        print("Deleting...")
+        deleted = 0
+        for job in jobs:
+            try:
+                with jobdir.JobLock(job.output_dir):
+                    shutil.rmtree(job.output_dir)
+                deleted += 1
+            except jobdir.JobRunningError:
+                print(f"Not deleted (started running meanwhile): {job.output_dir}")
+        print(f"Deleted {deleted} jobs!")
+
+
+def command_string(train_args):
+    """`python -m domainbed.scripts.train --key value ...` in sorted key order."""
+    command = ["python", "-m", "domainbed.scripts.train"]
+    for key, value in sorted(train_args.items()):
+        if isinstance(value, list):
+            value = " ".join(str(v) for v in value)
+        elif isinstance(value, str):
+            value = shlex.quote(value)
+        command.append(f"--{key} {value}")
+    return " ".join(command)
+
+
+def _progress(items):
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        return tqdm(items, leave=False)
+    return items
+
+
+def write_launch_record(output_dir, launcher_name):
+    atomic_write_text(os.path.join(output_dir, LAUNCH_FILE),
+                      json.dumps({"launcher": launcher_name, "time": time.time()}) + "\n")
+
+
+def read_launch_record(output_dir):
+    try:
+        with open(os.path.join(output_dir, LAUNCH_FILE)) as f:
+            record = json.load(f)
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Job enumeration
+
+def all_test_env_combinations(n):
+    """[i] then [i, j] for every j > i, for each i: every 1- and 2-test-env combination."""
+    assert n >= 3
+    for i in range(n):
+        yield [i]
+        for j in range(i + 1, n):
+            yield [i, j]
+
+
+def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparams, steps,
+                   data_dir, task, holdout_fraction, single_test_envs, hparams):
+    args_list = []
+    for trial_seed in range(n_trials):
+        for dataset in dataset_names:
+            for algorithm in algorithms:
+                n_envs = datasets.num_environments(dataset)
+                if single_test_envs:
+                    all_test_envs = [[i] for i in range(n_envs)]
+                else:
+                    all_test_envs = all_test_env_combinations(n_envs)
+                for test_envs in all_test_envs:
+                    for hparams_seed in range(n_hparams_from, n_hparams):
+                        train_args = {
+                            "dataset": dataset, "algorithm": algorithm,
+                            "test_envs": test_envs, "holdout_fraction": holdout_fraction,
+                            "hparams_seed": hparams_seed, "data_dir": data_dir, "task": task,
+                            "trial_seed": trial_seed,
+                            "seed": seed_hash(dataset, algorithm, test_envs, hparams_seed,
+                                              trial_seed),
+                        }
+                        if steps is not None:
+                            train_args["steps"] = steps
+                        if hparams is not None:
+                            train_args["hparams"] = hparams
+                        args_list.append(train_args)
+    return args_list
+
+
+def default_datasets():
+    return [d for d in datasets.DATASETS if "Debug" not in d]
+
+
+def ask_for_confirmation():
+    response = input("Are you sure? (y/n) ")
+    if not response.lower().strip()[:1] == "y":
+        print("Nevermind!")
+        exit(0)
+
+
+# ---------------------------------------------------------------------------------------
+# Job states beyond upstream's three (from the job-directory protocol files)
+
+RUNNING, FAILED, QUEUED, INTERRUPTED = "Running", "Failed", "Queued", "Interrupted"
+
+
+def detailed_state(job):
+    """Upstream's state, refined for an Incomplete job:
+    Running (lock held / fresh remote heartbeat), Failed (`failed` file), Queued (submitted
+    to a queue, never started), Interrupted (stopped; `launch` resumes it), or Incomplete
+    (directory made by a launcher that runs nothing, or by an older sweep: delete_incomplete).
+    """
+    if job.state != Job.INCOMPLETE:
+        return job.state
+    if jobdir.is_running(job.output_dir):
+        return RUNNING
+    if jobdir.is_failed(job.output_dir):
+        return FAILED
+    launch = read_launch_record(job.output_dir)
+    if launch is None or not command_launchers.runs_jobs(launch.get("launcher")):
+        return Job.INCOMPLETE
+    started = jobdir.read_heartbeat(job.output_dir) is not None
+    if command_launchers.queues_jobs(launch.get("launcher")) and not started:
+        return QUEUED
+    return INTERRUPTED
+
+
+# ---------------------------------------------------------------------------------------
+# Commands
+
+def cmd_launch(args, jobs, launcher_fn):
+    resumed = [job for job in jobs if job.state == Job.INCOMPLETE
+               and detailed_state(job) == INTERRUPTED]
+    to_launch = [job for job in jobs if job.state == Job.NOT_LAUNCHED] + resumed
+    if resumed:
+        print(f"Relaunching {len(resumed)} interrupted jobs (incomplete, not running, not "
+              "failed; train.py resumes them from their checkpoints).")
+    print(f"About to launch {len(to_launch)} jobs.")
+    if not args.skip_confirmation:
+        ask_for_confirmation()
+    Job.launch(to_launch, launcher_fn, args.command_launcher, args.launcher_args)
+
+
+def cmd_delete_incomplete(args, jobs):
+    incomplete = [job for job in jobs if job.state == Job.INCOMPLETE]
+    running = [job for job in incomplete if jobdir.is_running(job.output_dir)]
+    if running:
+        print(f"Not deleting {len(running)} running jobs (a train.py holds their .lock, or "
+              "their heartbeat from another host is fresh):")
+        for job in running:
+            print(f"  {RUNNING}: {job.output_dir}")
+    to_delete = [job for job in incomplete if job not in running]
+    print(f"About to delete {len(to_delete)} jobs.")
+    if not args.skip_confirmation:
+        ask_for_confirmation()
+    Job.delete(to_delete)
+
+
+def cmd_status(args, jobs, now=None):
+    """Per-job state and progress, then counts, total progress and an ETA."""
+    now = time.time() if now is None else now
+    states = [detailed_state(job) for job in jobs]
+    done_steps = total_steps = 0
+    steps_per_s = 0.0
+    for job, state in zip(jobs, states):
+        n_steps, step, rate = job_progress(job, state, now)
+        total_steps += n_steps
+        done_steps += step
+        steps_per_s += rate
+        print(status_line(job, state, step, n_steps))
+    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in STATUS_ORDER)
+    print(f"{len(jobs)} jobs: {counts}.")
+    percent = 100.0 * done_steps / total_steps if total_steps else 100.0
+    print(f"Progress: {done_steps} of {total_steps} steps ({percent:.1f}%).")
+    print(eta_line(total_steps - done_steps, steps_per_s, states.count(RUNNING), states))
+
+
+STATUS_ORDER = (Job.DONE, RUNNING, QUEUED, INTERRUPTED, FAILED, Job.INCOMPLETE, Job.NOT_LAUNCHED)
+
+
+def planned_steps(job):
+    steps = job.train_args.get("steps")
+    return steps or datasets.get_dataset_class(job.train_args["dataset"]).N_STEPS
+
+
+def job_progress(job, state, now):
+    """(n_steps, steps done, steps/s of a running job) from heartbeat.json."""
+    beat = jobdir.read_heartbeat(job.output_dir) if state != Job.NOT_LAUNCHED else None
+    n_steps = int(beat.get("n_steps", 0)) if beat else planned_steps(job)
+    if state == Job.DONE:
+        return n_steps, n_steps, 0.0
+    if not beat:
+        return n_steps, 0, 0.0
+    step = int(beat.get("step", 0))
+    rate = 0.0
+    if state == RUNNING:
+        elapsed = float(beat.get("updated", now)) - float(beat.get("started", now))
+        steps_since = step - int(beat.get("start_step", 0))
+        if elapsed > 0 and steps_since > 0:
+            rate = steps_since / elapsed
+    return n_steps, step, rate
+
+
+def status_line(job, state, step, n_steps):
+    info = (job.train_args["dataset"], job.train_args["algorithm"],
+            job.train_args["test_envs"], job.train_args["hparams_seed"])
+    line = f"{state}: {job.output_dir} {info}"
+    if state in (RUNNING, INTERRUPTED, FAILED) and n_steps:
+        line += f" step {step}/{n_steps} ({100.0 * step / n_steps:.0f}%)"
+    if state == FAILED:
+        failed = jobdir.read_failed(job.output_dir) or {}
+        line += f" reason: {failed.get('reason')}"
+    return line
+
+
+def eta_line(remaining_steps, steps_per_s, n_running, states):
+    if remaining_steps <= 0:
+        return "ETA: nothing left to run."
+    if steps_per_s <= 0:
+        return "ETA: unknown (no running job has reported progress yet)."
+    seconds = remaining_steps / steps_per_s
+    note = ""
+    if states.count(FAILED):
+        note = f"; {states.count(FAILED)} failed jobs counted as still to run"
+    return (f"ETA: {format_duration(seconds)} at the current rate ({n_running} running jobs, "
+            f"{steps_per_s:.2f} steps/s in total{note}).")
+
+
+def format_duration(seconds):
+    minutes = int(round(seconds / 60.0))
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m" if minutes else f"{int(seconds)}s"
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+EPILOG = """\
+Relaunching: run `launch` again with the same arguments after `sweep launch` was killed or
+jobs were interrupted (preemption, reboot): it launches the Not-launched jobs and resumes the
+Interrupted ones (Incomplete, not running, no `failed` file, launched by a launcher that runs
+jobs; for slurm, only jobs that started once). Nothing runs twice (train.py holds a lock on
+its directory) and records are not duplicated (train.py resumes from its checkpoint).
+Jobs made by `--command_launcher dummy` are never relaunched: `delete_incomplete` first.
+`delete_incomplete` deletes Incomplete, Interrupted, Queued and Failed jobs, never Running ones.
+Your own launchers: see domainbed/command_launchers.py (DOMAINBED_PLUGINS).
+"""
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage block): what went wrong, what to do."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser():
+    parser = OneLineErrorParser(
+        description="Run a sweep", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["launch", "delete_incomplete", "status"])
+    parser.add_argument("--datasets", nargs="+", type=str, default=None,
+                        help="default: every registered dataset without 'Debug' in its name")
+    parser.add_argument("--algorithms", nargs="+", type=str, default=None,
+                        help="default: every registered algorithm")
+    parser.add_argument("--task", type=str, default="domain_generalization")
+    parser.add_argument("--n_hparams_from", type=int, default=0)
+    parser.add_argument("--n_hparams", type=int, default=20)
+    parser.add_argument("--output_dir", type=str, required=True)
+    parser.add_argument("--data_dir", type=str, required=True)
+    parser.add_argument("--seed", type=int, default=0, help="unused (as upstream)")
+    parser.add_argument("--n_trials", type=int, default=3)
+    parser.add_argument("--command_launcher", type=str, default=None,
+                        help="required for launch and delete_incomplete: "
+                             + ", ".join(command_launchers.REGISTRY) + " or a plug-in's")
+    parser.add_argument("--launcher_args", type=str, default=None,
+                        help="JSON options for the launcher, e.g. '{\"jobs_per_gpu\": 2}'")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--hparams", type=str, default=None)
+    parser.add_argument("--holdout_fraction", type=float, default=0.2)
+    parser.add_argument("--single_test_envs", action="store_true")
+    parser.add_argument("--skip_confirmation", action="store_true")
+    return parser
+
+
+def check_names(parser, args):
+    """Validate every name before any job is listed; a "did you mean" error otherwise."""
+    known_algorithms = algorithms.ALGORITHMS
+    for algorithm in args.algorithms:
+        if algorithm not in known_algorithms:
+            parser.error(f"unknown algorithm {algorithm!r}.{did_you_mean(algorithm, known_algorithms)}")
+    for dataset in args.datasets:
+        try:
+            n_envs = datasets.num_environments(dataset)
+        except UnknownNameError as error:
+            parser.error(str(error))
+        if n_envs < 3 and not args.single_test_envs:
+            parser.error(f"dataset {dataset} has {n_envs} environments; pairs of test envs need "
+                         "3 or more: add --single_test_envs")
+    if args.command_launcher is None and args.command != "status":
+        parser.error("the following arguments are required: --command_launcher")
+    if args.hparams is not None:
+        try:
+            if not isinstance(json.loads(args.hparams), dict):
+                raise ValueError("not an object")
+        except ValueError:
+            parser.error(f"--hparams must be a JSON object, e.g. '{{\"lr\": 1e-4}}', "
+                         f"not {args.hparams!r}")
+
+
+def resolve_launcher(parser, args):
+    if args.command_launcher is None:
+        return None
+    try:
+        return command_launchers.get_launcher(args.command_launcher)
+    except UnknownNameError as error:
+        parser.error(str(error))
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command_launchers.load_plugins()  # plug-in launchers tell how their jobs behave
+    args.datasets = args.datasets or default_datasets()
+    args.algorithms = args.algorithms or algorithms.ALGORITHMS
+    check_names(parser, args)
+    launcher_fn = resolve_launcher(parser, args)
+    args.launcher_args = command_launchers.parse_launcher_args(args.launcher_args)
+
+    args_list = make_args_list(
+        n_trials=args.n_trials, dataset_names=args.datasets, algorithms=args.algorithms,
+        n_hparams_from=args.n_hparams_from, n_hparams=args.n_hparams, steps=args.steps,
+        data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
+        single_test_envs=args.single_test_envs, hparams=args.hparams)
+    jobs = [Job(train_args, args.output_dir) for train_args in args_list]
+
+    if args.command == "status":
+        cmd_status(args, jobs)
+        return
+    for job in jobs:
+        print(job)
+    print("{} jobs: {} done, {} incomplete, {} not launched.".format(
+        len(jobs),
+        len([j for j in jobs if j.state == Job.DONE]),
+        len([j for j in jobs if j.state == Job.INCOMPLETE]),
+        len([j for j in jobs if j.state == Job.NOT_LAUNCHED])))
+    if args.command == "launch":
+        cmd_launch(args, jobs, launcher_fn)
+    elif args.command == "delete_incomplete":
+        cmd_delete_incomplete(args, jobs)
+
+
+if __name__ == "__main__":
+    main()

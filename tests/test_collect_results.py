@@ -1,0 +1,284 @@
+"""collect_results: upstream's printer fixtures, the byte-for-byte ground truth, and ours."""
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from domainbed.lib import reporting
+from domainbed.scripts import collect_results
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_collect(*args, cwd=REPO_ROOT):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    return subprocess.run([sys.executable, "-m", "domainbed.scripts.collect_results", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Synthetic sweeps
+
+def make_record(dataset, algorithm, test_envs, trial_seed=0, hparams_seed=0, step=0,
+                n_envs=3, acc=0.5, **extra_args):
+    args = {"dataset": dataset, "algorithm": algorithm, "test_envs": test_envs,
+            "trial_seed": trial_seed, "hparams_seed": hparams_seed, "holdout_fraction": 0.2,
+            "steps": None, "output_dir": "x", **extra_args}
+    record = {"args": args, "hparams": {}, "step": step}
+    for env in range(n_envs):
+        record[f"env{env}_in_acc"] = acc + 0.01 * env
+        record[f"env{env}_out_acc"] = acc + 0.02 * env
+    return record
+
+
+def write_job(root, name, records, done=True, extra_lines=()):
+    job_dir = os.path.join(root, name)
+    os.makedirs(job_dir)
+    with open(os.path.join(job_dir, "results.jsonl"), "w") as f:
+        for record in records:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        for line in extra_lines:
+            f.write(line)
+    if done:
+        with open(os.path.join(job_dir, "done"), "w") as f:
+            f.write("done")
+    return job_dir
+
+
+def debug_sweep(root, algorithms=("ERM",), trials=(0, 1), incomplete_acc=None):
+    """Debug28 (3 envs): every single and pair test-env job, 2 checkpoints each."""
+    combos = [[0], [0, 1], [0, 2], [1], [1, 2], [2]]
+    for algorithm in algorithms:
+        for trial in trials:
+            for i, envs in enumerate(combos):
+                acc = 0.5 + 0.1 * trial + 0.05 * len(algorithm)
+                records = [make_record("Debug28", algorithm, envs, trial, step=s, acc=acc)
+                           for s in (0, 5)]
+                write_job(root, f"{algorithm}_{trial}_{i}", records)
+    if incomplete_acc is not None:
+        records = [make_record("Debug28", "ERM", [0], 7, acc=incomplete_acc)]
+        write_job(root, "incomplete", records, done=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Upstream's fixtures
+
+def test_format_mean():
+    assert collect_results.format_mean([0.1, 0.2, 0.3], False)[2] == "20.0 +/- 4.7"
+    assert collect_results.format_mean([0.1, 0.2, 0.3], True)[2] == "20.0 $\\pm$ 4.7"
+    assert collect_results.format_mean([], False) == (None, None, "X")
+
+
+def test_print_table_text(capsys):
+    collect_results.print_table([["1", "2"], ["3", "4"]], "Header text", ["R1", "R2"],
+                                ["C1", "C2"], colwidth=10, latex=False)
+    expected = ("\n-------- Header text\n"
+                "C1" + " " * 8 + "  C2" + " " * 8 + " \n"
+                "R1" + " " * 8 + "  1" + " " * 9 + "  2" + " " * 9 + " \n"
+                "R2" + " " * 8 + "  3" + " " * 9 + "  4" + " " * 9 + " \n")
+    assert capsys.readouterr().out == expected
+
+
+def test_print_table_latex(capsys):
+    collect_results.print_table([["1", "2"], ["3", "4"]], "Header text", ["R1", "R2"],
+                                ["C1", "C2"], colwidth=10, latex=True)
+    expected = ("\n\\begin{center}\n"
+                "\\adjustbox{max width=\\textwidth}{%\n"
+                "\\begin{tabular}{lc}\n"
+                "\\toprule\n"
+                "\\textbf{C1 & \\textbf{C2 \\\\\n"
+                "\\midrule\n"
+                "R1         & 1          & 2          \\\\\n"
+                "R2         & 3          & 4          \\\\\n"
+                "\\bottomrule\n"
+                "\\end{tabular}}\n"
+                "\\end{center}\n")
+    assert capsys.readouterr().out == expected
+
+
+# ---------------------------------------------------------------------------------------
+# The ground truth (upstream's test sweep, copied so results.txt lands in tmp_path)
+
+@pytest.fixture
+def upstream_sweep(shared_dir, tmp_path):
+    source = shared_dir / "reference" / "upstream-test-sweep"
+    if not (source / "sweep").is_dir():
+        pytest.skip(f"{source}/sweep not found: reference sweep unavailable")
+    target = tmp_path / "sweep"
+    shutil.copytree(source / "sweep", target)
+    os.chmod(target, 0o755)
+    return target, (source / "expected_collect_results.txt").read_bytes()
+
+
+def test_end_to_end_byte_identical(upstream_sweep):
+    sweep_dir, expected = upstream_sweep
+    result = run_collect("--input_dir", str(sweep_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.encode() == expected
+    assert (sweep_dir / "results.txt").read_bytes() == expected
+    assert "VLCS / ERM: 40 jobs: 40 done, 0 incomplete" in result.stderr
+
+
+def test_end_to_end_latex_structure(upstream_sweep):
+    sweep_dir, _ = upstream_sweep
+    result = run_collect("--input_dir", str(sweep_dir), "--latex")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:6] == ["\\documentclass{article}", "\\usepackage{booktabs}",
+                         "\\usepackage{adjustbox}", "\\begin{document}",
+                         "\\section{Full DomainBed results}", "% Total records: 200"]
+    assert lines[-1] == "\\end{document}"
+    assert lines.count("\\begin{tabular}{lccccc}") == 3   # VLCS: 4 envs + Avg
+    assert lines.count("\\begin{tabular}{lcc}") == 3      # averages: VLCS + Avg
+    assert sum(line.startswith("\\subsection{Model selection: ") for line in lines) == 3
+    assert "ERM                  & 98.0 $\\pm$ 0.2       & 64.2 $\\pm$ 0.8" in result.stdout
+    assert all(line.endswith(" \\\\") for line in lines if line.startswith("ERM"))
+    assert (sweep_dir / "results.tex").read_text() == result.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# Beyond upstream
+
+def test_corrupt_and_truncated_lines_are_skipped_and_counted(tmp_path):
+    debug_sweep(tmp_path)
+    good = make_record("Debug28", "ERM", [2], 0, step=9)
+    write_job(tmp_path, "broken", [good],
+              extra_lines=["{not json\n", "\n", '["a list"]\n', '{"args": {"dataset": "Debug28"'])
+    result = run_collect("--input_dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Total records: 25" in result.stdout   # 12 jobs x 2 + the good line
+    assert "skipped 3 corrupt or truncated lines in 1 results.jsonl files" in result.stderr
+
+
+def test_load_records_ignores_plain_files(tmp_path):
+    debug_sweep(tmp_path, trials=(0,))
+    (tmp_path / "results.txt").write_text("stale")
+    assert len(reporting.load_records(str(tmp_path))) == 12
+
+
+def test_completed_only_leaves_out_jobs_without_done(tmp_path):
+    debug_sweep(tmp_path, incomplete_acc=0.99)
+    everything = run_collect("--input_dir", str(tmp_path))
+    completed = run_collect("--input_dir", str(tmp_path), "--completed_only")
+    assert "Total records: 25" in everything.stdout
+    assert "Total records: 24" in completed.stdout
+    assert "left out 1 incomplete jobs" in completed.stderr
+    assert "Debug28 / ERM: 13 jobs: 12 done, 1 incomplete" in everything.stderr
+
+
+def test_tables_average_over_trials(tmp_path):
+    debug_sweep(tmp_path)
+    result = run_collect("--input_dir", str(tmp_path))
+    # ERM: trial accs 0.65 and 0.75 (+0.01 * env) -> env 1 mean 71.0, stderr 100*std/sqrt(2)
+    row = next(line for line in result.stdout.splitlines() if line.startswith("ERM"))
+    assert row.split()[1:4] == ["70.0", "+/-", "3.5"]
+    assert "X" not in result.stdout
+
+
+def test_missing_pairs_are_explained(tmp_path):
+    for i, envs in enumerate([[0], [1], [2]]):
+        write_job(tmp_path, f"j{i}", [make_record("Debug28", "ERM", envs)])
+    result = run_collect("--input_dir", str(tmp_path))
+    assert "X" in result.stdout
+    assert "needs the runs with 2 test envs" in result.stderr
+
+
+def test_markdown_csv_json(tmp_path):
+    debug_sweep(tmp_path, algorithms=("ERM", "Mixup"))
+    markdown = run_collect("--input_dir", str(tmp_path), "--format", "markdown")
+    assert "| Algorithm | 0 | 1 | 2 | Avg |" in markdown.stdout
+    assert "## Model selection: training-domain validation set" in markdown.stdout
+    assert (tmp_path / "results.md").read_text() == markdown.stdout
+
+    table = list(csv.DictReader(io.StringIO(
+        run_collect("--input_dir", str(tmp_path), "--format", "csv").stdout)))
+    # 3 methods x (Debug28: 2 algs x 4 cols + averages: 2 algs x 2 cols)
+    assert len(table) == 3 * (8 + 4)
+    cell = next(r for r in table if r["table"] == "Debug28" and r["algorithm"] == "ERM"
+                and r["column"] == "1" and r["selection_method"].startswith("training"))
+    assert float(cell["mean"]) == pytest.approx(71.0)
+    assert cell["n_trials"] == "2"
+
+    document = json.loads(run_collect("--input_dir", str(tmp_path), "--format", "json").stdout)
+    assert document["total_records"] == 48
+    assert len(document["cells"]) == len(table)
+    assert {t["table"] for t in document["tables"]} == {"Debug28", "Averages"}
+
+
+def test_latex_and_other_format_conflict(tmp_path):
+    result = run_collect("--input_dir", str(tmp_path), "--latex", "--format", "csv")
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_input_dir_is_one_line_error(tmp_path):
+    result = run_collect("--input_dir", str(tmp_path / "nope"))
+    assert result.returncode != 0
+    assert "is not a directory" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def vlcs_sweep(root, algorithm, accs_by_env, hparams_seed=0):
+    """VLCS single-test-env jobs, one trial, test accuracy `accs_by_env[t]` for test env t."""
+    for t, acc in enumerate(accs_by_env):
+        record = make_record("VLCS", algorithm, [t], hparams_seed=hparams_seed, n_envs=4, acc=0)
+        record[f"env{t}_in_acc"] = acc
+        write_job(root, f"{algorithm}_{t}", [record])
+
+
+def test_compare_upstream_deltas_and_markers(tmp_path):
+    # Published ERM / VLCS, training-domain validation: C 97.7, L 64.3, S 73.4, V 74.6.
+    vlcs_sweep(tmp_path, "ERM", [0.977, 0.653, 0.734, 0.746])
+    vlcs_sweep(tmp_path, "Mixup", [0.5, 0.5, 0.5, 0.5], hparams_seed=3)
+    write_job(tmp_path, "new", [make_record("VLCS", "NewAlg", [0], n_envs=4)])
+    result = run_collect("--input_dir", str(tmp_path), "--compare_upstream")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("-------- Dataset: VLCS, model selection method: training-domain "
+                        "validation set")
+    erm = next(line for line in lines[start:] if line.startswith("ERM"))
+    assert "97.7 +/- 0.0 (+0.0)" in erm and "65.3 +/- 0.0 (+1.0)" in erm
+    mixup = next(line for line in lines[start:] if line.startswith("Mixup"))
+    assert "(-48.3*)" in mixup   # published Mixup C = 98.3; random hparams -> protocol differs
+    assert "mixup_alpha" in result.stdout
+    new = next(line for line in lines[start:] if line.startswith("NewAlg"))
+    assert "(n/a)" in new
+
+
+def test_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    debug_sweep(sweep_dir, algorithms=("ERM", "Mixup"), trials=(0,))
+    result = run_collect("--input_dir", str(sweep_dir), "--plot", str(tmp_path / "plots"))
+    assert result.returncode == 0, result.stderr
+    pngs = sorted(os.listdir(tmp_path / "plots"))
+    assert len(pngs) == 3 and all(p.startswith("Debug28_") for p in pngs)
+    assert (tmp_path / "plots" / pngs[0]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_results_side_is_torch_free():
+    code = ("import sys; import domainbed.scripts.collect_results, "
+            "domainbed.scripts.list_top_hparams, domainbed.lib.results_formats; "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                            text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_list_top_hparams(tmp_path):
+    debug_sweep(tmp_path, trials=(0,))
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "domainbed.scripts.list_top_hparams", "--input_dir", str(tmp_path),
+         "--dataset", "Debug28", "--algorithm", "ERM", "--test_env", "1"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Model selection: ") == 3
+    assert result.stdout.count("trial_seed: 0") == 3
+    assert "'test_acc': 0.66" in result.stdout
