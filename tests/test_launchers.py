@@ -138,3 +138,13 @@ def test_shell_job_checkpoint_stops_the_command_and_resubmits(tmp_path):
     assert job.process.poll() is not None and time.time() - started < 5
     assert isinstance(resubmission, submitit.helpers.DelayedSubmission)
     assert resubmission.function.command == "sleep 30"
+
+
+def test_local_launcher_runs_jobs_side_by_side(tmp_path, capsys):
+    from domainbed import command_launchers
+
+    commands = [f"echo $OMP_NUM_THREADS > {tmp_path}/job{i}" for i in range(4)] + ["exit 3"]
+    command_launchers.local_launcher(commands, jobs=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job0", "job1", "job2", "job3"]
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 5 and out[-1].startswith("[local x2] 5/5 jobs finished, 1 failed")
