@@ -3,7 +3,8 @@
 Upstream spellings work: `datasets.DATASETS`, `datasets.get_dataset_class(name)`,
 `datasets.num_environments(name)`. Importing this package does not import torch.
 """
-from domainbed.datasets import debug  # noqa: F401  (modules register their classes)
+# Modules register their classes; import order = registration order for names not in upstream's list.
+from domainbed.datasets import debug, mnist, image_folder, wilds, offline  # noqa: F401,E401
 from domainbed.datasets.base import DatasetNotFoundError, MultipleDomainDataset  # noqa: F401
 from domainbed.datasets.registry import (  # noqa: F401
     dataset_names,
