@@ -34,3 +34,26 @@ def cosine_from_gram(gram, eps=0.0):
     safe = denom > eps
     return torch.where(safe, gram / torch.where(safe, denom, torch.ones_like(denom)),
                        torch.zeros_like(gram))
+
+
+def grouped_head_gradient_cosine(features, residuals, index, metric=None):
+    """Cosines between the head gradients of the members of each group.
+
+    `index` [G, K] lists each group's instances; the result S [G, K, K] holds
+    S[g, k, l] = K_ab / sqrt(K_aa K_bb) for a = index[g, k], b = index[g, l], with K the
+    metric Gram of `head_gradient_gram`, and S = 0 where either gradient is zero. Costs
+    O(G·K²·(C + F)): only the pairs inside groups are formed, never the N×N Gram. Its
+    gradient is finite everywhere (a zero residual, e.g. from a saturated softmax, does
+    not produce NaNs), so a learnable `metric` can be trained through it.
+    """
+    z = features[index]
+    r = residuals[index]
+    weighted = z if metric is None else z * metric
+    gram = (r @ r.transpose(1, 2)) * (weighted @ z.transpose(1, 2) + 1.0)
+    squared_norms = torch.diagonal(gram, dim1=-2, dim2=-1)
+    nonzero = squared_norms > 0
+    # sqrt only of positive numbers: sqrt'(0) = inf would turn the masked branch into NaN.
+    norms = torch.sqrt(torch.where(nonzero, squared_norms, torch.ones_like(squared_norms)))
+    both = nonzero.unsqueeze(2) & nonzero.unsqueeze(1)
+    cosine = gram / (norms.unsqueeze(2) * norms.unsqueeze(1))
+    return torch.where(both, cosine, torch.zeros_like(cosine))

@@ -164,6 +164,10 @@ def build_dataset(dataset_class, args, hparams):
         dataset = dataset_class(args.data_dir, args.test_envs, hparams)
     except datasets.DatasetNotFoundError as e:
         raise BadInput(str(e)) from None
+    except ImportError as e:  # an optional extra (e.g. wilds) that is not installed
+        raise BadInput(str(e)) from None
+    except ValueError as e:  # upstream's 'Data directory not specified!'
+        raise BadInput(f"{e} Pass --data_dir DIR (see python -m domainbed.scripts.download).") from None
     check_test_envs(args.test_envs, len(dataset), dataset_class.ENVIRONMENTS, args.dataset)
     return dataset
 
