@@ -1,0 +1,121 @@
+"""Domain-adversarial training.
+
+- DANN: Ganin et al., JMLR 2016. A discriminator predicts the domain from the features;
+  the featurizer learns to fool it while classifying well.
+- CDANN: conditional DANN (Li et al., ECCV 2018). The discriminator also sees the class
+  (through a learned class embedding added to the features) and its loss is class-balanced,
+  so it aligns the class-conditional feature distributions.
+
+Discriminator and generator steps alternate: with a counter c incremented before each
+update, update c is a discriminator step when c mod (1 + d_steps_per_g_step) <
+d_steps_per_g_step, otherwise a generator step.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from domainbed import networks
+from domainbed.algorithms.base import Algorithm
+from domainbed.algorithms.erm import concat_minibatches
+from domainbed.algorithms.registry import register_algorithm
+
+
+def domain_labels(minibatches, device):
+    """The index of each sample's minibatch (= training domain), in concatenation order."""
+    return torch.cat([torch.full((len(x),), i, dtype=torch.int64, device=device)
+                      for i, (x, _) in enumerate(minibatches)])
+
+
+def class_balanced_weights(y):
+    """1 / (count[y] * n_classes), summing to 1 over the batch when every class occurs.
+
+    n_classes is max(y) + 1, as upstream (F.one_hot without num_classes).
+    """
+    counts = F.one_hot(y).sum(dim=0)
+    return 1.0 / (counts[y] * counts.shape[0]).float()
+
+
+class _AbstractDANN(Algorithm):
+    CONDITIONAL = False
+    CLASS_BALANCE = False
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        # lr_g, lr_d and weight_decay_g are dataset-dependent: hparams_registry declares them.
+        hparam("lambda", 1.0, lambda r: 10**r.uniform(-2, 2))
+        hparam("weight_decay_d", 0.0, lambda r: 10**r.uniform(-6, -2))
+        hparam("d_steps_per_g_step", 1, lambda r: int(2**r.uniform(0, 3)))
+        hparam("grad_penalty", 0.0, lambda r: 10**r.uniform(-2, 1))
+        hparam("beta1", 0.5, lambda r: r.choice([0.0, 0.5]))
+        hparam("mlp_width", 256, lambda r: int(2**r.uniform(6, 10)))
+        hparam("mlp_depth", 3, lambda r: int(r.choice([3, 4, 5])))
+        hparam("mlp_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
+
+    def __init__(self, input_shape, num_classes, num_domains, hparams):
+        super().__init__(input_shape, num_classes, num_domains, hparams)
+        self.register_buffer("update_count", torch.tensor([0]))
+        self.featurizer = networks.Featurizer(input_shape, hparams)
+        n_features = self.featurizer.n_outputs
+        self.classifier = networks.Classifier(
+            n_features, num_classes, hparams["nonlinear_classifier"])
+        self.discriminator = networks.MLP(n_features, num_domains, hparams)
+        self.class_embeddings = nn.Embedding(num_classes, n_features)
+        betas = (hparams["beta1"], 0.9)
+        self.disc_opt = torch.optim.Adam(
+            list(self.discriminator.parameters()) + list(self.class_embeddings.parameters()),
+            lr=hparams["lr_d"], weight_decay=hparams["weight_decay_d"], betas=betas)
+        self.gen_opt = torch.optim.Adam(
+            list(self.featurizer.parameters()) + list(self.classifier.parameters()),
+            lr=hparams["lr_g"], weight_decay=hparams["weight_decay_g"], betas=betas)
+
+    def _discriminator_loss(self, disc_input, all_y, labels):
+        disc_out = self.discriminator(disc_input)
+        if self.CLASS_BALANCE:
+            per_sample = F.cross_entropy(disc_out, labels, reduction="none")
+            disc_loss = (class_balanced_weights(all_y) * per_sample).sum()
+        else:
+            disc_loss = F.cross_entropy(disc_out, labels)
+        # Gradient penalty on the discriminator's input (smoother discriminator).
+        input_grad = torch.autograd.grad(
+            F.cross_entropy(disc_out, labels, reduction="sum"), [disc_input], create_graph=True)[0]
+        grad_penalty = (input_grad**2).sum(dim=1).mean(dim=0)
+        return disc_loss + self.hparams["grad_penalty"] * grad_penalty
+
+    def update(self, minibatches, unlabeled=None):
+        self.update_count += 1
+        all_x, all_y = concat_minibatches(minibatches)
+        all_z = self.featurizer(all_x)
+        disc_input = all_z + self.class_embeddings(all_y) if self.CONDITIONAL else all_z
+        labels = domain_labels(minibatches, all_x.device)
+        disc_loss = self._discriminator_loss(disc_input, all_y, labels)
+
+        d_steps = int(self.hparams["d_steps_per_g_step"])
+        if int(self.update_count.item()) % (1 + d_steps) < d_steps:
+            self.disc_opt.zero_grad()
+            disc_loss.backward()
+            self.disc_opt.step()
+            return {"disc_loss": disc_loss.item()}
+
+        classifier_loss = F.cross_entropy(self.classifier(all_z), all_y)
+        gen_loss = classifier_loss - self.hparams["lambda"] * disc_loss
+        self.disc_opt.zero_grad()
+        self.gen_opt.zero_grad()
+        gen_loss.backward()
+        self.gen_opt.step()
+        return {"gen_loss": gen_loss.item()}
+
+    def predict(self, x):
+        return self.classifier(self.featurizer(x))
+
+
+@register_algorithm
+class DANN(_AbstractDANN):
+    """Unconditional: the discriminator sees the features only."""
+
+
+@register_algorithm
+class CDANN(_AbstractDANN):
+    """Conditional: features + class embedding, class-balanced discriminator loss."""
+
+    CONDITIONAL = True
+    CLASS_BALANCE = True

@@ -1,0 +1,113 @@
+"""Invariance penalties: IRM (Arjovsky et al. 2019) and V-REx (Krueger et al. 2021).
+
+Both add a penalty that is small when one classifier is optimal for every training domain,
+with a weight of 1.0 during a warm-up and the full weight after it. At the step where the
+weight jumps, Adam is re-created: its moment estimates were tuned to gradients of another
+scale. The new optimizer keeps the attribute name `optimizer`, so checkpoints save it.
+"""
+import torch
+import torch.nn.functional as F
+
+from domainbed.algorithms.erm import ERM, concat_minibatches, make_adam
+from domainbed.algorithms.registry import register_algorithm
+
+
+def split_logits_by_domain(logits, minibatches):
+    """The rows of `logits` (one forward pass over all domains) belonging to each domain."""
+    return torch.split(logits, [len(x) for x, _ in minibatches])
+
+
+def irm_penalty(logits, y):
+    """IRMv1: product of the CE gradients w.r.t. a dummy scale on two halves of the batch.
+
+    Using the even and odd samples gives an unbiased estimate of the squared gradient
+    norm. A domain with fewer than two samples has no second half: its penalty is 0.
+    """
+    if len(y) < 2:
+        return logits.new_zeros(())
+    scale = torch.ones((), device=logits.device, requires_grad=True)
+    loss_even = F.cross_entropy(logits[::2] * scale, y[::2])
+    loss_odd = F.cross_entropy(logits[1::2] * scale, y[1::2])
+    grad_even = torch.autograd.grad(loss_even, [scale], create_graph=True)[0]
+    grad_odd = torch.autograd.grad(loss_odd, [scale], create_graph=True)[0]
+    return torch.sum(grad_even * grad_odd)
+
+
+class _AnnealedPenalty(ERM):
+    """ERM plus `penalty_weight * penalty`, with warm-up and an Adam reset after it.
+
+    Subclasses name their hparams (`LAMBDA`, `ANNEAL_ITERS`) and compute the losses.
+    """
+
+    LAMBDA = None
+    ANNEAL_ITERS = None
+
+    def __init__(self, input_shape, num_classes, num_domains, hparams):
+        super().__init__(input_shape, num_classes, num_domains, hparams)
+        self.register_buffer("update_count", torch.tensor([0]))
+
+    def _penalty_weight(self, step):
+        return self.hparams[self.LAMBDA] if step >= self.hparams[self.ANNEAL_ITERS] else 1.0
+
+    def _step(self, loss, step):
+        if step == self.hparams[self.ANNEAL_ITERS]:
+            self.optimizer = make_adam(self.network.parameters(), self.hparams)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.update_count += 1
+
+
+@register_algorithm
+class IRM(_AnnealedPenalty):
+    """Invariant Risk Minimization, IRMv1 penalty."""
+
+    LAMBDA = "irm_lambda"
+    ANNEAL_ITERS = "irm_penalty_anneal_iters"
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        hparam("irm_lambda", 1e2, lambda r: 10**r.uniform(-1, 5))
+        hparam("irm_penalty_anneal_iters", 500, lambda r: int(10**r.uniform(0, 4)))
+
+    def update(self, minibatches, unlabeled=None):
+        step = int(self.update_count.item())
+        all_x, _ = concat_minibatches(minibatches)
+        all_logits = self.network(all_x)
+        nll = 0.0
+        penalty = 0.0
+        for logits, (_, y) in zip(split_logits_by_domain(all_logits, minibatches), minibatches):
+            nll = nll + F.cross_entropy(logits, y)
+            penalty = penalty + irm_penalty(logits, y)
+        nll = nll / len(minibatches)
+        penalty = penalty / len(minibatches)
+        loss = nll + self._penalty_weight(step) * penalty
+        self._step(loss, step)
+        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
+
+
+@register_algorithm
+class VREx(_AnnealedPenalty):
+    """Variance Risk Extrapolation: mean risk plus the variance of the domain risks."""
+
+    LAMBDA = "vrex_lambda"
+    ANNEAL_ITERS = "vrex_penalty_anneal_iters"
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        hparam("vrex_lambda", 1e1, lambda r: 10**r.uniform(-1, 5))
+        hparam("vrex_penalty_anneal_iters", 500, lambda r: int(10**r.uniform(0, 4)))
+
+    def update(self, minibatches, unlabeled=None):
+        step = int(self.update_count.item())
+        all_x, _ = concat_minibatches(minibatches)
+        all_logits = self.network(all_x)
+        domain_logits = split_logits_by_domain(all_logits, minibatches)
+        losses = torch.stack([F.cross_entropy(logits, y)
+                              for logits, (_, y) in zip(domain_logits, minibatches)])
+        mean = losses.mean()
+        penalty = ((losses - mean) ** 2).mean()  # population variance, as upstream
+        loss = mean + self._penalty_weight(step) * penalty
+        self._step(loss, step)
+        # upstream reports the last domain's CE as "nll"
+        return {"loss": loss.item(), "nll": losses[-1].item(), "penalty": penalty.item()}
