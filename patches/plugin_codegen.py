@@ -3,8 +3,9 @@
 The plug-in is this project's `domainbed/algorithms/fgmix.py`, pasted with its source text
 unchanged except for what only exists in this project:
 
-- `from domainbed.algorithms.base import Algorithm`: replaced by the self-contained base
-  class of `plugin_shim.py` (own generators, full-state checkpoints, `declare_hparams`);
+- `from domainbed.algorithms.base import Algorithm`: replaced by this project's base class
+  itself (`domainbed/algorithms/base.py`, inlined verbatim: own generators, full-state
+  checkpoints, `declare_hparams`) and the upstream glue of `plugin_shim.py`;
 - `from domainbed.algorithms.registry import register_algorithm`: dropped with the
   decorators; the decorated classes become the plug-in's `ALGORITHMS`, registered in
   upstream's `algorithms.py` by the patch instead;
@@ -23,6 +24,7 @@ import pathlib
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FGMIX_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "fgmix.py"
 PER_SAMPLE_SOURCE = PROJECT_ROOT / "domainbed" / "lib" / "per_sample.py"
+BASE_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "base.py"
 SHIM_SOURCE = pathlib.Path(__file__).resolve().with_name("plugin_shim.py")
 SHIM_MARKER = "# ---- plug-in support code starts here ----"
 
@@ -221,6 +223,16 @@ def _shim_parts(shim_source):
     return imports, "".join(kept).strip("\n") + "\n"
 
 
+def _base_parts(base_source):
+    """(import nodes, code) of the project's base class module, without its docstring."""
+    tree = ast.parse(base_source)
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    body = [n for n in tree.body if n not in imports and not (
+        isinstance(n, ast.Expr) and isinstance(getattr(n, "value", None), ast.Constant))]
+    return imports, "\n\n\n".join(ast.get_source_segment(base_source, n, padded=True)
+                                  for n in body) + "\n"
+
+
 def _merged_imports(*groups):
     """Import statements, each once, in first-seen order; domainbed's after the others."""
     seen, outside, inside = set(), [], []
@@ -261,14 +273,18 @@ def generate_plugin(fgmix_path=FGMIX_SOURCE, per_sample_path=PER_SAMPLE_SOURCE,
     """(plug-in source text, registered class names) for the current sources."""
     fgmix_source = pathlib.Path(fgmix_path).read_text(encoding="utf-8")
     per_sample_source = pathlib.Path(per_sample_path).read_text(encoding="utf-8")
+    base_source = BASE_SOURCE.read_text(encoding="utf-8")
     shim_source = pathlib.Path(shim_path).read_text(encoding="utf-8")
-    content, names = _content(fgmix_source, per_sample_source, shim_source, fgmix_path)
-    header = _header(fgmix_path, fgmix_source, per_sample_path, per_sample_source, content)
+    content, names = _content(fgmix_source, per_sample_source, base_source, shim_source,
+                              fgmix_path)
+    header = _header(fgmix_path, fgmix_source, [per_sample_path, BASE_SOURCE],
+                     per_sample_source + base_source, content)
     return header + content, names
 
 
-def _content(fgmix_source, per_sample_source, shim_source, fgmix_path):
-    """The plug-in below its header: imports, shim, inlined per_sample, fgmix.py, names."""
+def _content(fgmix_source, per_sample_source, base_source, shim_source, fgmix_path):
+    """The plug-in below its header: imports, base class, shim, inlined per_sample, fgmix.py,
+    names."""
     tree = ast.parse(fgmix_source, filename=str(fgmix_path))
     plan = _plan_imports(tree)
     names, decorator_lines = _registered_classes(tree)
@@ -276,14 +292,16 @@ def _content(fgmix_source, per_sample_source, shim_source, fgmix_path):
     wanted = plan.per_sample_names | module_attributes
     ps_imports, ps_code = _inlined_per_sample(per_sample_source, wanted) if wanted else ([], "")
     _check_no_clash(tree, _with_dependencies(wanted, _definitions(ast.parse(per_sample_source))))
+    base_imports, base_code = _base_parts(base_source)
     shim_imports, shim_code = _shim_parts(shim_source)
     docstring, body = _split_fgmix(fgmix_source, tree, decorator_lines)
 
     namespace_import = [ast.parse("import types").body[0]] if plan.per_sample_modules else []
-    imports = _merged_imports(plan.kept, namespace_import, shim_imports, ps_imports)
+    imports = _merged_imports(plan.kept, namespace_import, base_imports, shim_imports, ps_imports)
     parts = [docstring, "\n", imports, "\n\n"]
-    parts += [_section("Shim: what the project's base class gives (patches/plugin_shim.py)"),
-              shim_code, "\n\n"]
+    parts += [_section("The project's base class (domainbed/algorithms/base.py)"),
+              base_code, "\n\n"]
+    parts += [_section("Upstream glue (patches/plugin_shim.py)"), shim_code, "\n\n"]
     if ps_code:
         parts += [_section("Inlined from domainbed/lib/per_sample.py"), ps_code, "\n\n"]
     bindings = _bindings(plan, module_attributes)
@@ -295,12 +313,13 @@ def _content(fgmix_source, per_sample_source, shim_source, fgmix_path):
     return "".join(parts).lstrip("\n"), names
 
 
-def _header(fgmix_path, fgmix_source, per_sample_path, per_sample_source, content):
+def _header(fgmix_path, fgmix_source, inlined_paths, inlined_source, content):
     return (
         "# GENERATED FILE: do not edit. Regenerate with `python patches/apply_fgmix.py CHECKOUT`\n"
         "# (domainbed-fgmix project), which installs FGMix in an upstream DomainBed checkout.\n"
         f"# Source: {_relative(fgmix_path)} sha256={sha256_text(fgmix_source)}\n"
-        f"# Inlined: {_relative(per_sample_path)} sha256={sha256_text(per_sample_source)}\n"
+        f"# Inlined: {', '.join(_relative(p) for p in inlined_paths)} "
+        f"sha256={sha256_text(inlined_source)}\n"
         f"# Content sha256={sha256_text(content)}\n"
     )
 

@@ -14,6 +14,8 @@ import random
 import numpy as np
 import torch
 
+from domainbed.lib import misc
+
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 
@@ -124,9 +126,4 @@ def truncate_records(results_path, next_step):
                 continue
             if record.get("step", next_step) < next_step:
                 kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = f"{results_path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, results_path)
+    misc.atomic_write_text(results_path, "".join(kept))
