@@ -109,7 +109,8 @@ def test_rotated_mnist5k_follows_upstream_definition(offline_built):
     assert torch.equal((envs[0].tensors[0][:, 0] * 255).round().to(torch.uint8), unrotated)
     assert torch.equal(envs[3].tensors[1], labels[shuffle[3::6]])
     expected = mnist.rotate_environment(images[shuffle[2::6]][:5], labels[:5], 30).tensors[0]
-    assert torch.allclose(envs[2].tensors[0][:5], expected)
+    # Batched grid sampling vs PIL image by image (which rounds to uint8): within 1/255.
+    assert torch.allclose(envs[2].tensors[0][:5], expected, atol=1.0 / 255 + 1e-6)
     assert not torch.allclose(envs[2].tensors[0][:5], envs[0].tensors[0][:5])
 
 

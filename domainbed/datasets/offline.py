@@ -9,9 +9,14 @@ never the global RNG: the environments are identical whatever `--seed` / `--tria
 is, so runs differ only in the train/holdout split (trial_seed) and in training.
 """
 import functools
+import os
 
 from domainbed.datasets.base import MultipleDomainDataset
-from domainbed.datasets.mnist import color_environment, rotate_environment, split_into_environments
+from domainbed.datasets.mnist import (
+    color_environment,
+    rotate_environment_batched,
+    split_into_environments,
+)
 from domainbed.datasets.registry import register_dataset
 
 DATA_SEED = 0
@@ -43,22 +48,50 @@ def mnist5k():
     return torch.tensor(images), torch.tensor(labels)
 
 
+def _sklearn_file(*parts):
+    """A data file shipped inside scikit-learn, found without importing it (importing
+    sklearn.datasets costs seconds in every training process); None if it moved."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "datasets", *parts)
+    return path if os.path.exists(path) else None
+
+
 def sklearn_digits():
     """The 1,797 scikit-learn digits: (float [1797,8,8] in 0..16, int64 [1797]) tensors."""
+    import numpy as np
     import torch
-    from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    return torch.tensor(digits.images, dtype=torch.float32), torch.tensor(digits.target).long()
+    path = _sklearn_file("data", "digits.csv.gz")
+    if path is None:  # fall back on the public (slow to import) loader
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images, target = digits.images, digits.target
+    else:  # the same CSV load_digits reads: 64 pixel columns, then the label
+        table = np.loadtxt(path, delimiter=",")
+        images, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    return torch.tensor(images, dtype=torch.float32), torch.tensor(target).long()
 
 
 def sklearn_photos():
     """scikit-learn's two sample photos as a float tensor (2, 3, 427, 640) in [0,1]."""
     import numpy as np
     import torch
-    from sklearn.datasets import load_sample_images
 
-    photos = np.stack(load_sample_images().images)  # (2, H, W, 3) uint8
+    paths = [_sklearn_file("images", name) for name in ("china.jpg", "flower.jpg")]
+    if None in paths:
+        from sklearn.datasets import load_sample_images
+
+        images = load_sample_images().images
+    else:  # load_sample_images reads these two JPEGs with Pillow, in this order
+        from PIL import Image
+
+        images = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+    photos = np.stack(images)  # (2, H, W, 3) uint8
     return torch.tensor(photos).permute(0, 3, 1, 2).float().div_(255.0)
 
 
@@ -110,7 +143,8 @@ class RotatedMNIST5k(OfflineDataset):
     def build_environments(self):
         images, labels = mnist5k()
         angles = [int(name) for name in self.ENVIRONMENTS]
-        return split_into_environments(images, labels, angles, rotate_environment, data_generator())
+        return split_into_environments(images, labels, angles, rotate_environment_batched,
+                                       data_generator())
 
 
 @register_dataset
