@@ -238,19 +238,27 @@ def build_algorithm(algorithm_class, dataset, args, hparams, device):
 # ---------------------------------------------------------------------------------------
 # Output
 
+def _installed_version(distribution):
+    """A package's version without importing it (importing torchvision costs seconds)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def print_environment():
-    import PIL
     import torch
-    import torchvision
 
     print("Environment:")
     print(f"\tPython: {sys.version.split(' ')[0]}")
     print(f"\tPyTorch: {torch.__version__}")
-    print(f"\tTorchvision: {torchvision.__version__}")
+    print(f"\tTorchvision: {_installed_version('torchvision')}")
     print(f"\tCUDA: {torch.version.cuda}")
     print(f"\tCUDNN: {torch.backends.cudnn.version()}")
     print(f"\tNumPy: {np.__version__}")
-    print(f"\tPIL: {PIL.__version__}")
+    print(f"\tPIL: {_installed_version('Pillow')}")
 
 
 def print_sorted_block(title, mapping):
