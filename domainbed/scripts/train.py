@@ -66,7 +66,7 @@ def build_parser():
     parser.add_argument("--output_dir", type=str, default="train_output")
     parser.add_argument("--holdout_fraction", type=float, default=0.2)
     parser.add_argument("--uda_holdout_fraction", type=float, default=0,
-                        help="For domain adaptation, % of test to use unlabeled for training.")
+                        help="For domain adaptation, %% of test to use unlabeled for training.")
     parser.add_argument("--skip_model_save", action="store_true")
     parser.add_argument("--save_model_every_checkpoint", action="store_true")
     return parser

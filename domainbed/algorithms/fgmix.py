@@ -1,0 +1,339 @@
+"""FGMix: gradient-based mixup with extrapolation toward flatter minima, and its ablations.
+
+Peng & Pan, "Learning Gradient-based Mixup with Extrapolation toward Flatter Minima for
+Domain Generalization" (arXiv 2209.14742). The paper's exact formulas are not available
+to this project; this module implements the formulation fixed in `specs/fgmix.md` and
+reads in its order:
+
+  §1 per-instance gradient signatures of the linear head, compared in closed form;
+  §2 mixing groups: an anchor plus one same-label instance from every other domain;
+  §3 affine weights λ = (1 + κ)·π − κ/K from a policy π (sum 1, λ ≥ −κ/K);
+  §4 the model's objective: source cross-entropy + γ · cross-entropy of mixed features;
+  §5 the policy's feature metric, learned by a flatness-aware (SAM) meta-step on the head;
+  §6 the four variants, one implementation with switches:
+
+      InterpMix  π ~ Dirichlet(α)           κ = 0
+      ExtrapMix  π ~ Dirichlet(α)           κ > 0
+      GMix       π = softmax(compat / τ)    κ > 0, metric fixed to 1
+      FGMix      π = softmax(compat / τ)    κ > 0, metric learned (§5)
+
+The backbone runs one forward and one backward pass per step, as in ERM; everything
+added works on features, residuals and the head only.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from domainbed import networks
+from domainbed.algorithms.base import Algorithm
+from domainbed.algorithms.registry import register_algorithm
+from domainbed.lib import per_sample
+
+
+# -- §1 per-instance gradient signatures ----------------------------------------------
+def head_input(classifier, features):
+    """The input of the classifier's last linear layer: the `z` of the closed form."""
+    if isinstance(classifier, torch.nn.Linear):
+        return features
+    return classifier[:-1](features)
+
+
+def last_linear(classifier):
+    return classifier if isinstance(classifier, torch.nn.Linear) else classifier[-1]
+
+
+def mean_compatibility(cosine, mask):
+    """c_k = mean over the other members l of the group of S_kl; [G, K] (0 off-group)."""
+    size = mask.shape[1]
+    others = torch.eye(size, dtype=torch.bool, device=mask.device).logical_not()
+    pairs = mask.unsqueeze(2) & mask.unsqueeze(1) & others
+    total = torch.where(pairs, cosine, torch.zeros_like(cosine)).sum(2)
+    n_others = (mask.sum(1, keepdim=True) - 1).clamp(min=1)
+    return total / n_others
+
+
+# -- §2 mixing groups ------------------------------------------------------------------
+def concat_with_domains(minibatches):
+    """All inputs, labels, and the index of the domain each instance comes from."""
+    x = torch.cat([xi for xi, _ in minibatches])
+    y = torch.cat([yi for _, yi in minibatches])
+    domains = torch.cat([torch.full_like(yi, d) for d, (_, yi) in enumerate(minibatches)])
+    return x, y, domains
+
+
+def build_groups(y, domains, num_domains, num_classes, uniform):
+    """One group per anchor instance: itself, plus one instance of each other domain
+    drawn uniformly among those with the anchor's label (`uniform` [N, D] in [0, 1)).
+
+    Returns index [N, D] (column d: the member from domain d; the anchor sits in its own
+    domain's column and fills the columns of absent members) and mask [N, D] (real
+    members). A domain without the label is left out. No Python loop over instances:
+    instances are sorted by (domain, label) cell and each draw is an offset in a cell.
+    """
+    n = y.shape[0]
+    cell_of_instance = domains * num_classes + y
+    order = torch.argsort(cell_of_instance, stable=True)
+    counts = torch.bincount(cell_of_instance, minlength=num_domains * num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+
+    domain_ids = torch.arange(num_domains, device=y.device)
+    cell = domain_ids.unsqueeze(0) * num_classes + y.unsqueeze(1)
+    n_in_cell = counts[cell]
+    # min() guards against float rounding of uniform · count up to count itself.
+    offset = torch.minimum((uniform * n_in_cell).long(), (n_in_cell - 1).clamp(min=0))
+    drawn = order[(starts[cell] + offset).clamp(max=n - 1)]
+
+    mask = n_in_cell > 0
+    own_domain = domains.unsqueeze(1) == domain_ids.unsqueeze(0)
+    anchors = torch.arange(n, device=y.device).unsqueeze(1).expand(n, num_domains)
+    index = torch.where(own_domain | ~mask, anchors, drawn)
+    return index, mask
+
+
+# -- §3 weights with bounded extrapolation ---------------------------------------------
+def compatibility_policy(compatibility, mask, tau):
+    """π = softmax(c / τ) over each group's members."""
+    scores = (compatibility / tau).masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=1)
+
+
+def dirichlet_policy(gamma_draws, mask):
+    """π ~ Dirichlet(α·1) over each group's members, from Gamma(α, 1) draws [N, D]."""
+    draws = torch.where(mask, gamma_draws, torch.zeros_like(gamma_draws))
+    total = draws.sum(1, keepdim=True)
+    uniform = mask.to(draws.dtype) / mask.sum(1, keepdim=True)
+    # All draws underflowing to 0 (tiny α) is nearly impossible; then fall back to uniform.
+    return torch.where(total > 0, draws / total.clamp(min=torch.finfo(draws.dtype).tiny), uniform)
+
+
+def affine_weights(policy, mask, kappa):
+    """λ_k = (1 + κ) π_k − κ / K on members (0 elsewhere): Σ λ = 1 and λ ≥ −κ/K."""
+    size = mask.sum(1, keepdim=True).to(policy.dtype)
+    weights = (1.0 + kappa) * policy - kappa / size
+    return torch.where(mask, weights, torch.zeros_like(weights))
+
+
+def mix(features, index, weights):
+    """z̃_g = Σ_k λ_gk z_index[g, k]."""
+    return torch.einsum("gk,gkf->gf", weights, features[index])
+
+
+def masked_mean(values, valid):
+    return (values * valid).sum() / valid.sum().clamp(min=1)
+
+
+# -- §5 learning the policy toward flatter minima --------------------------------------
+def sharpness_perturbation(head, params, features, labels, rho):
+    """SAM's first-order worst case ε = ρ g / ‖g‖, g = ∇ L_src at `params`, as a constant."""
+    frozen = {name: p.detach().requires_grad_() for name, p in params.items()}
+    loss = F.cross_entropy(torch.func.functional_call(head, frozen, (features,)), labels)
+    grads = torch.autograd.grad(loss, list(frozen.values()))
+    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    scale = rho / norm.clamp(min=1e-12)
+    return {name: g * scale for name, g in zip(frozen, grads)}
+
+
+def flatness_meta_loss(head, params, features, labels, mixed, valid, inner_lr, rho,
+                       epsilon=None):
+    """(L_meta, ε): L_meta = L_src(θ' + ε), θ' = θ − η ∇_θ L_mix(θ), differentiable w.r.t.
+    `mixed`; ε is a constant (SAM's convention), recomputed at θ' unless given.
+
+    `params` are the head's parameters (leaves requiring grad), `features` the detached
+    source features, `mixed` the mixed features built with the policy's weights.
+    """
+    names = list(params)
+    mixed_logits = torch.func.functional_call(head, params, (mixed,))
+    mixed_loss = masked_mean(F.cross_entropy(mixed_logits, labels, reduction="none"), valid)
+    grads = torch.autograd.grad(mixed_loss, [params[n] for n in names], create_graph=True)
+    virtual = {n: params[n] - inner_lr * g for n, g in zip(names, grads)}
+    if epsilon is None:
+        epsilon = sharpness_perturbation(head, virtual, features, labels, rho)
+    perturbed = {n: virtual[n] + epsilon[n] for n in names}
+    loss = F.cross_entropy(torch.func.functional_call(head, perturbed, (features,)), labels)
+    return loss, epsilon
+
+
+# -- §4 + §6 one implementation with switches ------------------------------------------
+class GroupMixBase(Algorithm):
+    """Feature-level mixup of same-label groups across domains (spec §2-§5).
+
+    Switches set by the registered variants: WEIGHTS ("dirichlet" or "gradient"),
+    EXTRAPOLATE (κ from hparams, else 0), LEARN_POLICY (§5 meta-step for the metric).
+    """
+
+    WEIGHTS = "dirichlet"
+    EXTRAPOLATE = False
+    LEARN_POLICY = False
+
+    def __init__(self, input_shape, num_classes, num_domains, hparams):
+        super().__init__(input_shape, num_classes, num_domains, hparams)
+        self.featurizer = networks.Featurizer(input_shape, hparams)
+        self.classifier = networks.Classifier(
+            self.featurizer.n_outputs, num_classes, hparams["nonlinear_classifier"])
+        self.network = torch.nn.Sequential(self.featurizer, self.classifier)
+        self.optimizer = torch.optim.Adam(
+            self.network.parameters(), lr=hparams["lr"], weight_decay=hparams["weight_decay"])
+        if self.LEARN_POLICY:
+            # m = softplus(ω) = 1 at the start: the policy begins as GMix's.
+            n_metric = last_linear(self.classifier).in_features
+            self.policy_omega = torch.nn.Parameter(torch.full((n_metric,), math.log(math.e - 1)))
+            self.policy_optimizer = torch.optim.Adam([self.policy_omega],
+                                                     lr=hparams["fgmix_policy_lr"])
+
+    def predict(self, x):
+        return self.network(x)
+
+    def _kappa(self):
+        return self.hparams["fgmix_kappa"] if self.EXTRAPOLATE else 0.0
+
+    def _metric(self):
+        return F.softplus(self.policy_omega) if self.LEARN_POLICY else None
+
+    # -- one training step ----------------------------------------------------------
+    def update(self, minibatches, unlabeled=None):
+        x, y, domains = concat_with_domains(minibatches)
+        z = self.featurizer(x)
+        logits = self.classifier(z)
+        nll = F.cross_entropy(logits, y)
+        zero = torch.zeros((), device=z.device)
+        if len(minibatches) < 2:  # no other domain to mix with: plain ERM
+            loss, mixed_loss, meta_loss = nll, zero, zero
+            weights = valid = None
+        else:
+            groups = self._draw_groups(y, domains, len(minibatches), z.dtype)
+            signature = self._signature(z, logits, y) if self.WEIGHTS == "gradient" else None
+            meta_loss = self._update_policy(z.detach(), y, groups, signature) \
+                if self.LEARN_POLICY else zero
+            with torch.no_grad():  # λ is a constant for the model (spec §4)
+                weights = self._weights(groups, signature)
+            index, mask, valid = groups[:3]
+            mixed_logits = self.classifier(mix(z, index, weights))
+            mixed_loss = masked_mean(F.cross_entropy(mixed_logits, y, reduction="none"), valid)
+            loss = nll + self.hparams["fgmix_gamma"] * mixed_loss
+
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return self._diagnostics(loss, nll, mixed_loss, meta_loss, weights, valid)
+
+    def _draw_groups(self, y, domains, num_domains, dtype):
+        """(index, mask, valid, gamma draws or None): draws from the algorithm's generators."""
+        n = y.shape[0]
+        uniform = torch.rand((n, num_domains), generator=self.generator)
+        index, mask = build_groups(y, domains, num_domains, self.num_classes,
+                                   uniform.to(device=y.device))
+        valid = (mask.sum(1) >= 2).to(dtype)  # groups of size 1 are dropped
+        gammas = None
+        if self.WEIGHTS == "dirichlet":
+            draws = self.numpy_rng.gamma(self.hparams["fgmix_alpha"], size=(n, num_domains))
+            gammas = torch.from_numpy(draws).to(device=y.device, dtype=dtype)
+        return index, mask, valid, gammas
+
+    def _signature(self, z, logits, y):
+        """(head input, residual) per instance, detached: the policy reads gradients only."""
+        with torch.no_grad():
+            features = head_input(self.classifier, z.detach())
+            return features, per_sample.head_residuals(logits.detach(), y)
+
+    def _weights(self, groups, signature):
+        index, mask, _, gammas = groups
+        if self.WEIGHTS == "dirichlet":
+            policy = dirichlet_policy(gammas, mask)
+        else:
+            features, residuals = signature
+            cosine = per_sample.grouped_head_gradient_cosine(features, residuals, index,
+                                                             self._metric())
+            policy = compatibility_policy(mean_compatibility(cosine, mask), mask,
+                                          self.hparams["fgmix_tau"])
+        return affine_weights(policy, mask, self._kappa())
+
+    def policy_meta_loss(self, z, y, groups, signature, epsilon=None):
+        """(L_meta(ω), ε) of spec §5 on detached features and a functional copy of the head."""
+        params = {name: p.detach().requires_grad_()
+                  for name, p in self.classifier.named_parameters()}
+        mixed = mix(z, groups[0], self._weights(groups, signature))
+        return flatness_meta_loss(self.classifier, params, z, y, mixed, groups[2],
+                                  self.hparams["fgmix_inner_lr"], self.hparams["fgmix_rho"],
+                                  epsilon)
+
+    def _update_policy(self, z, y, groups, signature):
+        meta_loss, _ = self.policy_meta_loss(z, y, groups, signature)
+        self.policy_optimizer.zero_grad()
+        meta_loss.backward(inputs=[self.policy_omega])
+        self.policy_optimizer.step()
+        return meta_loss.detach()
+
+    def _diagnostics(self, loss, nll, mixed_loss, meta_loss, weights, valid):
+        """Logged floats, read from the device in one transfer."""
+        if weights is None:
+            n_groups = mean_negative = extrapolating = torch.zeros((), device=loss.device)
+        else:
+            negative = (weights < 0) & (valid > 0).unsqueeze(1)
+            n_groups = valid.sum()
+            mean_negative = torch.where(negative, weights, torch.zeros_like(weights)).sum() \
+                / negative.sum().clamp(min=1)
+            extrapolating = negative.any(1).sum() / n_groups.clamp(min=1)
+        names = ["loss", "nll", "mixed_loss", "mean_negative_weight", "frac_extrapolating",
+                 "n_groups"]
+        values = [loss, nll, mixed_loss, mean_negative, extrapolating, n_groups]
+        if self.LEARN_POLICY:
+            names.append("meta_loss")
+            values.append(meta_loss)
+        numbers = torch.stack([v.detach().to(torch.float64) for v in values]).tolist()
+        return dict(zip(names, numbers))
+
+
+# -- §6 the variants (§7: each declares only the hparams it uses) -----------------------
+@register_algorithm
+class InterpMix(GroupMixBase):
+    """Ablation: random convex weights π ~ Dirichlet(α) inside groups, no extrapolation."""
+
+    WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "dirichlet", False, False
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        hparam("fgmix_gamma", 1.0, lambda r: 10**r.uniform(-1, 0.5))
+        hparam("fgmix_alpha", 1.0, lambda r: 10**r.uniform(-1, 1))
+
+
+@register_algorithm
+class ExtrapMix(GroupMixBase):
+    """Ablation: random weights π ~ Dirichlet(α), extrapolated with strength κ."""
+
+    WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "dirichlet", True, False
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        hparam("fgmix_gamma", 1.0, lambda r: 10**r.uniform(-1, 0.5))
+        hparam("fgmix_alpha", 1.0, lambda r: 10**r.uniform(-1, 1))
+        hparam("fgmix_kappa", 0.5, lambda r: r.uniform(0, 1))
+
+
+@register_algorithm
+class GMix(GroupMixBase):
+    """Ablation: weights from gradient compatibilities with a fixed metric m = 1."""
+
+    WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "gradient", True, False
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        hparam("fgmix_gamma", 1.0, lambda r: 10**r.uniform(-1, 0.5))
+        hparam("fgmix_kappa", 0.5, lambda r: r.uniform(0, 1))
+        hparam("fgmix_tau", 0.2, lambda r: 10**r.uniform(-1.5, 0))
+
+
+@register_algorithm
+class FGMix(GroupMixBase):
+    """FGMix: gradient-compatibility weights whose metric is learned toward flat minima."""
+
+    WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "gradient", True, True
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        hparam("fgmix_gamma", 1.0, lambda r: 10**r.uniform(-1, 0.5))
+        hparam("fgmix_kappa", 0.5, lambda r: r.uniform(0, 1))
+        hparam("fgmix_tau", 0.2, lambda r: 10**r.uniform(-1.5, 0))
+        hparam("fgmix_policy_lr", 1e-2, lambda r: 10**r.uniform(-3, -1))
+        hparam("fgmix_inner_lr", 0.1, lambda r: 10**r.uniform(-2, 0))
+        hparam("fgmix_rho", 0.05, lambda r: r.choice([0.01, 0.02, 0.05, 0.1, 0.2]))

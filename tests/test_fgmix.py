@@ -1,0 +1,297 @@
+"""FGMix and its ablations (InterpMix, ExtrapMix, GMix): groups, weights, policy, updates."""
+import copy
+import importlib.util
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from domainbed import hparams_registry  # noqa: E402
+from domainbed.algorithms import fgmix, get_algorithm_class  # noqa: E402
+from domainbed.lib import per_sample  # noqa: E402
+
+VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMix"]
+RESNET_OVERRIDES = {"pretrained": False, "resnet50_augmix": False, "resnet18": True}
+
+
+# -- groups -------------------------------------------------------------------------------
+def _groups(y, domains, num_domains, num_classes, seed=0):
+    uniform = torch.rand((len(y), num_domains), generator=torch.Generator().manual_seed(seed))
+    return fgmix.build_groups(y, domains, num_domains, num_classes, uniform)
+
+
+def test_groups_share_the_anchor_label_and_take_one_member_per_domain():
+    g = torch.Generator().manual_seed(0)
+    domains = torch.repeat_interleave(torch.arange(4), torch.tensor([9, 5, 12, 7]))
+    y = torch.randint(0, 3, (len(domains),), generator=g)
+    index, mask = _groups(y, domains, 4, 3)
+    anchors = torch.arange(len(y))
+    assert torch.equal(index[anchors, domains], anchors)  # the anchor sits in its own column
+    members_label = y[index]
+    assert torch.equal(members_label, y.unsqueeze(1).expand_as(index))  # never across labels
+    member_domain = domains[index]
+    columns = torch.arange(4).expand_as(index)
+    assert torch.equal(member_domain[mask], columns[mask])  # column d comes from domain d
+
+
+def test_label_missing_from_a_domain_is_left_out_and_singletons_dropped():
+    # Domain 1 has no label 2; label 3 exists only in domain 0.
+    y = torch.tensor([0, 2, 3, 0, 1, 0, 2, 1])
+    domains = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    index, mask = _groups(y, domains, 3, 4)
+    assert mask[1].tolist() == [True, False, True]   # label 2: no member from domain 1
+    assert index[1, 1] == 1                           # absent column filled with the anchor
+    assert mask[2].tolist() == [True, False, False]   # label 3: a group of size 1 ...
+    algorithm = _algorithm("GMix", "Debug28", num_classes=4)
+    mbs = [(torch.zeros(3, 3, 28, 28), y[:3]), (torch.zeros(2, 3, 28, 28), y[3:5]),
+           (torch.zeros(3, 3, 28, 28), y[5:])]
+    _, _, valid, _ = algorithm._draw_groups(y, domains, 3, torch.float32)
+    assert valid.tolist() == [1, 1, 0, 1, 1, 1, 1, 1]  # ... is dropped
+    assert algorithm.update(mbs)["n_groups"] == 7.0
+
+
+def test_group_draws_are_uniform_over_same_label_candidates():
+    y = torch.tensor([0, 0, 0, 0, 1])
+    domains = torch.tensor([0, 1, 1, 1, 1])
+    uniform = torch.linspace(0, 0.999, 300).unsqueeze(1).expand(300, 2).contiguous()
+    picks = []
+    for u in uniform:
+        index, _ = fgmix.build_groups(y, domains, 2, 2, u.expand(5, 2))
+        picks.append(int(index[0, 1]))
+    counts = torch.bincount(torch.tensor(picks), minlength=5)
+    assert counts.tolist() == [0, 100, 100, 100, 0]
+
+
+# -- weights ------------------------------------------------------------------------------
+def _random_signature(n, n_features, n_classes, seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, n_features, generator=g, dtype=torch.float64)
+    logits = torch.randn(n, n_classes, generator=g, dtype=torch.float64)
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    return z, per_sample.head_residuals(logits, y), y
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.3, 1.0])
+def test_weights_sum_to_one_and_are_bounded_below(kappa):
+    z, r, y = _random_signature(40, 6, 3, seed=1)
+    domains = torch.arange(40) % 4
+    index, mask = _groups(y, domains, 4, 3)
+    cosine = per_sample.grouped_head_gradient_cosine(z, r, index)
+    compatibility = fgmix.mean_compatibility(cosine, mask)
+    gammas = torch.distributions.Gamma(0.5, 1.0).sample(mask.shape).double()
+    for policy in [fgmix.compatibility_policy(compatibility, mask, 0.1),
+                   fgmix.dirichlet_policy(gammas, mask)]:
+        weights = fgmix.affine_weights(policy, mask, kappa)
+        size = mask.sum(1, keepdim=True).double()
+        torch.testing.assert_close(weights.sum(1), torch.ones(40, dtype=torch.float64))
+        assert torch.all(weights[~mask] == 0)
+        assert torch.all(weights >= -kappa / size - 1e-12)
+        if kappa == 0:
+            assert torch.all(weights >= 0)  # a convex combination
+    assert (weights < 0).any() == (kappa > 0)  # Dirichlet draws make some member small
+
+
+def test_conflicting_domain_gets_smallest_and_negative_weight():
+    g = torch.Generator().manual_seed(4)
+    n_features = 8
+    base_z = torch.randn(n_features, generator=g, dtype=torch.float64)
+    z = base_z + 0.1 * torch.randn(4, n_features, generator=g, dtype=torch.float64)
+    agreeing = torch.tensor([-0.6, 0.4, 0.2], dtype=torch.float64)
+    r = agreeing + 0.05 * torch.randn(4, 3, generator=g, dtype=torch.float64)
+    r[2] = -agreeing                                    # domain 2 pulls the head the other way
+    y = torch.zeros(4, dtype=torch.long)
+    domains = torch.arange(4)
+    index, mask = _groups(y, domains, 4, 3)
+    compatibility = fgmix.mean_compatibility(
+        per_sample.grouped_head_gradient_cosine(z, r, index), mask)
+    policy = fgmix.compatibility_policy(compatibility, mask, tau=0.2)
+    for kappa in [0.0, 0.5]:
+        weights = fgmix.affine_weights(policy, mask, kappa)
+        assert torch.all(weights.argmin(1) == 2)
+        assert (weights[:, 2] < 0).all() == (kappa > 0)
+
+
+# -- the policy's meta-gradient -------------------------------------------------------------
+def test_meta_gradient_matches_finite_differences():
+    algorithm = _algorithm("FGMix", "Debug28", num_classes=3,
+                           overrides={"fgmix_inner_lr": 0.5, "fgmix_rho": 0.1, "fgmix_tau": 0.3})
+    algorithm.double()
+    n_features = algorithm.classifier.in_features
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(12, n_features, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0] * 3)
+    domains = torch.arange(3).repeat_interleave(4)
+    groups = algorithm._draw_groups(y, domains, 3, torch.float64)
+    signature = algorithm._signature(z, algorithm.classifier(z), y)
+    with torch.no_grad():
+        algorithm.policy_omega.copy_(torch.randn(n_features, generator=g, dtype=torch.float64))
+
+    loss, epsilon = algorithm.policy_meta_loss(z, y, groups, signature)
+    assert all(e.abs().max() > 0 for e in epsilon.values())  # the SAM perturbation is active
+
+    def meta_loss():  # ε held at its value: SAM treats g as a constant (spec §5)
+        return algorithm.policy_meta_loss(z, y, groups, signature, epsilon)[0]
+
+    (analytic,) = torch.autograd.grad(loss, [algorithm.policy_omega])
+    assert analytic.abs().max() > 1e-6  # the meta-loss does depend on ω
+    numeric = torch.zeros_like(analytic)
+    step = 1e-6
+    omega = algorithm.policy_omega.data  # nudged in place; the meta-loss needs autograd on
+    for f in torch.argsort(analytic.abs(), descending=True)[:12]:  # the informative entries
+        omega[f] += step
+        up = meta_loss().item()
+        omega[f] -= 2 * step
+        down = meta_loss().item()
+        omega[f] += step
+        numeric[f] = (up - down) / (2 * step)
+        torch.testing.assert_close(analytic[f], numeric[f], rtol=1e-5, atol=1e-10)
+
+
+# -- updates on datasets -------------------------------------------------------------------
+def _algorithm(name, dataset, num_classes=2, num_domains=3, overrides=None, input_shape=None):
+    hparams = hparams_registry.default_hparams(name, dataset)
+    if dataset == "Debug224":
+        hparams.update(RESNET_OVERRIDES)
+    hparams.update(overrides or {})
+    shape = input_shape or ((3, 224, 224) if dataset == "Debug224" else (3, 28, 28))
+    return get_algorithm_class(name)(shape, num_classes, num_domains, hparams)
+
+
+def _debug_minibatches(shape, sizes, num_classes, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, *shape, generator=g), torch.randint(0, num_classes, (n,), generator=g))
+            for n in sizes]
+
+
+def _run(name, dataset, minibatches, seed, steps, num_classes=2, overrides=None):
+    algorithm = _build(name, dataset, minibatches, num_classes, seed, overrides)
+    records = [algorithm.update(minibatches) for _ in range(steps)]
+    return algorithm, records
+
+
+def _build(name, dataset, minibatches, num_classes, seed, overrides=None):
+    torch.manual_seed(seed)
+    return _algorithm(name, dataset, num_classes, len(minibatches), overrides,
+                      input_shape=tuple(minibatches[0][0].shape[1:]))
+
+
+def _assert_deterministic_and_resumable(name, dataset, minibatches, num_classes, steps=2):
+    """`steps` updates, a checkpoint, one more update; then a fresh run with the same seed
+    must match every record and parameter, and a fresh algorithm (another seed) loaded
+    from the checkpoint must reproduce the last update exactly."""
+    first = _build(name, dataset, minibatches, num_classes, seed=0)
+    records = [first.update(minibatches) for _ in range(steps)]
+    saved = copy.deepcopy(first.state_dict())
+    records.append(first.update(minibatches))
+
+    again = _build(name, dataset, minibatches, num_classes, seed=0)
+    assert [again.update(minibatches) for _ in range(steps + 1)] == records
+    for p, q in zip(first.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+
+    restored = _build(name, dataset, minibatches, num_classes, seed=123)
+    restored.load_state_dict(saved)
+    assert restored.update(minibatches) == records[-1]
+    for p, q in zip(first.parameters(), restored.parameters()):
+        assert torch.equal(p, q)
+
+    expected_keys = {"loss", "nll", "mixed_loss", "mean_negative_weight", "frac_extrapolating",
+                     "n_groups"} | ({"meta_loss"} if name == "FGMix" else set())
+    assert set(records[-1]) == expected_keys
+    assert all(isinstance(v, float) for v in records[-1].values())
+    assert records[-1]["n_groups"] > 0
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_update_on_debug28_is_deterministic_and_resumes_exactly(name):
+    minibatches = _debug_minibatches((3, 28, 28), [6, 5, 7], 2, seed=0)
+    _assert_deterministic_and_resumable(name, "Debug28", minibatches, 2)
+
+
+def test_update_on_debug224_resnet18():
+    # One image per domain (ResNet-18 on CPU is the slow part), all of label 1: one group each.
+    minibatches = [(x, torch.ones_like(y)) for x, y in
+                   _debug_minibatches((3, 224, 224), [1, 1, 2], 2, seed=1)]
+    _assert_deterministic_and_resumable("FGMix", "Debug224", minibatches, 2, steps=0)
+
+
+def test_update_on_rotated_mnist5k():
+    if importlib.util.find_spec("domainbed.datasets.offline") is None:
+        pytest.skip("domainbed/datasets/offline.py (RotatedMNIST5k) not available yet")
+    from domainbed import datasets
+
+    try:
+        dataset_class = datasets.get_dataset_class("RotatedMNIST5k")
+    except NotImplementedError:
+        pytest.skip("RotatedMNIST5k is not registered yet")
+    hparams = hparams_registry.default_hparams("FGMix", "RotatedMNIST5k")
+    dataset = dataset_class("unused", [0], hparams)
+    minibatches = []
+    for env in list(dataset)[1:4]:
+        xs, ys = zip(*[env[i] for i in range(8)])
+        minibatches.append((torch.stack(xs), torch.as_tensor(ys)))
+    _assert_deterministic_and_resumable("FGMix", "RotatedMNIST5k", minibatches,
+                                        dataset.num_classes)
+
+
+def test_single_domain_is_plain_erm():
+    minibatches = _debug_minibatches((3, 28, 28), [8], 2, seed=2)
+    _, (record,) = _run("FGMix", "Debug28", minibatches, 0, 1)
+    assert record["n_groups"] == 0 and record["mixed_loss"] == 0
+    assert record["loss"] == record["nll"]
+
+
+def test_nonlinear_classifier_is_supported():
+    minibatches = _debug_minibatches((3, 28, 28), [4, 4], 3, seed=3)
+    algorithm, records = _run("FGMix", "Debug28", minibatches, 0, 2, num_classes=3,
+                              overrides={"nonlinear_classifier": True})
+    assert algorithm.policy_omega.shape == (algorithm.classifier[-1].in_features,)
+    assert all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in records)
+
+
+def test_fgmix_learns_its_metric_and_gmix_keeps_it_fixed():
+    minibatches = _debug_minibatches((3, 28, 28), [6, 6, 6], 2, seed=4)
+    algorithm, _ = _run("FGMix", "Debug28", minibatches, 0, 2)
+    start = torch.full_like(algorithm.policy_omega, torch.log(torch.tensor(torch.e - 1)).item())
+    assert not torch.allclose(algorithm.policy_omega, start)
+    assert "policy_optimizer" in algorithm.get_extra_state()
+    gmix, _ = _run("GMix", "Debug28", minibatches, 0, 1)
+    assert not hasattr(gmix, "policy_omega")
+
+
+# -- hparams ---------------------------------------------------------------------------------
+EXPECTED_HPARAMS = {
+    "InterpMix": {"fgmix_gamma", "fgmix_alpha"},
+    "ExtrapMix": {"fgmix_gamma", "fgmix_alpha", "fgmix_kappa"},
+    "GMix": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau"},
+    "FGMix": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau", "fgmix_policy_lr", "fgmix_inner_lr",
+              "fgmix_rho"},
+}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_declares_exactly_its_hparams_and_keeps_erm_draws(name):
+    erm = hparams_registry.random_hparams("ERM", "RotatedMNIST", 3)
+    ours = hparams_registry.random_hparams(name, "RotatedMNIST", 3)
+    assert set(ours) - set(erm) == EXPECTED_HPARAMS[name]
+    assert {k: ours[k] for k in erm} == erm
+    defaults = hparams_registry.default_hparams(name, "RotatedMNIST")
+    spec_defaults = {"fgmix_gamma": 1.0, "fgmix_alpha": 1.0, "fgmix_kappa": 0.5,
+                     "fgmix_tau": 0.2, "fgmix_policy_lr": 1e-2, "fgmix_inner_lr": 0.1,
+                     "fgmix_rho": 0.05}
+    assert {k: defaults[k] for k in EXPECTED_HPARAMS[name]} == \
+        {k: spec_defaults[k] for k in EXPECTED_HPARAMS[name]}
+
+
+def test_random_hparams_follow_the_spec_ranges():
+    draws = [hparams_registry.random_hparams("FGMix", "PACS", seed) for seed in range(40)]
+    assert all(0 <= d["fgmix_kappa"] <= 1 for d in draws)
+    assert all(10**-1.5 <= d["fgmix_tau"] <= 1 for d in draws)
+    assert all(0.1 <= d["fgmix_gamma"] <= 10**0.5 for d in draws)
+    assert all(1e-3 <= d["fgmix_policy_lr"] <= 0.1 for d in draws)
+    assert all(0.01 <= d["fgmix_inner_lr"] <= 1 for d in draws)
+    assert {d["fgmix_rho"] for d in draws} <= {0.01, 0.02, 0.05, 0.1, 0.2}
+    assert len({d["fgmix_rho"] for d in draws}) > 1
+    alphas = [hparams_registry.random_hparams("InterpMix", "PACS", s)["fgmix_alpha"]
+              for s in range(40)]
+    assert all(0.1 <= a <= 10 for a in alphas) and len(set(alphas)) == 40

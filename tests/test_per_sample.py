@@ -1,0 +1,74 @@
+"""Closed-form per-instance head gradients against autograd (float64)."""
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from domainbed.lib import per_sample  # noqa: E402
+
+
+def _problem(n=7, n_features=5, n_classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, n_features, generator=g, dtype=torch.float64)
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    weight = torch.randn(n_classes, n_features, generator=g, dtype=torch.float64)
+    bias = torch.randn(n_classes, generator=g, dtype=torch.float64)
+    metric = torch.rand(n_features, generator=g, dtype=torch.float64) * 3 + 0.1  # non-trivial m
+    return z, y, weight, bias, metric
+
+
+def _autograd_per_instance_gradients(z, y, weight, bias):
+    def loss(w, b, zi, yi):
+        return F.cross_entropy(F.linear(zi[None], w, b), yi[None])
+
+    return torch.func.vmap(torch.func.grad(loss, argnums=(0, 1)), in_dims=(None, None, 0, 0))(
+        weight, bias, z, y)
+
+
+def _metric_inner_products(grad_w, grad_b, metric):
+    """<g_i, g_j>_m = Σ_cf m_f gW_i[c,f] gW_j[c,f] + Σ_c gb_i[c] gb_j[c]."""
+    return torch.einsum("icf,jcf,f->ij", grad_w, grad_w, metric) + grad_b @ grad_b.T
+
+
+def test_closed_form_gram_equals_autograd_inner_products():
+    z, y, weight, bias, metric = _problem()
+    grad_w, grad_b = _autograd_per_instance_gradients(z, y, weight, bias)
+    residuals = per_sample.head_residuals(F.linear(z, weight, bias), y)
+    closed = per_sample.head_gradient_gram(z, residuals, metric)
+    reference = _metric_inner_products(grad_w, grad_b, metric)
+    assert closed.abs().max() > 1e-3  # not trivially zero
+    torch.testing.assert_close(closed, reference, rtol=1e-12, atol=1e-12)
+    # And the metric matters: m = 1 gives a different Gram.
+    assert not torch.allclose(per_sample.head_gradient_gram(z, residuals), reference)
+
+
+def test_head_gradients_equal_autograd():
+    z, y, weight, bias, _ = _problem(seed=1)
+    grad_w, grad_b = _autograd_per_instance_gradients(z, y, weight, bias)
+    closed_w, closed_b = per_sample.head_gradients(z, F.linear(z, weight, bias), y)
+    torch.testing.assert_close(closed_w, grad_w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(closed_b, grad_b, rtol=1e-12, atol=1e-12)
+
+
+def test_grouped_cosine_equals_gathered_full_cosine():
+    z, y, weight, bias, metric = _problem(n=9, seed=2)
+    residuals = per_sample.head_residuals(F.linear(z, weight, bias), y)
+    full = per_sample.cosine_from_gram(per_sample.head_gradient_gram(z, residuals, metric))
+    index = torch.tensor([[0, 3, 5], [1, 1, 8], [7, 2, 4]])
+    grouped = per_sample.grouped_head_gradient_cosine(z, residuals, index, metric)
+    expected = full[index.unsqueeze(2), index.unsqueeze(1)]
+    torch.testing.assert_close(grouped, expected, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(torch.diagonal(grouped, dim1=1, dim2=2), torch.ones(3, 3, dtype=z.dtype))
+
+
+def test_grouped_cosine_zero_residual_gives_zero_and_finite_gradient():
+    z, y, weight, bias, metric = _problem(n=4, seed=3)
+    residuals = per_sample.head_residuals(F.linear(z, weight, bias), y)
+    residuals[1] = 0.0  # a perfectly fitted instance: its gradient is zero
+    metric = metric.clone().requires_grad_()
+    group = torch.tensor([[0, 1, 2]])
+    cosine = per_sample.grouped_head_gradient_cosine(z, residuals, group, metric)
+    assert torch.all(cosine[0, 1] == 0) and torch.all(cosine[0, :, 1] == 0)
+    cosine.sum().backward()
+    assert torch.isfinite(metric.grad).all()
+    assert metric.grad.abs().sum() > 0
