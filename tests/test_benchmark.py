@@ -42,6 +42,8 @@ def test_compatibility_timing_agrees_with_autograd(capsys):
     for kind in ["full", "grouped"]:
         assert row[kind]["max_abs_difference"] < 1e-4
         assert row[kind]["speedup"] > 0
+    assert row["full"]["loop_max_abs_difference"] < 1e-4
+    assert row["full"]["speedup_vs_loop"] > 0
 
 
 def test_unknown_algorithm_is_a_one_line_error(capsys):
