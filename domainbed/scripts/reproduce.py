@@ -27,6 +27,10 @@ FULL_DATASETS = ["ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
 ALGORITHMS = ["ERM", "Mixup", "SAM", "CORAL", "InterpMix", "ExtrapMix", "GMix", "FGMix"]
 ABLATION = ["ERM", "Mixup", "InterpMix", "ExtrapMix", "GMix", "FGMix"]
 REPORTED_METHODS = ["IIDAccuracySelectionMethod", "OracleSelectionMethod"]
+# Offline sizing: 32 images per domain and 200 steps keep the whole sweep near half an
+# hour on two CPU cores (docs: README, Results).
+OFFLINE_HPARAMS = '{"batch_size": 32}'
+
 
 
 def parse_args(argv=None):
@@ -40,10 +44,14 @@ def parse_args(argv=None):
                         help=f"default: {' '.join(OFFLINE_DATASETS)} (offline), "
                              f"{' '.join(FULL_DATASETS)} (--full)")
     parser.add_argument("--n_hparams", type=int, default=None,
-                        help="hparam draws per job family; 0 = defaults (offline default 1, full 20)")
+                        help="hparam draws per configuration, draw 0 being the defaults "
+                             "(offline default 1: defaults only; full 20)")
     parser.add_argument("--n_trials", type=int, default=None, help="offline default 2, full 3")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per run (offline default 300; full: dataset default)")
+                        help="training steps per run (offline default 200; full: dataset default)")
+    parser.add_argument("--hparams", default=None,
+                        help='JSON hparam overrides for every run (offline default '
+                             f'{OFFLINE_HPARAMS}; full: none)')
     parser.add_argument("--jobs", type=int, default=None,
                         help="offline: runs side by side on this machine (default: CPU count)")
     parser.add_argument("--full", action="store_true", help="the DomainBed protocol on real data")
@@ -67,11 +75,14 @@ def sweep_arguments(args):
                  "--data_dir", args.data_dir]
         if args.steps:
             flags += ["--steps", str(args.steps)]
+        if args.hparams:
+            flags += ["--hparams", args.hparams]
     else:
         flags = ["--datasets", *(args.datasets or OFFLINE_DATASETS),
                  "--n_hparams", str(1 if args.n_hparams is None else args.n_hparams),
                  "--n_trials", str(2 if args.n_trials is None else args.n_trials),
-                 "--steps", str(args.steps or 300),
+                 "--steps", str(args.steps or 200),
+                 "--hparams", args.hparams or OFFLINE_HPARAMS,
                  # The offline datasets ship with their packages; the path is never read,
                  # but it is part of every job's hash, so it is a fixed word, not a path.
                  "--data_dir", "offline",
