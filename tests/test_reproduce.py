@@ -1,0 +1,62 @@
+"""The main job's driver: sweep arguments, the paired ablation table, and a tiny end-to-end run."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from domainbed.scripts import reproduce
+
+
+def test_offline_sweep_arguments_are_stable_and_offline():
+    args = reproduce.parse_args([])
+    flags = reproduce.sweep_arguments(args)
+    assert flags[flags.index("--data_dir") + 1] == "offline"
+    assert "--single_test_envs" in flags
+    assert flags[flags.index("--datasets") + 1: flags.index("--datasets") + 4] == \
+        reproduce.OFFLINE_DATASETS
+    assert reproduce.sweep_arguments(reproduce.parse_args([])) == flags  # same jobs on re-run
+
+
+def test_full_mode_needs_data_and_launcher(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--full"])
+    assert "--data_dir" in capsys.readouterr().err
+    args = reproduce.parse_args(["--full", "--data_dir", "/data", "--launcher", "slurm"])
+    flags = reproduce.sweep_arguments(args)
+    assert "--single_test_envs" not in flags
+    assert flags[flags.index("--n_hparams") + 1] == "20" and flags[flags.index("--n_trials") + 1] == "3"
+
+
+def test_ablation_rows_pair_cells_and_skip_missing():
+    cells = {
+        ("D", 0, 0): {"ERM": 0.50, "Mixup": 0.60, "FGMix": 0.70},
+        ("D", 1, 0): {"ERM": 0.40, "Mixup": 0.30, "FGMix": 0.50},
+        ("D", 2, 0): {"ERM": 0.80},
+    }
+    rows = {r["algorithm"]: r for r in reproduce.ablation_rows(cells, ["ERM", "Mixup", "InterpMix", "FGMix"])}
+    assert set(rows) == {"ERM", "Mixup", "FGMix"}  # InterpMix never ran: no row
+    assert rows["ERM"]["n"] == 3 and "gain" not in rows["ERM"]
+    assert rows["Mixup"]["gain"] == pytest.approx(0.0)  # +10 and -10 points
+    assert rows["Mixup"]["gain_se"] == pytest.approx(10 / 2 ** 0.5)
+    assert rows["Mixup"]["wins"] == 1 and rows["Mixup"]["pairs"] == 2
+    # FGMix is paired with the previous row that ran (Mixup), cell by cell.
+    assert rows["FGMix"]["gain"] == pytest.approx(15.0)
+    assert rows["FGMix"]["wins"] == 2
+
+
+def test_tiny_offline_run_prints_tables_and_ablation_then_reuses_jobs(tmp_path):
+    command = [sys.executable, "-m", "domainbed.scripts.reproduce", "--output_dir", str(tmp_path),
+               "--datasets", "ColoredMNIST5k", "--algorithms", "ERM", "FGMix",
+               "--steps", "2", "--n_trials", "1", "--jobs", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "model selection method: training-domain validation set" in first.stdout
+    assert "model selection method: test-domain validation set (oracle)" in first.stdout
+    assert "leave-one-domain-out" not in first.stdout
+    assert "Ablation" in first.stdout and "FGMix" in first.stdout.split("Ablation")[1]
+    assert (tmp_path / "plots").is_dir() or "Plots failed" in first.stdout
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0
+    assert "About to launch 0 jobs." in second.stdout  # finished jobs are reused
