@@ -290,14 +290,13 @@ def test_sweep_and_status_are_torch_free(tmp_path):
 # ---------------------------------------------------------------------------------------
 # With real training (slow on a shared CPU: opt in with DOMAINBED_SLOW_TESTS=1)
 
-@pytest.mark.skipif(not os.environ.get("DOMAINBED_SLOW_TESTS"),
-                    reason="12 train.py runs; set DOMAINBED_SLOW_TESTS=1 to run")
-def test_end_to_end_local_sweep_then_collect(tmp_path):
-    out = tmp_path / "sweep"
-    args = ["--data_dir", str(tmp_path), "--algorithms", "ERM", "Mixup", "--datasets",
+def sweep_and_collect(out, launcher, *launcher_flags):
+    """A real sweep (ERM and Mixup on Debug28, 3 steps: 12 train.py runs), then the tables."""
+    args = ["--data_dir", "unused", "--algorithms", "ERM", "Mixup", "--datasets",
             "Debug28", "--n_hparams", "1", "--n_trials", "1", "--steps", "3",
-            "--skip_confirmation", "--command_launcher", "local"]
-    result = run_sweep("launch", out, *args, env_extra={"OMP_NUM_THREADS": "1"})
+            "--skip_confirmation", "--command_launcher", launcher, *launcher_flags]
+    result = run_sweep("launch", out, *args,
+                       env_extra={"OMP_NUM_THREADS": "1", "DOMAINBED_LOCAL_JOBS": "2"})
     assert result.returncode == 0, result.stderr
     status = run_sweep("status", out, *args)
     assert "12 jobs: 12 done" in status.stdout
@@ -305,6 +304,15 @@ def test_end_to_end_local_sweep_then_collect(tmp_path):
         [sys.executable, "-m", "domainbed.scripts.collect_results", "--input_dir", str(out)],
         cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True, text=True)
     assert collected.returncode == 0, collected.stderr
-    assert "Total records: 24" in collected.stdout   # steps 0 and 2 for 12 jobs
-    assert " X " not in collected.stdout
-    assert sum(line.startswith(("ERM ", "Mixup ")) for line in collected.stdout.splitlines()) == 12
+    return collected.stdout
+
+
+def test_end_to_end_sweep_local_and_slurm_collect_identically(tmp_path):
+    pytest.importorskip("submitit")
+    local = sweep_and_collect(tmp_path / "local", "local")
+    assert "Total records: 24" in local   # steps 0 and 2 for 12 jobs
+    assert " X " not in local             # all three selection methods have every cell
+    assert sum(line.startswith(("ERM ", "Mixup ")) for line in local.splitlines()) == 12
+    slurm = sweep_and_collect(tmp_path / "slurm", "slurm",
+                              "--launcher_args", '{"cluster": "local", "wait": true}')
+    assert slurm == local   # same jobs, same seeds: the same tables, whatever the launcher
