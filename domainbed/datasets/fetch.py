@@ -269,7 +269,15 @@ def extract(archive, destination):
         with tarfile.open(archive) as tarred:
             for member in tarred.getmembers():
                 _check_inside(destination, member.name)
-            tarred.extractall(destination, filter="data")
+                if member.issym() or member.islnk():  # links could point anywhere
+                    _check_inside(destination, os.path.join(os.path.dirname(member.name),
+                                                            member.linkname))
+            # The "data" filter exists from Python 3.11.4/3.12 (and some 3.8-3.10 patch
+            # releases); older ones rely on the checks above.
+            if hasattr(tarfile, "data_filter"):
+                tarred.extractall(destination, filter="data")
+            else:
+                tarred.extractall(destination)
     elif archive.endswith(".gz"):
         target = os.path.join(destination, os.path.basename(archive)[: -len(".gz")])
         with gzip.open(archive, "rb") as source, open(target, "wb") as out:
