@@ -1,7 +1,7 @@
 """The one place where the compute device is chosen: CUDA when present, else CPU.
 
 Set DOMAINBED_DEVICE (e.g. `cpu`, `cuda:1`, `mps`) to override. Nothing else in the
-package calls `.cuda()` or inspects devices on its own.
+package hard-codes CUDA tensor moves or inspects devices on its own.
 """
 import os
 
