@@ -14,6 +14,14 @@ def concat_minibatches(minibatches):
     return all_x, all_y
 
 
+def build_network(input_shape, num_classes, hparams):
+    """(featurizer, classifier, Sequential(featurizer, classifier)) as upstream builds them."""
+    featurizer = networks.Featurizer(input_shape, hparams)
+    classifier = networks.Classifier(
+        featurizer.n_outputs, num_classes, hparams["nonlinear_classifier"])
+    return featurizer, classifier, torch.nn.Sequential(featurizer, classifier)
+
+
 def make_adam(params, hparams):
     return torch.optim.Adam(params, lr=hparams["lr"], weight_decay=hparams["weight_decay"])
 
@@ -24,10 +32,8 @@ class ERM(Algorithm):
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        self.featurizer = networks.Featurizer(input_shape, hparams)
-        self.classifier = networks.Classifier(
-            self.featurizer.n_outputs, num_classes, hparams["nonlinear_classifier"])
-        self.network = torch.nn.Sequential(self.featurizer, self.classifier)
+        self.featurizer, self.classifier, self.network = build_network(
+            input_shape, num_classes, hparams)
         self.optimizer = make_adam(self.network.parameters(), hparams)
 
     def update(self, minibatches, unlabeled=None):

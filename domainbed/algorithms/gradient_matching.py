@@ -13,9 +13,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from domainbed import networks
 from domainbed.algorithms.base import Algorithm
-from domainbed.algorithms.erm import ERM, concat_minibatches, make_adam
+from domainbed.algorithms.erm import ERM, build_network, concat_minibatches, make_adam
 from domainbed.algorithms.registry import register_algorithm
 from domainbed.lib.param_utils import MovingAverage, ParamDict, l2_between_dicts
 from domainbed.lib.per_sample import head_gradients
@@ -54,10 +53,8 @@ class Fish(Algorithm):
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        self.featurizer = networks.Featurizer(input_shape, hparams)
-        self.classifier = networks.Classifier(
-            self.featurizer.n_outputs, num_classes, hparams["nonlinear_classifier"])
-        self.network = torch.nn.Sequential(self.featurizer, self.classifier)
+        self.featurizer, self.classifier, self.network = build_network(
+            input_shape, num_classes, hparams)
         self.optimizer_inner_state = None
 
     def update(self, minibatches, unlabeled=None):
