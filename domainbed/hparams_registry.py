@@ -8,7 +8,7 @@ types (JSON-safe). Algorithm-specific entries are declared next to each algorith
 """
 import numpy as np
 
-from domainbed.lib import misc
+from domainbed.lib import misc, validation
 
 # Upstream's list; datasets of ours declare SMALL_IMAGES = True on their class instead.
 SMALL_IMAGES = ["Debug28", "RotatedMNIST", "ColoredMNIST"]
@@ -104,18 +104,20 @@ def random_hparams(algorithm, dataset, seed):
 
 
 class HparamError(ValueError):
-    pass
+    """An override refused: unknown name, wrong type or value out of range (one line)."""
 
 
 def apply_overrides(hparams, overrides):
-    """`hparams` updated with user overrides, refusing unknown names and wrong types.
+    """`hparams` updated with user overrides, refusing unknown names, wrong types and
+    values out of range (non-finite numbers, lr <= 0, batch_size not a positive integer...;
+    see lib/validation.py). `train.py` and `sweep launch` both check --hparams here.
 
     Any number is accepted for a number (JSON has one number type, and some hparams
     default to an int but draw floats); a bool is never accepted for a number, nor a
     number for a bool.
     """
     if not isinstance(overrides, dict):
-        raise HparamError("--hparams must be a JSON object, e.g. '{\"lr\": 0.001}'.")
+        raise HparamError("hparams overrides must be a JSON object, e.g. '{\"lr\": 0.001}'.")
     updated = dict(hparams)
     for name, value in overrides.items():
         if name not in hparams:
@@ -127,6 +129,10 @@ def apply_overrides(hparams, overrides):
             raise HparamError(
                 f"hparam {name!r} expects {type(expected).__name__} (like {expected!r}), "
                 f"got {type(value).__name__} {value!r}.")
+        try:
+            validation.check_hparam_value(name, value)
+        except validation.ValidationError as e:
+            raise HparamError(str(e)) from None
         updated[name] = value
     return updated
 

@@ -27,7 +27,10 @@ def snapshot(path):
 
 def assert_refused(capsys, argv, output_dir, *hints):
     before = snapshot(output_dir)
-    code = train.main(argv)
+    try:
+        code = train.main(argv)
+    except SystemExit as e:   # argparse's own errors
+        code = e.code
     captured = capsys.readouterr()
     assert code == train.EXIT_BAD_INPUT
     lines = captured.err.strip().splitlines()
@@ -37,6 +40,7 @@ def assert_refused(capsys, argv, output_dir, *hints):
         assert hint in lines[0]
     assert captured.out == ""
     assert snapshot(output_dir) == before, "a refused job changed its output_dir"
+    return lines[0]
 
 
 CASES = {
@@ -61,6 +65,25 @@ CASES = {
     "negative steps": (["--steps", "-3"], ["--steps must be >= 0"]),
     "adaptation without unlabeled data": (["--task", "domain_adaptation"],
                                           ["--uda_holdout_fraction above 0"]),
+    # Issue 12, case 3: each of these used to write job.json/failed or give a traceback.
+    "batch size 0": (["--hparams", '{"batch_size": 0}'], ["'batch_size' must be an integer in [1,"]),
+    "negative batch size": (["--hparams", '{"batch_size": -4}'], ["'batch_size' must be"]),
+    "fractional batch size": (["--hparams", '{"batch_size": 1.5}'],
+                              ["'batch_size' must be an integer, got 1.5"]),
+    "every env held out": (["--test_envs", "0", "1", "2"],
+                           ["holds out every environment of Debug28", "leave at least one"]),
+    "lr NaN": (["--hparams", '{"lr": NaN}'], ["'lr' must be a finite number, got nan"]),
+    "lr infinite": (["--hparams", '{"lr": 1e400}'], ["'lr' must be a finite number"]),
+    "negative lr": (["--hparams", '{"lr": -1}'], ["'lr' must be a number in (0, inf]"]),
+    "negative weight decay": (["--hparams", '{"weight_decay": -0.1}'], ["'weight_decay'"]),
+    "dropout 1": (["--hparams", '{"resnet_dropout": 1.0}'], ["'resnet_dropout' must be"]),
+    "huge int": (["--hparams", '{"lr": ' + "9" * 400 + "}"], ["must be a finite number"]),
+    "negative seed": (["--seed", "-1"], ["--seed must be an integer in [0, 2**32)"]),
+    "seed 2**32": (["--seed", str(2**32)], ["--seed must be an integer in [0, 2**32)"]),
+    "negative trial seed": (["--trial_seed", "-1"], ["--trial_seed must be"]),
+    "hparams seed 2**32": (["--hparams_seed", str(2**32)], ["--hparams_seed must be"]),
+    "not a number": (["--steps", "many"], ["argument --steps: invalid int value: 'many'"]),
+    "unknown flag": (["--stpes", "3"], ["unrecognized arguments: --stpes 3"]),
 }
 
 
@@ -136,3 +159,68 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     out.write_text("not a directory")
     assert_refused(capsys, debug_argv(out), out, "is a file; choose a directory")
     assert out.read_text() == "not a directory"
+
+
+def test_hparams_not_an_object_says_so_once(tmp_path, capsys):
+    out = tmp_path / "job"
+    line = assert_refused(capsys, debug_argv(out, "--hparams", "[1]"), out, "must be a JSON object")
+    assert line.count("--hparams") == 1, line
+
+
+def test_corrected_command_runs_after_a_refusal(tmp_path, capsys):
+    out = tmp_path / "job"
+    assert_refused(capsys, debug_argv(out, "--hparams", '{"batch_size": 0}'), out)
+    assert train.main(debug_argv(out, "--hparams", '{"batch_size": 4}')) == 0
+    assert (out / "done").exists()
+
+
+def test_directory_left_by_a_crash_before_any_record_takes_the_corrected_job(tmp_path, capsys):
+    # job.json of another job, but no record, checkpoint or model: nothing to lose.
+    out = tmp_path / "job"
+    out.mkdir()
+    other = train.identifying_args(train.build_parser().parse_args(debug_argv(out, "--seed", "5")))
+    jobdir.write_job_identity(out, other)
+    jobdir.write_failed(out, "ZeroDivisionError", 0)
+    assert train.main(debug_argv(out)) == 0
+    assert jobdir.read_job_args(out)["seed"] == 0 and not jobdir.is_failed(out)
+
+
+@pytest.mark.parametrize("content", [b'{"foo": 1}\n', b"[1, 2]\n", b"\xff\xfe\n",
+                                     b'{"step": 0}\n'])
+def test_foreign_results_file_is_refused_and_kept(tmp_path, capsys, content):
+    # Issue 12, case 2: a results.jsonl that train.py did not write is never emptied.
+    out = tmp_path / "job"
+    out.mkdir()
+    (out / "results.jsonl").write_bytes(content)
+    assert_refused(capsys, debug_argv(out), out, "results.jsonl", "move it away")
+    assert (out / "results.jsonl").read_bytes() == content
+
+
+def test_unexpected_error_while_building_is_one_line(tmp_path, capsys, monkeypatch):
+    from domainbed.algorithms.erm import ERM
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch\nsecond line")
+    monkeypatch.setattr(ERM, "__init__", broken)
+    out = tmp_path / "job"
+    assert_refused(capsys, debug_argv(out), out, "cannot set up this job",
+                   "RuntimeError: shape mismatch second line")
+    assert not out.exists()
+
+
+def test_cli_crash_during_training_is_one_line(tmp_path):
+    """An exception in training: one console line (exit 1), the traceback in err.txt."""
+    out = tmp_path / "job"
+    code = ("import sys; from domainbed.scripts import train; from domainbed.algorithms.erm "
+            "import ERM\n"
+            "def boom(self, *a, **k):\n    raise RuntimeError('simulated crash')\n"
+            "ERM.update = boom\nsys.exit(train.cli(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, *debug_argv(out)], cwd=REPO_ROOT,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("train.py: error: RuntimeError: simulated crash (at step 0;")
+    assert "Traceback" in (out / "err.txt").read_text()
+    assert jobdir.read_failed(out)["reason"] == "RuntimeError: simulated crash"

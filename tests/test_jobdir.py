@@ -110,8 +110,42 @@ def test_job_identity(tmp_path):
     stored = json.loads((tmp_path / jobdir.JOB_FILE).read_text())
     assert stored == {"args": {"dataset": "Debug28", "test_envs": [0, 1], "seed": 3}}
     assert jobdir.check_job_identity(tmp_path, dict(args, test_envs=[0, 1])) is True
+    (tmp_path / "results.jsonl").write_text(json.dumps({"step": 0}) + "\n")
     with pytest.raises(jobdir.JobIdentityError, match=r"seed: 3 there, 4 here"):
         jobdir.check_job_identity(tmp_path, dict(args, seed=4))
+
+
+@pytest.mark.parametrize("data", [None, "checkpoint.pt", "model.pkl", "done"])
+def test_a_directory_without_job_data_can_be_taken_over(tmp_path, data):
+    # A run refused or crashed before its first record leaves job.json only: the corrected
+    # command may use the directory. Anything of the first job's makes it refuse.
+    jobdir.write_job_identity(tmp_path, {"seed": 3})
+    (tmp_path / "results.jsonl").write_text("\n")
+    if data:
+        (tmp_path / data).write_text("x")
+        with pytest.raises(jobdir.JobIdentityError, match="belongs to another job"):
+            jobdir.check_job_identity(tmp_path, {"seed": 4})
+    else:
+        assert jobdir.check_job_identity(tmp_path, {"seed": 4}) is False
+
+
+@pytest.mark.parametrize("content", ['{"foo": 1}\n', "[1, 2]\n", "\xff\xfe garbage\n",
+                                     '{"args": {"seed": 3}}\n{"args": {"seed": 4}}\n'])
+def test_foreign_results_file_without_job_json_is_refused(tmp_path, content):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(jobdir.JobIdentityError, match="results.jsonl"):
+        jobdir.check_job_identity(tmp_path, {"seed": 3})
+    assert path.read_bytes() == content.encode("latin-1")
+
+
+def test_fifo_results_file_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "results.jsonl")
+    with pytest.raises(jobdir.JobIdentityError, match="not a regular file"):
+        jobdir.check_job_identity(tmp_path, {"seed": 3})
+    jobdir.write_job_identity(tmp_path, {"seed": 3})
+    with pytest.raises(jobdir.JobIdentityError, match="not a regular file"):
+        jobdir.check_job_identity(tmp_path, {"seed": 3})
 
 
 def test_unreadable_job_file_is_refused(tmp_path):
@@ -126,3 +160,69 @@ def test_identity_of_an_upstream_directory_comes_from_its_records(tmp_path):
     assert jobdir.check_job_identity(tmp_path, {"dataset": "Debug28", "seed": 3}) is False
     with pytest.raises(jobdir.JobIdentityError, match="seed: 3 there, 5 here"):
         jobdir.check_job_identity(tmp_path, {"dataset": "Debug28", "seed": 5})
+
+
+# ---------------------------------------------------------------------------------------
+# Garbage in the protocol files reads as "nothing there", never as an exception
+
+@pytest.mark.parametrize("content", [
+    '{"updated": "x", "step": "one", "host": 7, "pid": true, "n_steps": -3}',
+    '[1, 2, 3]', '"just a string"', '\xff\xfe', '{"updated": NaN, "host": "h"}',
+    '[' * 100000,
+])
+def test_garbage_heartbeat_fields_are_dropped(tmp_path, content):
+    (tmp_path / jobdir.HEARTBEAT_FILE).write_bytes(content.encode("latin-1"))
+    beat = jobdir.read_heartbeat(tmp_path)
+    assert beat is None or beat == {} or set(beat) <= {"host"}
+    assert not jobdir.is_running(tmp_path)
+
+
+def test_heartbeat_from_the_future_is_not_fresh(tmp_path):
+    _beat_from(tmp_path, "some-other-node", age_s=-(jobdir.HEARTBEAT_FRESH_S + 5))
+    assert not jobdir.is_running(tmp_path)
+    _beat_from(tmp_path, "some-other-node", age_s=-5)   # a slightly fast clock still counts
+    assert jobdir.is_running(tmp_path)
+
+
+def test_protocol_files_that_are_directories_or_fifos(tmp_path):
+    for name in (jobdir.HEARTBEAT_FILE, jobdir.FAILED_FILE, jobdir.JOB_FILE):
+        (tmp_path / name).mkdir()
+    os.mkfifo(tmp_path / jobdir.LOCK_FILE)
+    assert jobdir.read_heartbeat(tmp_path) is None
+    assert not jobdir.is_running(tmp_path)
+    assert jobdir.read_failed(tmp_path)["reason"] == "unreadable 'failed' file"
+    with pytest.raises(jobdir.JobLockError, match="not a regular file"):
+        jobdir.JobLock(tmp_path).acquire()
+
+
+def test_lock_directory_is_a_clear_error(tmp_path):
+    (tmp_path / jobdir.LOCK_FILE).mkdir()
+    assert not jobdir.is_running(tmp_path)
+    with pytest.raises(jobdir.JobLockError, match="remove it"):
+        jobdir.JobLock(tmp_path).acquire()
+
+
+def test_already_running_names_the_holder_before_any_heartbeat(tmp_path):
+    with jobdir.JobLock(tmp_path):
+        assert not (tmp_path / jobdir.HEARTBEAT_FILE).exists()
+        with pytest.raises(jobdir.JobRunningError, match=rf"\(pid {os.getpid()} on "):
+            jobdir.JobLock(tmp_path).acquire()
+
+
+def test_read_records_file_is_tolerant(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"step": 0}\n\xff\n[1]\n\n{"step": 1}\n{"step": 2')
+    lines = jobdir.read_records_file(str(path))
+    assert [record for _, record in lines] == [{"step": 0}, None, None, {"step": 1}, None]
+    assert jobdir.read_records_file(str(tmp_path / "missing")) == []
+
+
+def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
+    def no_space(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError):
+        jobdir.write_failed(tmp_path, "x", 1)
+    assert list(tmp_path.iterdir()) == []
+    assert jobdir.try_write_failed(tmp_path, "disk full", 3)   # the plain write still fits
+    assert jobdir.read_failed(tmp_path) == {"reason": "disk full", "step": 3}

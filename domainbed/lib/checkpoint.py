@@ -7,14 +7,16 @@ uses (Python `random`, NumPy, torch CPU and CUDA), each training stream's positi
 next step to run and the running lists not yet averaged into a record. Restoring it and
 running the remaining steps gives the records and weights an uninterrupted run gives.
 """
-import json
+import copy
 import os
 import random
+import re
+import shutil
 
 import numpy as np
 import torch
 
-from domainbed.lib import misc
+from domainbed.lib import jobdir
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -51,33 +53,80 @@ def training_state(algorithm, train_loaders, next_step, running_lists):
     }
 
 
+class CheckpointError(ValueError):
+    """checkpoint.pt cannot be read or does not fit this job; the message says why."""
+
+
+def _check_state(state, n_streams):
+    """Raise CheckpointError unless `state` has the structure training_state() writes."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"it holds a {type(state).__name__}, not a training state")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint version {state.get('version')!r} is not "
+                              f"{CHECKPOINT_VERSION}")
+    next_step = state.get("next_step")
+    if not isinstance(next_step, int) or isinstance(next_step, bool) or next_step < 0:
+        raise CheckpointError(f"next_step {next_step!r} is not a step number")
+    for key, kind in (("algorithm", dict), ("train_loaders", list), ("rng", dict),
+                      ("running_lists", dict)):
+        if not isinstance(state.get(key), kind):
+            raise CheckpointError(f"its {key!r} is missing or not a {kind.__name__}")
+    if len(state["train_loaders"]) != n_streams:
+        raise CheckpointError(f"it has {len(state['train_loaders'])} training streams, "
+                              f"this job {n_streams}")
+    for loader_state in state["train_loaders"]:
+        drawn = loader_state.get("batches_drawn") if isinstance(loader_state, dict) else None
+        if not isinstance(drawn, int) or isinstance(drawn, bool) or not 0 <= drawn <= next_step:
+            raise CheckpointError(f"a stream position {drawn!r} does not fit step {next_step}")
+    if not all(isinstance(v, list) for v in state["running_lists"].values()):
+        raise CheckpointError("its running lists are not lists")
+    if not {"python", "numpy", "torch"} <= set(state["rng"]):
+        raise CheckpointError("its RNG states are incomplete")
+
+
 def restore_training_state(state, algorithm, train_loaders):
     """Load `state` into the freshly built objects; returns (next_step, running_lists).
 
     Call after everything that consumes the global RNGs while being built (dataset,
-    algorithm, loaders): the RNG states are restored last, so they win.
+    algorithm, loaders): the RNG states are restored last, so they win. A state that does
+    not fit raises CheckpointError and leaves the objects and RNGs exactly as they were
+    (so that the job can start from scratch instead).
     """
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint version {state.get('version')!r} is not "
-                         f"{CHECKPOINT_VERSION}; delete checkpoint.pt to start over")
-    if len(state["train_loaders"]) != len(train_loaders):
-        raise ValueError("checkpoint has another number of training streams")
-    algorithm.load_state_dict(state["algorithm"])
-    for loader, loader_state in zip(train_loaders, state["train_loaders"]):
-        loader.load_state_dict(loader_state)
-    restore_rng_states(state["rng"])
-    running_lists = {k: list(v) for k, v in state["running_lists"].items()}
+    _check_state(state, len(train_loaders))
+    backup = (copy.deepcopy(algorithm.state_dict()),
+              [loader.state_dict() for loader in train_loaders], capture_rng_states())
+    try:
+        algorithm.load_state_dict(state["algorithm"])
+        for loader, loader_state in zip(train_loaders, state["train_loaders"]):
+            loader.load_state_dict(loader_state)
+        restore_rng_states(state["rng"])
+        running_lists = {k: list(v) for k, v in state["running_lists"].items()}
+    except Exception as e:
+        algorithm.load_state_dict(backup[0])
+        for loader, loader_state in zip(train_loaders, backup[1]):
+            loader.load_state_dict(loader_state)
+        restore_rng_states(backup[2])
+        raise CheckpointError(f"it does not fit this job ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]})") from None
     return state["next_step"], running_lists
 
 
 def save_atomic(obj, path):
-    """torch.save through a temporary file and a rename: the file is old or new, never torn."""
+    """torch.save through a temporary file and a rename: the file is old or new, never
+    torn; the temporary is removed when the write fails (e.g. a full disk)."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def save_checkpoint(output_dir, state):
@@ -85,13 +134,35 @@ def save_checkpoint(output_dir, state):
 
 
 def load_checkpoint(output_dir):
-    """The saved state, or None when the job has no checkpoint."""
+    """The saved state, or None when the job has no checkpoint. Raises CheckpointError
+    when the file cannot be read as a checkpoint (truncated, empty, garbage, a directory)."""
     path = os.path.join(output_dir, CHECKPOINT_FILE)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
+    if not os.path.isfile(path):
+        raise CheckpointError("it is not a regular file")
     # Not weights_only: the file holds RNG states (NumPy arrays, Python tuples). It is
     # written by train.py itself into the job's own directory.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:   # pickle, zip, EOF, RuntimeError... whatever garbage raises
+        raise CheckpointError(f"it cannot be read ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]})") from None
+
+
+def set_aside(output_dir, name=CHECKPOINT_FILE):
+    """Rename `name` to the first free `name.corrupt-N` (never deleted); returns the new
+    name, or None when even the rename failed."""
+    source = os.path.join(output_dir, name)
+    for n in range(1, 10000):
+        target = f"{name}.corrupt-{n}"
+        if not os.path.lexists(os.path.join(output_dir, target)):
+            try:
+                os.rename(source, os.path.join(output_dir, target))
+            except OSError:
+                return None
+            return target
+    return None
 
 
 def remove_checkpoint(output_dir):
@@ -101,29 +172,77 @@ def remove_checkpoint(output_dir):
         pass
 
 
+# The files train.py itself writes through `<name>.tmp.<pid>` (other writers, such as
+# `sweep launch` writing launch.json, keep their temporaries).
+TEMPORARY_STEMS = (CHECKPOINT_FILE, "results.jsonl", "heartbeat.json", "job.json", "failed",
+                   "done", "model.pkl")
+_MODEL_STEP = re.compile(r"model_step\d+\.pkl")
+
+
 def remove_stale_temporaries(output_dir):
-    """Delete `*.tmp.<pid>` files a killed run left mid-write (call under the job's lock)."""
+    """Delete the `<file>.tmp.<pid>` regular files a killed train.py left mid-write (call
+    under the job's lock). Directories, links and other writers' temporaries stay."""
     for name in os.listdir(output_dir):
         stem, sep, pid = name.rpartition(".tmp.")
-        if sep and stem and pid.isdigit():
-            os.remove(os.path.join(output_dir, name))
+        if not (sep and pid.isdigit() and (stem in TEMPORARY_STEMS or _MODEL_STEP.fullmatch(stem))):
+            continue
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
+def remove_own_temporaries(output_dir):
+    """Delete this process's `*.tmp.<pid>` files (after a failed write, e.g. disk full)."""
+    suffix = f".tmp.{os.getpid()}"
+    try:
+        names = os.listdir(output_dir)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(output_dir, name)
+        if name.endswith(suffix) and os.path.isfile(path) and not os.path.islink(path):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
 
 def truncate_records(results_path, next_step):
     """Keep only the records of steps before `next_step` (atomic rewrite).
 
     Records after the checkpoint will be written again by the resumed run; keeping them
-    would duplicate steps. A torn last line (a crash mid-write) is dropped too.
+    would duplicate steps. A torn last line (a crash mid-write) is dropped too. Other lines
+    that are not records (bad bytes, JSON that is not an object, no integer `step`) are
+    dropped from results.jsonl, but the whole original file is kept first as
+    `results.jsonl.corrupt-N`. Returns that name, or None.
     """
-    if not os.path.exists(results_path):
-        return
-    kept = []
-    with open(results_path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("step", next_step) < next_step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-    misc.atomic_write_text(results_path, "".join(kept))
+    lines = jobdir.read_records_file(results_path)   # NotRegularFileError for a FIFO...
+    if not os.path.lexists(results_path):
+        return None
+    kept, corrupt = [], 0
+    for number, (line, record) in enumerate(lines, start=1):
+        step = record.get("step") if record is not None else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            torn_end = number == len(lines) and not line.endswith(b"\n")
+            corrupt += not torn_end
+            continue
+        if step < next_step:
+            kept.append(line if line.endswith(b"\n") else line + b"\n")
+    kept_as = None
+    if corrupt:
+        directory, name = os.path.split(results_path)
+        kept_as = _copy_aside(results_path, directory, name)
+    jobdir.atomic_write_bytes(results_path, b"".join(kept))
+    return kept_as
+
+
+def _copy_aside(path, directory, name):
+    for n in range(1, 10000):
+        target = os.path.join(directory, f"{name}.corrupt-{n}")
+        if not os.path.lexists(target):
+            shutil.copyfile(path, target)
+            return os.path.basename(target)
+    raise OSError(f"too many {name}.corrupt-N files in {directory}")

@@ -5,22 +5,28 @@ output directory holds:
 
 * `job.json`       `{"args": {...}}`: the train args that identify the job. A later start
                    with other identifying args is refused instead of mixing records.
-* `.lock`          train.py holds an exclusive `flock` on it for its whole life. Anybody can
-                   test liveness by trying the same non-blocking lock and releasing it.
+* `.lock`          train.py holds an exclusive `flock` on it for its whole life (and writes
+                   its pid and host into it). Anybody can test liveness by trying the same
+                   non-blocking lock and releasing it.
 * `heartbeat.json` `{"pid", "host", "step", "n_steps", "started", "updated", "start_step"}`
                    (unix times), rewritten atomically: liveness across hosts, progress, ETA.
 * `failed`         `{"reason": "...", "step": N}` when the run stopped on an error.
+
+Every reader here is tolerant: a missing, torn, garbage or non-regular file (a directory,
+a FIFO) reads as "nothing there" instead of raising or blocking, and fields of the wrong
+type are dropped. `read_records_file` is the one tolerant reader of `results.jsonl`, used by
+the resume trim, the job-identity check and `collect_results`.
 
 Torch-free on purpose: `sweep status` imports it to look at thousands of directories.
 """
 import errno
 import fcntl
 import json
+import math
 import os
 import socket
+import stat
 import time
-
-from domainbed.lib.misc import atomic_write_text
 
 JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
@@ -28,19 +34,126 @@ HEARTBEAT_FILE = "heartbeat.json"
 FAILED_FILE = "failed"
 DONE_FILE = "done"
 RESULTS_FILE = "results.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 # A heartbeat younger than this counts as a live job on another host (train.py rewrites
-# it at least every HEARTBEAT_PERIOD_S while training, and at every checkpoint).
+# it at least every HEARTBEAT_PERIOD_S while training, and at every checkpoint). A heartbeat
+# from further in the future than this (a wrong clock, or garbage) does not count either.
 HEARTBEAT_FRESH_S = 600
 HEARTBEAT_PERIOD_S = 30
+SMALL_FILE_LIMIT = 1 << 20   # job.json, heartbeat.json, failed, .lock: bigger is garbage
 
 
 class JobRunningError(RuntimeError):
     """Another process holds the job's lock."""
 
 
+class JobLockError(OSError):
+    """The lock file cannot be opened or locked (not a file, no permission...)."""
+
+
 class JobIdentityError(ValueError):
-    """The directory belongs to a job with other identifying args."""
+    """The directory belongs to a job with other identifying args (or to somebody else)."""
+
+
+class NotRegularFileError(OSError):
+    """A protocol file that is a directory, a FIFO, a device...: never opened for reading."""
+
+
+# ---------------------------------------------------------------------------------------
+# Reading files without blocking or raising
+
+def read_regular_file(path, limit=None):
+    """The bytes of `path`, or None when it is missing or unreadable. Raises
+    NotRegularFileError for something that is not a regular file (a FIFO would block a
+    plain open()). `limit`: files larger than this many bytes read as None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.EISDIR:
+            raise NotRegularFileError(errno.EISDIR, "is a directory", path) from None
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(errno.EINVAL, "is not a regular file", path)
+        if limit is not None and info.st_size > limit:
+            return None
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except NotRegularFileError:
+        raise
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _parse_json_bytes(data):
+    """The JSON value of `data` (bytes), or None when it is not UTF-8 JSON."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):   # UnicodeDecodeError, JSONDecodeError
+        return None
+
+
+def _read_json(path):
+    """The parsed small file, or None if it is missing, not (yet) valid JSON, or not a
+    regular file."""
+    try:
+        data = read_regular_file(path, SMALL_FILE_LIMIT)
+    except NotRegularFileError:
+        return None
+    return None if data is None else _parse_json_bytes(data)
+
+
+def parse_record_bytes(line):
+    """A results.jsonl line (bytes or str) as a dict, or None (torn, not UTF-8, not JSON,
+    not an object)."""
+    if isinstance(line, str):
+        line = line.encode("utf-8", "surrogateescape")
+    value = _parse_json_bytes(line)
+    return value if isinstance(value, dict) else None
+
+
+def read_records_file(path):
+    """[(line bytes, dict or None)] for every non-blank line of a results.jsonl; [] when
+    the file is missing. Never raises on content (bad bytes, torn lines, JSON that is not
+    an object read as None); raises NotRegularFileError for a FIFO, a directory, etc."""
+    data = read_regular_file(path)
+    if data is None:
+        return []
+    return [(line, parse_record_bytes(line)) for line in data.splitlines(keepends=True)
+            if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------
+# Writing small files atomically (no temporary left behind, even on a full disk)
+
+def atomic_write_bytes(path, data):
+    """Write through `path.tmp.<pid>` and a rename; the temporary is removed on failure."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _write_json(path, obj):
+    atomic_write_bytes(path, (json.dumps(obj, sort_keys=True) + "\n").encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -60,7 +173,9 @@ class JobLock:
     """`with JobLock(output_dir):` holds the job's exclusive lock or raises JobRunningError.
 
     The lock is an advisory `flock` on `output_dir/.lock`; the kernel drops it when the
-    process dies, however it dies, so a stale `.lock` file never blocks a restart.
+    process dies, however it dies, so a stale `.lock` file never blocks a restart. The
+    holder writes `{"pid", "host"}` into the file, so that "already running" can name it
+    before the first heartbeat.
     """
 
     def __init__(self, output_dir):
@@ -70,8 +185,15 @@ class JobLock:
 
     def acquire(self):
         os.makedirs(self.output_dir, exist_ok=True)
-        fd = _open_lock_file(self.path, create=True)
         try:
+            fd = _open_lock_file(self.path, create=True)
+        except OSError as e:
+            raise JobLockError(e.errno, f"cannot open {self.path} ({e.strerror}); remove it "
+                               "if it is not a file, or use another directory") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise JobLockError(errno.EINVAL, f"{self.path} is not a regular file; remove "
+                                   "it, or use another directory")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
@@ -79,7 +201,16 @@ class JobLock:
                 raise JobRunningError(_already_running_message(self.output_dir)) from None
             raise
         self._fd = fd
+        self._write_holder()
         return self
+
+    def _write_holder(self):
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, json.dumps({"pid": os.getpid(),
+                                            "host": socket.gethostname()}).encode(), 0)
+        except OSError:
+            pass  # read-only lock file, full disk: the lock itself holds
 
     def release(self):
         if self._fd is not None:
@@ -95,32 +226,47 @@ class JobLock:
         return False
 
 
+def _lock_holder(output_dir):
+    holder = _read_json(os.path.join(output_dir, LOCK_FILE))
+    return holder if isinstance(holder, dict) else {}
+
+
 def _already_running_message(output_dir):
-    beat = read_heartbeat(output_dir) or {}
-    who = f" (pid {beat['pid']} on {beat['host']})" if "pid" in beat and "host" in beat else ""
+    who = ""
+    for source in (read_heartbeat(output_dir) or {}, _lock_holder(output_dir)):
+        pid, host = source.get("pid"), source.get("host")
+        if isinstance(pid, int) and not isinstance(pid, bool) and isinstance(host, str):
+            who = f" (pid {pid} on {host})"
+            break
     return (f"another train.py is already running in {output_dir}{who}; "
             f"wait for it to finish or stop it before starting this job again")
 
 
 def _lock_is_held(output_dir):
     path = os.path.join(output_dir, LOCK_FILE)
-    if not os.path.exists(path):
-        return False
     try:
         fd = _open_lock_file(path, create=False)
-    except FileNotFoundError:
+    except OSError:  # missing, a directory, no permission: nobody can hold it
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as e:
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return True
-        raise
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
     finally:
         os.close(fd)
+
+
+def heartbeat_is_fresh(beat, now=None):
+    """A heartbeat updated less than HEARTBEAT_FRESH_S ago (and not from the future)."""
+    if not beat or "updated" not in beat:
+        return False
+    now = time.time() if now is None else now
+    return abs(now - beat["updated"]) < HEARTBEAT_FRESH_S
 
 
 def is_running(output_dir, now=None):
@@ -133,34 +279,39 @@ def is_running(output_dir, now=None):
     if _lock_is_held(output_dir):
         return True
     beat = read_heartbeat(output_dir)
-    if not beat or beat.get("host") == socket.gethostname():
+    if not beat or beat.get("host", socket.gethostname()) == socket.gethostname():
         return False
     if os.path.exists(os.path.join(output_dir, DONE_FILE)) or is_failed(output_dir):
         return False
-    now = time.time() if now is None else now
-    return now - float(beat.get("updated", 0)) < HEARTBEAT_FRESH_S
+    return heartbeat_is_fresh(beat, now)
 
 
 # ---------------------------------------------------------------------------------------
-# Small JSON files
+# Heartbeat and `failed`
 
-def _read_json(path):
-    """The parsed file, or None if it is missing or not (yet) valid JSON."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
+_HEARTBEAT_FIELDS = {"pid": int, "host": str, "step": int, "n_steps": int, "started": float,
+                     "updated": float, "start_step": int}
 
 
-def _write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, sort_keys=True) + "\n")
+def _valid_field(kind, value):
+    if kind is str:
+        return isinstance(value, str)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if kind is int:
+        return isinstance(value, int) and value >= 0
+    return math.isfinite(value)
 
 
 def read_heartbeat(output_dir):
-    """The heartbeat dict, or None when there is none."""
+    """The heartbeat dict, or None when there is none. Fields of the wrong type (or
+    negative counts) are left out, so every field present can be used as is."""
     beat = _read_json(os.path.join(output_dir, HEARTBEAT_FILE))
-    return beat if isinstance(beat, dict) else None
+    if not isinstance(beat, dict):
+        return None
+    return {key: (float(beat[key]) if kind is float else beat[key])
+            for key, kind in _HEARTBEAT_FIELDS.items()
+            if key in beat and _valid_field(kind, beat[key])}
 
 
 def write_heartbeat(output_dir, step, n_steps, started, start_step=0):
@@ -184,14 +335,32 @@ def is_failed(output_dir):
 def read_failed(output_dir):
     """The `failed` dict ({"reason", "step"}), or None."""
     failed = _read_json(os.path.join(output_dir, FAILED_FILE))
-    if failed is None and is_failed(output_dir):
-        return {"reason": "unreadable 'failed' file", "step": None}
-    return failed
+    if not isinstance(failed, dict):
+        return {"reason": "unreadable 'failed' file", "step": None} if is_failed(output_dir) else None
+    step = failed.get("step")
+    return {"reason": str(failed.get("reason")),
+            "step": step if isinstance(step, int) and not isinstance(step, bool) else None}
 
 
 def write_failed(output_dir, reason, step):
     _write_json(os.path.join(output_dir, FAILED_FILE),
                 {"reason": str(reason), "step": None if step is None else int(step)})
+
+
+def try_write_failed(output_dir, reason, step):
+    """write_failed, falling back to a plain write (a full disk may still take a few
+    bytes in place of a new temporary file). Returns True when `failed` exists after."""
+    try:
+        write_failed(output_dir, reason, step)
+        return True
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(output_dir, FAILED_FILE), "w") as f:
+            f.write(json.dumps({"reason": str(reason), "step": step}) + "\n")
+    except OSError:
+        pass
+    return is_failed(output_dir)
 
 
 def clear_failed(output_dir):
@@ -205,31 +374,22 @@ def is_done(output_dir):
     return os.path.exists(os.path.join(output_dir, DONE_FILE))
 
 
+def write_done(output_dir):
+    atomic_write_bytes(os.path.join(output_dir, DONE_FILE), b"done")
+
+
 # ---------------------------------------------------------------------------------------
 # Job identity
 
 def read_job_args(output_dir):
     job = _read_json(os.path.join(output_dir, JOB_FILE))
-    return job.get("args") if isinstance(job, dict) else None
+    args = job.get("args") if isinstance(job, dict) else None
+    return args if isinstance(args, dict) else None
 
 
 def _normalised(args):
     # Compare as JSON sees them (tuples become lists, keys are strings).
     return json.loads(json.dumps(args, sort_keys=True))
-
-
-def _first_record_args(output_dir):
-    """`args` of the first readable record in results.jsonl, or None."""
-    try:
-        with open(os.path.join(output_dir, RESULTS_FILE)) as f:
-            for line in f:
-                try:
-                    return json.loads(line).get("args")
-                except (json.JSONDecodeError, AttributeError):
-                    continue
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    return None
 
 
 def _differences(stored, ours):
@@ -238,30 +398,85 @@ def _differences(stored, ours):
     return ", ".join(f"{k}: {stored.get(k)!r} there, {ours.get(k)!r} here" for k in differing)
 
 
+def _records_lines(output_dir):
+    path = os.path.join(output_dir, RESULTS_FILE)
+    try:
+        return read_records_file(path)
+    except NotRegularFileError:
+        raise JobIdentityError(f"{path} is not a regular file; move it away or use another "
+                               "--output_dir") from None
+
+
+def holds_job_data(output_dir):
+    """Whether the directory holds anything of a job worth keeping: a record line, a
+    checkpoint, a model or `done`."""
+    if any(os.path.lexists(os.path.join(output_dir, name))
+           for name in (CHECKPOINT_FILE, "model.pkl", DONE_FILE)):
+        return True
+    try:
+        return bool(read_records_file(os.path.join(output_dir, RESULTS_FILE)))
+    except NotRegularFileError:
+        return True
+
+
+def _identity_from_records(output_dir, ours):
+    """For a directory without job.json (upstream's train.py writes none): the identifying
+    args its records carry, None when it has no records. A results.jsonl whose lines are
+    not train.py records (no `args`) belongs to somebody else: refused, never trimmed."""
+    path = os.path.join(output_dir, RESULTS_FILE)
+    lines = _records_lines(output_dir)
+    if not lines:
+        return None
+    stored = None
+    for number, (_, record) in enumerate(lines, start=1):
+        if record is None:
+            continue   # torn or corrupt: the resume trim keeps a copy of the file
+        if not isinstance(record.get("args"), dict):
+            raise JobIdentityError(
+                f"{path} was not written by train.py (line {number} has no 'args'); "
+                "move it away or use another --output_dir")
+        args = {k: record["args"].get(k) for k in ours}
+        if stored is None:
+            stored = args
+        elif args != stored:
+            raise JobIdentityError(f"{path} holds records of several jobs; move it away or "
+                                   "use another --output_dir")
+    if stored is None:
+        raise JobIdentityError(f"{path} holds no readable record of train.py; move it away "
+                               "or use another --output_dir")
+    return stored
+
+
 def check_job_identity(output_dir, identifying_args):
-    """Raise JobIdentityError if `output_dir` holds another job. Writes nothing.
+    """Raise JobIdentityError if `output_dir` holds another job (or data that is not a
+    job's). Writes nothing.
 
     The job is named by `job.json`; a directory written by upstream's train.py has none,
-    and then the args of its records decide (only the identifying keys are compared).
-    Returns True when job.json exists and matches, False when there is none yet.
+    and then the args of its records decide (only the identifying keys are compared). A
+    directory that holds nothing of its job yet (no record, checkpoint, model or `done`;
+    e.g. a run refused or crashed before its first step) may be taken over by another job.
+    Returns True when job.json exists and matches, False when there is none yet (or when
+    the directory is taken over).
     """
     ours = _normalised(identifying_args)
-    stored = read_job_args(output_dir)
-    if stored is None:
-        if os.path.exists(os.path.join(output_dir, JOB_FILE)):
+    if os.path.lexists(os.path.join(output_dir, JOB_FILE)):
+        stored = read_job_args(output_dir)
+        if stored is None:
             raise JobIdentityError(
                 f"{os.path.join(output_dir, JOB_FILE)} is unreadable; "
                 f"use another --output_dir or delete that directory")
-        record_args = _first_record_args(output_dir)
-        if isinstance(record_args, dict):
-            stored = {k: record_args.get(k) for k in ours}
+        _records_lines(output_dir)   # a FIFO or a directory as results.jsonl is refused
+    else:
+        stored = _identity_from_records(output_dir, ours)
         if stored is None or stored == ours:
             return False
-    if stored != ours:
-        raise JobIdentityError(
-            f"{output_dir} belongs to another job ({_differences(stored, ours)}); "
-            f"use another --output_dir, or delete that directory to start over")
-    return True
+    if stored == ours:
+        return True
+    if not holds_job_data(output_dir):
+        return False
+    raise JobIdentityError(
+        f"{output_dir} belongs to another job ({_differences(stored, ours)}); "
+        f"use another --output_dir, or delete that directory to start over")
 
 
 def write_job_identity(output_dir, identifying_args):

@@ -13,9 +13,8 @@ results.jsonl, model.pkl and done), made reliable:
 * a non-finite loss stops the run (exit 3) and any crash leaves a `failed` file; neither
   leaves `done`. See docs/reliability.md.
 """
-import argparse
 import collections
-import json
+import errno
 import math
 import numbers
 import os
@@ -29,11 +28,12 @@ import numpy as np
 
 from domainbed import datasets, hparams_registry
 from domainbed.algorithms import get_algorithm_class
-from domainbed.lib import checkpoint, jobdir, misc
+from domainbed.lib import checkpoint, jobdir, misc, validation
 from domainbed.lib.progress import progress_bar
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
+EXIT_IO_ERROR = 4     # writing the job directory failed (disk full, permissions...)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)   # exit code: 128 + signal number
 
 # Args that do not change what a job computes: they may differ between the starts of one
@@ -46,7 +46,7 @@ class BadInput(Exception):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description="Domain generalization")
+    parser = validation.OneLineErrorParser(prog="train.py", description="Domain generalization")
     parser.add_argument("--data_dir", type=str)
     parser.add_argument("--dataset", type=str, default="RotatedMNIST")
     parser.add_argument("--algorithm", type=str, default="ERM")
@@ -88,48 +88,39 @@ def lookup_classes(args):
 
 
 def check_plain_args(args):
+    """The flags that need no dataset (seeds, fractions, steps, task; shared with sweep)."""
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise BadInput(f"--output_dir {args.output_dir} is a file; choose a directory")
-    if not 0 <= args.holdout_fraction < 1:
-        raise BadInput(f"--holdout_fraction must be in [0, 1), got {args.holdout_fraction}")
-    if not 0 <= args.uda_holdout_fraction < 1:
-        raise BadInput(f"--uda_holdout_fraction must be in [0, 1), got {args.uda_holdout_fraction}")
-    for flag in ("steps", "checkpoint_freq"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise BadInput(f"--{flag} must be >= 0 (0 means the dataset's default), got {value}")
+    try:
+        validation.check_train_args(args)
+    except validation.ValidationError as e:
+        raise BadInput(str(e)) from None
 
 
 def check_test_envs(test_envs, n_envs, env_names, dataset_name):
-    names = ", ".join(f"{i}={name}" for i, name in enumerate(env_names)) if env_names else ""
-    for env in test_envs:
-        if not 0 <= env < n_envs:
-            raise BadInput(
-                f"test env {env} is out of range for {dataset_name}: valid test envs are "
-                f"0..{n_envs - 1}" + (f" ({names})" if names else ""))
-    repeated = sorted({env for env in test_envs if test_envs.count(env) > 1})
-    if repeated:
-        raise BadInput(f"test env {repeated[0]} is given more than once in --test_envs")
+    """In range, not repeated, at least one training environment left."""
+    try:
+        validation.check_test_envs(test_envs, n_envs, env_names, dataset_name)
+    except validation.ValidationError as e:
+        raise BadInput(str(e)) from None
 
 
 def choose_hparams(args):
     """Upstream's choice: defaults for hparams_seed 0, else the seeded random draw; then
-    the --hparams overrides, checked for unknown names and wrong types."""
+    the --hparams overrides, checked for unknown names, wrong types and ranges."""
+    try:
+        overrides = validation.parse_hparams(args.hparams)
+    except validation.ValidationError as e:
+        raise BadInput(str(e)) from None
     if args.hparams_seed == 0:
         hparams = hparams_registry.default_hparams(args.algorithm, args.dataset)
     else:
         hparams = hparams_registry.random_hparams(
             args.algorithm, args.dataset, misc.seed_hash(args.hparams_seed, args.trial_seed))
-    if args.hparams:
-        try:
-            overrides = json.loads(args.hparams)
-        except json.JSONDecodeError as e:
-            raise BadInput(f"--hparams is not valid JSON ({e}); write it like "
-                           f"--hparams '{{\"lr\": 0.001}}'") from None
-        try:
-            hparams = hparams_registry.apply_overrides(hparams, overrides)
-        except hparams_registry.HparamError as e:
-            raise BadInput(f"--hparams: {e}") from None
+    try:
+        hparams = hparams_registry.apply_overrides(hparams, overrides)
+    except hparams_registry.HparamError as e:
+        raise BadInput(f"--hparams: {e}") from None
     return hparams
 
 
@@ -267,35 +258,76 @@ def print_sorted_block(title, mapping):
         print(f"\t{key}: {value}")
 
 
-class StderrTee:
-    """stderr goes to err.txt and out.txt, as upstream's, and to the console's *stderr*
-    (upstream's went to its stdout, which hid tracebacks from launchers' error logs)."""
+class LogTee:
+    """Console plus log file(s). A write that fails (a full disk, a closed console) never
+    stops the run: the stream is dropped and the first error kept in `error`."""
 
-    def __init__(self, err_path, out_file):
-        self.console = sys.stderr
-        self.file = open(err_path, "a")
-        self.out_file = out_file
+    def __init__(self, console, path):
+        self.console = console
+        self.error = None
+        self.file = None
+        try:
+            self.file = open(path, "a")
+        except OSError as e:
+            self.error = e
+
+    def _write_file(self, stream, message):
+        if stream is None or stream.closed:
+            return
+        try:
+            stream.write(message)
+            stream.flush()
+        except (OSError, ValueError) as e:
+            self.error = self.error or e
+            if stream is self.file:
+                try:
+                    self.file.close()
+                except OSError:
+                    pass
+                self.file = None
+
+    def _write_console(self, message):
+        try:
+            self.console.write(message)
+            self.console.flush()
+        except (OSError, ValueError):
+            pass
 
     def write(self, message):
-        for stream in (self.console, self.file, self.out_file):
-            stream.write(message)
-        self.flush()
+        self._write_console(message)
+        self._write_file(self.file, message)
 
     def flush(self):
-        for stream in (self.console, self.file, self.out_file):
-            stream.flush()
+        pass  # every write is flushed
 
     def isatty(self):
         return False
 
-    def log_only(self, message):
-        """Into the log files but not the console (which gets it from the interpreter)."""
-        for stream in (self.file, self.out_file):
-            stream.write(message)
-            stream.flush()
-
     def close(self):
-        self.file.close()
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            self.file = None
+
+
+class StderrTee(LogTee):
+    """stderr goes to err.txt and out.txt, as upstream's, and to the console's *stderr*
+    (upstream's went to its stdout, which hid tracebacks from launchers' error logs)."""
+
+    def __init__(self, err_path, out_tee):
+        super().__init__(sys.stderr, err_path)
+        self.out_tee = out_tee
+
+    def write(self, message):
+        self._write_console(message)
+        self.log_only(message)
+
+    def log_only(self, message):
+        """Into the log files but not the console."""
+        self._write_file(self.file, message)
+        self.out_tee._write_file(self.out_tee.file, message)
 
 
 def save_model(job, filename):
@@ -399,20 +431,42 @@ def write_record(job, step, steps_per_epoch, running_lists, bar):
     misc.append_json_line(os.path.join(job.args.output_dir, "results.jsonl"), results)
 
 
+def warn(message):
+    print(f"train.py: warning: {message}", file=sys.stderr)
+
+
 def start_or_resume(job):
     """Load checkpoint.pt if there is one; trim results.jsonl to match. Returns
-    (first step to run, running lists)."""
+    (first step to run, running lists).
+
+    A checkpoint that cannot be read or does not fit the job is set aside as
+    `checkpoint.pt.corrupt-N` (never deleted) and the job starts from step 0."""
     out = job.args.output_dir
     checkpoint.remove_stale_temporaries(out)
-    state = checkpoint.load_checkpoint(out)
-    if state is None:
+    next_step, running_lists = 0, {}
+    try:
+        state = checkpoint.load_checkpoint(out)
+        if state is not None:
+            next_step, running_lists = checkpoint.restore_training_state(
+                state, job.algorithm, job.streams)
+            print(f"Resuming from {checkpoint.CHECKPOINT_FILE} at step {next_step}")
+    except checkpoint.CheckpointError as e:
+        kept_as = checkpoint.set_aside(out)
+        if kept_as is None:
+            raise BadInput(f"{os.path.join(out, checkpoint.CHECKPOINT_FILE)} is unusable ({e}) "
+                           "and cannot be renamed; move it away and rerun") from None
+        warn(f"{checkpoint.CHECKPOINT_FILE} is unusable ({e}); kept as {kept_as}, "
+             "starting again from step 0")
         next_step, running_lists = 0, {}
-    else:
-        next_step, running_lists = checkpoint.restore_training_state(
-            state, job.algorithm, job.streams)
-        print(f"Resuming from {checkpoint.CHECKPOINT_FILE} at step {next_step}")
     # Records beyond the checkpoint (or any, on a fresh start) would be written twice.
-    checkpoint.truncate_records(os.path.join(out, "results.jsonl"), next_step)
+    try:
+        kept_as = checkpoint.truncate_records(os.path.join(out, jobdir.RESULTS_FILE), next_step)
+    except jobdir.NotRegularFileError:
+        raise BadInput(f"{os.path.join(out, jobdir.RESULTS_FILE)} is not a regular file; "
+                       "move it away and rerun") from None
+    if kept_as:
+        warn(f"{jobdir.RESULTS_FILE} had lines that are not records; dropped them, the "
+             f"original is kept as {kept_as}")
     return next_step, collections.defaultdict(list, running_lists)
 
 
@@ -467,7 +521,7 @@ def train(job, stop):
         bar.close()
 
     save_model(job, "model.pkl")
-    misc.atomic_write_text(os.path.join(out, jobdir.DONE_FILE), "done")
+    jobdir.write_done(out)
     checkpoint.remove_checkpoint(out)  # a done job never resumes; spare the disk
     jobdir.write_heartbeat(out, n_steps, n_steps, started, start_step)
     return 0
@@ -512,8 +566,9 @@ def run_locked(job):
         print(already_done_message(out), file=sys.stderr)
         return 0
     saved_streams = sys.stdout, sys.stderr
-    sys.stdout = misc.Tee(os.path.join(out, "out.txt"))
-    sys.stderr = StderrTee(os.path.join(out, "err.txt"), sys.stdout.file)
+    sys.stdout = LogTee(sys.stdout, os.path.join(out, "out.txt"))
+    sys.stderr = StderrTee(os.path.join(out, "err.txt"), sys.stdout)
+    io_error = None
     try:
         print_environment()
         print_sorted_block("Args", vars(args))
@@ -521,15 +576,44 @@ def run_locked(job):
         jobdir.write_job_identity(out, identifying_args(args))
         jobdir.clear_failed(out)
         return train_guarded(job)
-    except Exception:
-        # Re-raised below, after the streams are restored: the traceback's console copy
-        # comes from the interpreter, the log copies from here (as upstream's Tee gave).
+    except OSError as e:
+        # Writing the job directory failed (a full disk, permissions...): one line on the
+        # console, `failed` when there is room for it, no temporary file left behind.
         sys.stderr.log_only(traceback.format_exc())
+        checkpoint.remove_own_temporaries(out)
+        recorded = jobdir.try_write_failed(out, f"{type(e).__name__}: {e}", job.step)
+        io_error = io_error_message(e, job, recorded)
+    except BadInput:
+        raise
+    except Exception as e:
+        # Re-raised below, after the streams are restored; the console gets one line from
+        # cli(), the log files the traceback (as upstream's Tee gave).
+        sys.stderr.log_only(traceback.format_exc())
+        checkpoint.remove_own_temporaries(out)
+        e.train_py_where = (f"at step {job.step}; `failed` written, the traceback is in "
+                            f"{os.path.join(out, 'err.txt')}")
         raise
     finally:
+        log_error = sys.stdout.error or sys.stderr.error
         for tee in (sys.stderr, sys.stdout):
             tee.close()
         sys.stdout, sys.stderr = saved_streams
+    if log_error is not None and io_error is None:
+        warn(f"could not write the logs in {out} ({log_error})")
+    print(f"train.py: error: {io_error}", file=sys.stderr)
+    return EXIT_IO_ERROR
+
+
+def io_error_message(error, job, recorded):
+    where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        what = f"the disk is full{where}"
+        todo = "free some space, then rerun the same command: it resumes from the last checkpoint"
+    else:
+        what = f"{type(error).__name__}: {error.strerror or error}{where}"
+        todo = "fix the cause, then rerun the same command: it resumes from the last checkpoint"
+    marker = "`failed` written" if recorded else "no `failed` written (no room)"
+    return f"{what} at step {job.step}; {marker}; {todo}"
 
 
 def train_guarded(job):
@@ -543,7 +627,7 @@ def _train_or_record_failure(job, stop):
     try:
         return train(job, stop)
     except NonFiniteLoss as e:
-        jobdir.write_failed(out, str(e), job.step)
+        jobdir.try_write_failed(out, str(e), job.step)
         print(f"train.py: error: {e}; the run stopped (no 'done'). Try a smaller learning "
               f"rate, e.g. --hparams '{{\"lr\": 1e-4}}'", file=sys.stderr)
         return EXIT_NON_FINITE
@@ -552,7 +636,8 @@ def _train_or_record_failure(job, stop):
             # Stopping anyway (e.g. the launcher also killed the data workers): the last
             # checkpoint stands, and this is no failure of the job.
             return 128 + stop.signum
-        jobdir.write_failed(out, f"{type(e).__name__}: {e}", job.step)
+        if not isinstance(e, (OSError, BadInput)):  # run_locked records an OSError
+            jobdir.try_write_failed(out, f"{type(e).__name__}: {e}", job.step)
         raise
 
 
@@ -567,6 +652,8 @@ def acquire_lock(output_dir):
         return lock.acquire()
     except jobdir.JobRunningError as e:
         raise BadInput(str(e)) from None
+    except jobdir.JobLockError as e:
+        raise BadInput(e.strerror) from None
     except OSError as e:
         raise BadInput(f"cannot use --output_dir {output_dir} ({e.strerror}); "
                        f"choose a writable directory") from None
@@ -582,6 +669,12 @@ def main(argv=None):
         lock = acquire_lock(args.output_dir)
     except BadInput as e:
         return report_bad_input(e)
+    except Exception as e:
+        # Nothing is written before the lock: whatever building the dataset, the loaders or
+        # the algorithm raised comes from this combination of arguments and hparams.
+        return report_bad_input(
+            f"cannot set up this job ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
+            "check --hparams and the other arguments (see docs/reliability.md)")
     try:
         return run_locked(job)
     except BadInput as e:
@@ -590,5 +683,21 @@ def main(argv=None):
         lock.release()
 
 
+def cli(argv=None):
+    """The command line: main() with no traceback on the console. An unexpected error is
+    one line (the traceback is in the job's err.txt), exit code 1."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("train.py: interrupted (Ctrl-C); rerun the same command to resume from the "
+              "last checkpoint", file=sys.stderr)
+        return 130
+    except Exception as e:
+        where = getattr(e, "train_py_where", "before training started")
+        print(f"train.py: error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+              f"({where}); rerun the same command to resume", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

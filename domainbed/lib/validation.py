@@ -1,0 +1,188 @@
+"""The one validation layer for what `train.py` and `sweep launch` are given (torch-free).
+
+Both call these checks before anything is written: `train.py` before it creates or touches
+its output directory, `sweep launch` before it makes a single job directory. Every refusal
+is a `ValidationError` whose message is one line that says what is wrong and what to do.
+
+* `check_train_args(args)`: the train flags a sweep passes on too (seeds, fractions, steps,
+  task), given as a dict or an argparse namespace;
+* `check_test_envs(...)`: test environments in range, not repeated, leaving at least one
+  training environment;
+* `parse_hparams(text)`: the `--hparams` JSON object;
+* `check_hparam_value(name, value)`: the value ranges of known hparams (used by
+  `hparams_registry.apply_overrides`, which also refuses unknown names and wrong types).
+"""
+import argparse
+import math
+import numbers
+
+SEED_LIMIT = 2**32          # NumPy's seeds are in [0, 2**32)
+TASKS = ("domain_generalization", "domain_adaptation")
+
+
+class ValidationError(ValueError):
+    """Bad input; the message (one line) says what to do."""
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage block): what went wrong, what to do."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ---------------------------------------------------------------------------------------
+# Train arguments
+
+def _get(args, name, default=None):
+    if isinstance(args, dict):
+        return args.get(name, default)
+    return getattr(args, name, default)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_seed(flag, value):
+    if not _is_int(value) or not 0 <= value < SEED_LIMIT:
+        raise ValidationError(f"{flag} must be an integer in [0, 2**32), got {value!r}; "
+                              f"e.g. {flag} 0")
+
+
+def _check_fraction(flag, value):
+    if not _is_real(value) or not (math.isfinite(value) and 0 <= value < 1):
+        raise ValidationError(f"{flag} must be in [0, 1), got {value!r}; e.g. {flag} 0.2")
+
+
+def check_train_args(args):
+    """The flags of one train.py run that need no dataset to check (dict or namespace).
+
+    Missing keys take train.py's defaults, so a sweep's job dict can be checked as is."""
+    for flag in ("hparams_seed", "trial_seed", "seed"):
+        check_seed(f"--{flag}", _get(args, flag, 0))
+    _check_fraction("--holdout_fraction", _get(args, "holdout_fraction", 0.2))
+    _check_fraction("--uda_holdout_fraction", _get(args, "uda_holdout_fraction", 0))
+    for flag in ("steps", "checkpoint_freq"):
+        value = _get(args, flag)
+        if value is not None and (not _is_int(value) or value < 0):
+            raise ValidationError(f"--{flag} must be >= 0 (an integer; 0 means the "
+                                  f"dataset's default), got {value!r}")
+    task = _get(args, "task", TASKS[0])
+    if task not in TASKS:
+        raise ValidationError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "domain_adaptation" and not _get(args, "uda_holdout_fraction", 0):
+        raise ValidationError("--task domain_adaptation needs unlabeled test-env data: set "
+                              "--uda_holdout_fraction above 0 (e.g. 0.2)")
+    test_envs = _get(args, "test_envs", [0])
+    if not isinstance(test_envs, (list, tuple)) or not test_envs or not all(
+            _is_int(env) for env in test_envs):
+        raise ValidationError(f"--test_envs must be one or more integers, got {test_envs!r}; "
+                              "e.g. --test_envs 0")
+
+
+def check_test_envs(test_envs, n_envs, env_names, dataset_name):
+    """In range, not repeated, and at least one environment left to train on."""
+    names = ", ".join(f"{i}={name}" for i, name in enumerate(env_names)) if env_names else ""
+    for env in test_envs:
+        if not 0 <= env < n_envs:
+            raise ValidationError(
+                f"test env {env} is out of range for {dataset_name}: valid test envs are "
+                f"0..{n_envs - 1}" + (f" ({names})" if names else ""))
+    repeated = sorted({env for env in test_envs if list(test_envs).count(env) > 1})
+    if repeated:
+        raise ValidationError(f"test env {repeated[0]} is given more than once in --test_envs")
+    if len(set(test_envs)) >= n_envs:
+        raise ValidationError(
+            f"--test_envs {' '.join(map(str, test_envs))} holds out every environment of "
+            f"{dataset_name} ({n_envs}); leave at least one to train on, e.g. --test_envs 0")
+
+
+# ---------------------------------------------------------------------------------------
+# Hparams
+
+def parse_hparams(text):
+    """The --hparams JSON object as a dict (None or '' -> {})."""
+    import json
+
+    if text is None or text == "":
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ValidationError(f"--hparams is not valid JSON ({e}); write it like "
+                              f"--hparams '{{\"lr\": 0.001}}'") from None
+    if not isinstance(value, dict):
+        raise ValidationError(f"--hparams must be a JSON object, e.g. '{{\"lr\": 0.001}}', "
+                              f"not {text!r}")
+    return value
+
+
+# name -> (kind, low, high, low inclusive, high inclusive). kind "int": an integer count.
+_COUNT_LIMIT = 2**20
+_RULES = {
+    "batch_size": ("int", 1, 65536, True, True),
+    "mlp_width": ("int", 1, _COUNT_LIMIT, True, True),
+    "mlp_depth": ("int", 2, 64, True, True),
+    "mnist_cnn_width": ("int", 1, 4096, True, True),
+    "d_steps_per_g_step": ("int", 1, _COUNT_LIMIT, True, True),
+    "n_meta_test": ("int", 1, _COUNT_LIMIT, True, True),
+    "linear_steps": ("int", 0, None, True, True),
+    "irm_penalty_anneal_iters": ("real", 0, None, True, True),
+    "penalty_anneal_iters": ("real", 0, None, True, True),
+    "vrex_penalty_anneal_iters": ("real", 0, None, True, True),
+    "resnet_dropout": ("real", 0, 1, True, False),
+    "vit_dropout": ("real", 0, 1, True, False),
+    "mlp_dropout": ("real", 0, 1, True, False),
+    "rsc_f_drop_factor": ("real", 0, 1, True, False),
+    "rsc_b_drop_factor": ("real", 0, 1, True, False),
+    "beta1": ("real", 0, 1, True, False),
+    "ema": ("real", 0, 1, True, True),
+    "mtl_ema": ("real", 0, 1, True, True),
+}
+
+
+def _rule(name):
+    if name in _RULES:
+        return _RULES[name]
+    if name == "lr" or name.startswith("lr_") or name.endswith("_lr"):
+        return ("real", 0, None, False, True)          # learning rates: > 0
+    if name.startswith("weight_decay"):
+        return ("real", 0, None, True, True)           # >= 0
+    return None
+
+
+def _interval(low, high, low_inclusive, high_inclusive):
+    left = "[" if low_inclusive else "("
+    right = "]" if high_inclusive else ")"
+    return f"{left}{low}, {'inf' if high is None else high}{right}"
+
+
+def check_hparam_value(name, value):
+    """Refuse a non-finite number, and a value outside the known range of `name`."""
+    if not _is_real(value):
+        return
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:   # a JSON integer too large for a float
+        finite = False
+    if not finite:
+        raise ValidationError(f"hparam {name!r} must be a finite number, got {value!r}")
+    rule = _rule(name)
+    if rule is None:
+        return
+    kind, low, high, low_inclusive, high_inclusive = rule
+    if kind == "int" and not _is_int(value):
+        raise ValidationError(f"hparam {name!r} must be an integer, got {value!r}; "
+                              f"e.g. --hparams '{{\"{name}\": {max(low, 8)}}}'")
+    too_low = value < low if low_inclusive else value <= low
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high:
+        kind_text = "an integer" if kind == "int" else "a number"
+        raise ValidationError(f"hparam {name!r} must be {kind_text} in "
+                              f"{_interval(low, high, low_inclusive, high_inclusive)}, "
+                              f"got {value!r}")
