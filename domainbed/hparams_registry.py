@@ -28,6 +28,21 @@ def _is_small_images(dataset):
     return dataset in SMALL_IMAGES or _dataset_flag(dataset, "SMALL_IMAGES")
 
 
+def _dataset_class(dataset):
+    """The registered dataset class, or None for an unknown name."""
+    from domainbed import datasets
+
+    try:
+        return datasets.get_dataset_class(dataset)
+    except NotImplementedError:
+        return None
+
+
+def _has_vector_inputs(dataset_class):
+    shape = getattr(dataset_class, "INPUT_SHAPE", None)
+    return shape is not None and len(shape) == 1
+
+
 def _hparams(algorithm, dataset, random_seed):
     """name -> (default value, random value) for this algorithm and dataset."""
     hparams = {}
@@ -61,21 +76,40 @@ def _hparams(algorithm, dataset, random_seed):
 
     get_algorithm_class(algorithm).declare_hparams(_hparam, dataset)
 
+    # Ours: dataset-level hparams, declared by the dataset class (a no-op for upstream's).
+    dataset_class = _dataset_class(dataset)
+    if dataset_class is not None:
+        dataset_class.declare_hparams(_hparam, algorithm)
+
+    def _generic(name, default_val, random_val_fn):
+        """A generic dataset-dependent hparam, unless the dataset declared its own."""
+        if name not in hparams:
+            _hparam(name, default_val, random_val_fn)
+
     # Dataset-dependent hparams (some also depend on the algorithm, as upstream).
     small = _is_small_images(dataset)
     if small:
-        _hparam("lr", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
-        _hparam("weight_decay", 0.0, lambda r: 0.0)
-        _hparam("batch_size", 64, lambda r: int(2**r.uniform(3, 9)))
+        _generic("lr", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
+        _generic("weight_decay", 0.0, lambda r: 0.0)
+        _generic("batch_size", 64, lambda r: int(2**r.uniform(3, 9)))
     else:
-        _hparam("lr", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
-        _hparam("weight_decay", 0.0, lambda r: 10**r.uniform(-6, -2))
+        _generic("lr", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
+        _generic("weight_decay", 0.0, lambda r: 10**r.uniform(-6, -2))
         if algorithm == "ARM":
-            _hparam("batch_size", 8, lambda r: 8)
+            _generic("batch_size", 8, lambda r: 8)
         elif dataset == "DomainNet":
-            _hparam("batch_size", 32, lambda r: int(2**r.uniform(3, 5)))
+            _generic("batch_size", 32, lambda r: int(2**r.uniform(3, 5)))
         else:
-            _hparam("batch_size", 32, lambda r: int(2**r.uniform(3, 5.5)))
+            _generic("batch_size", 32, lambda r: int(2**r.uniform(3, 5.5)))
+
+    if _has_vector_inputs(dataset_class):
+        # Ours: vector inputs (no upstream dataset has them). "linear" = identity featurizer,
+        # i.e. a linear model on the inputs; "mlp" = upstream's MLP, whose mlp_* hparams are
+        # declared here unless the algorithm declares them (DANN, CDANN: same distributions).
+        _hparam("vector_featurizer", "linear", lambda r: "linear")
+        _generic("mlp_width", 256, lambda r: int(2**r.uniform(6, 10)))
+        _generic("mlp_depth", 3, lambda r: int(r.choice([3, 4, 5])))
+        _generic("mlp_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
 
     if _dataset_flag(dataset, "CPU_SIZED"):
         # Ours: the offline datasets train a narrower MNIST CNN (16x fewer multiply-adds), so
@@ -84,13 +118,13 @@ def _hparams(algorithm, dataset, random_seed):
 
     if algorithm in ["DANN", "CDANN"]:
         if small:
-            _hparam("lr_g", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
-            _hparam("lr_d", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
-            _hparam("weight_decay_g", 0.0, lambda r: 0.0)
+            _generic("lr_g", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
+            _generic("lr_d", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
+            _generic("weight_decay_g", 0.0, lambda r: 0.0)
         else:
-            _hparam("lr_g", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
-            _hparam("lr_d", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
-            _hparam("weight_decay_g", 0.0, lambda r: 10**r.uniform(-6, -2))
+            _generic("lr_g", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
+            _generic("lr_d", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
+            _generic("weight_decay_g", 0.0, lambda r: 10**r.uniform(-6, -2))
 
     return hparams
 

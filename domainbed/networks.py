@@ -1,6 +1,8 @@
 """Featurizers and classifiers (upstream DomainBed's networks, chosen by input shape).
 
-- 1-D inputs: MLP (width/depth/dropout from the `mlp_*` hparams).
+- 1-D inputs: hparam `vector_featurizer` "linear" = the identity (the classifier is then a
+  linear model on the inputs), "mlp" (upstream's, and the default when the hparam is
+  absent) = MLP with width/depth/dropout from the `mlp_*` hparams.
 - 28x28: the MNIST CNN of the DomainBed paper (128 features).
 - 224x224: ResNet-18/50 from torchvision (ImageNet weights unless hparams['pretrained'] is
   False), or timm's `resnet50.ram_in1k` when `resnet50_augmix` is set (optional extra).
@@ -12,6 +14,27 @@ import torch.nn as nn
 class Identity(nn.Module):
     def forward(self, x):
         return x
+
+
+class IdentityFeaturizer(nn.Module):
+    """The inputs themselves as features (no parameters): n_outputs = the input size.
+
+    With autograd on, inputs that do not require grad come back as a leaf that does, so
+    that algorithms differentiating with respect to the features (DANN's gradient penalty,
+    RSC's feature masks) work as with a learned featurizer; the values are unchanged.
+    """
+
+    def __init__(self, n_inputs):
+        super().__init__()
+        self.n_outputs = n_inputs
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and not x.requires_grad:
+            return x.detach().requires_grad_()
+        return x
+
+
+VECTOR_FEATURIZERS = ("linear", "mlp")
 
 
 class MLP(nn.Module):
@@ -144,7 +167,13 @@ class ResNet(nn.Module):
 def Featurizer(input_shape, hparams):
     """The featurizer upstream picks for this input shape."""
     if len(input_shape) == 1:
-        return MLP(input_shape[0], hparams["mlp_width"], hparams)
+        kind = hparams.get("vector_featurizer", "mlp")
+        if kind == "linear":
+            return IdentityFeaturizer(input_shape[0])
+        if kind == "mlp":
+            return MLP(input_shape[0], hparams["mlp_width"], hparams)
+        raise ValueError(f"hparams['vector_featurizer'] must be one of {VECTOR_FEATURIZERS}, "
+                         f"got {kind!r}")
     if tuple(input_shape[1:3]) == (28, 28):
         return MNIST_CNN(input_shape, hparams.get("mnist_cnn_width", 64))
     if tuple(input_shape[1:3]) == (224, 224):

@@ -27,5 +27,7 @@ def get_dataset_class(dataset_name):
     return _REGISTRY.get(dataset_name)
 
 
-def num_environments(dataset_name):
-    return len(get_dataset_class(dataset_name).ENVIRONMENTS)
+def num_environments(dataset_name, hparams=None):
+    """How many environments `dataset_name` has with these hparams (None: the defaults);
+    a DatasetArgumentError if the dataset refuses them."""
+    return len(get_dataset_class(dataset_name).environment_names(hparams))

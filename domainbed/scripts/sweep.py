@@ -143,16 +143,25 @@ def all_test_env_combinations(n):
 
 def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparams, steps,
                    data_dir, task, holdout_fraction, single_test_envs, hparams):
+    """Upstream's job list. Ours: the number of environments may depend on the sweep's
+    --hparams (JSON string or None), and each dataset says which test envs a sweep runs
+    (`sweep_test_envs`; upstream's enumeration unless the dataset overrides it). Hparams
+    a dataset refuses are a one-line error (exit 2), before any job is listed."""
+    overrides = json.loads(hparams) if hparams is not None else None
+    test_env_lists = {}
+    for dataset in dataset_names:
+        try:
+            n_envs = datasets.num_environments(dataset, overrides)
+        except datasets.DatasetArgumentError as error:
+            print(f"sweep.py: error: --hparams: {' '.join(str(error).split())}", file=sys.stderr)
+            raise SystemExit(2) from None
+        test_env_lists[dataset] = datasets.get_dataset_class(dataset).sweep_test_envs(
+            n_envs, single_test_envs)
     args_list = []
     for trial_seed in range(n_trials):
         for dataset in dataset_names:
             for algorithm in algorithms:
-                n_envs = datasets.num_environments(dataset)
-                if single_test_envs:
-                    all_test_envs = [[i] for i in range(n_envs)]
-                else:
-                    all_test_envs = all_test_env_combinations(n_envs)
-                for test_envs in all_test_envs:
+                for test_envs in copy.deepcopy(test_env_lists[dataset]):
                     for hparams_seed in range(n_hparams_from, n_hparams):
                         train_args = {
                             "dataset": dataset, "algorithm": algorithm,

@@ -151,15 +151,20 @@ def seed_everything(seed):
 
 
 def build_dataset(dataset_class, args, hparams):
+    # Ours: a dataset that is a fresh draw in every trial also takes the trial seed.
+    extra = {"trial_seed": args.trial_seed} if dataset_class.SEEDED_BY_TRIAL else {}
     try:
-        dataset = dataset_class(args.data_dir, args.test_envs, hparams)
+        dataset = dataset_class(args.data_dir, args.test_envs, hparams, **extra)
     except datasets.DatasetNotFoundError as e:
+        raise BadInput(str(e)) from None
+    except datasets.DatasetArgumentError as e:  # before ValueError: it says what to do
         raise BadInput(str(e)) from None
     except ImportError as e:  # an optional extra (e.g. wilds) that is not installed
         raise BadInput(str(e)) from None
     except ValueError as e:  # upstream's 'Data directory not specified!'
         raise BadInput(f"{e} Pass --data_dir DIR (see python -m domainbed.scripts.download).") from None
-    check_test_envs(args.test_envs, len(dataset), dataset_class.ENVIRONMENTS, args.dataset)
+    check_test_envs(args.test_envs, len(dataset), dataset_class.environment_names(hparams),
+                    args.dataset)
     return dataset
 
 
@@ -534,10 +539,15 @@ def prepare(args):
     """Validate and build everything in memory. Returns a Job, or None when already done."""
     check_plain_args(args)
     algorithm_class, dataset_class = lookup_classes(args)
-    if dataset_class.ENVIRONMENTS:
-        check_test_envs(args.test_envs, len(dataset_class.ENVIRONMENTS),
-                        dataset_class.ENVIRONMENTS, args.dataset)
     hparams = choose_hparams(args)
+    # Ours: a dataset's environments may depend on hparams, and it may refuse arguments.
+    try:
+        dataset_class.check_arguments(args.test_envs, hparams)
+        env_names = dataset_class.environment_names(hparams)
+    except datasets.DatasetArgumentError as e:
+        raise BadInput(str(e)) from None
+    if env_names:
+        check_test_envs(args.test_envs, len(env_names), env_names, args.dataset)
     if check_output_dir(args):
         return None
 
