@@ -89,14 +89,23 @@ def _hparams(algorithm, dataset, random_seed):
     # Dataset-dependent hparams (some also depend on the algorithm, as upstream).
     small = _is_small_images(dataset)
     if small:
+        if algorithm == "ADRMX":
+            _generic("lr", 3e-3, lambda r: r.choice([5e-4, 1e-3, 2e-3, 3e-3]))
         _generic("lr", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
         _generic("weight_decay", 0.0, lambda r: 0.0)
         _generic("batch_size", 64, lambda r: int(2**r.uniform(3, 9)))
     else:
+        if algorithm == "ADRMX":
+            _generic("lr", 3e-5, lambda r: r.choice([2e-5, 3e-5, 4e-5, 5e-5]))
         _generic("lr", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
         _generic("weight_decay", 0.0, lambda r: 10**r.uniform(-6, -2))
         if algorithm == "ARM":
             _generic("batch_size", 8, lambda r: 8)
+        elif algorithm == "RDM":
+            if dataset in ["DomainNet", "TerraIncognita"]:
+                _generic("batch_size", 40, lambda r: int(r.uniform(30, 60)))
+            else:
+                _generic("batch_size", 88, lambda r: int(r.uniform(70, 100)))
         elif dataset == "DomainNet":
             _generic("batch_size", 32, lambda r: int(2**r.uniform(3, 5)))
         else:
@@ -125,6 +134,12 @@ def _hparams(algorithm, dataset, random_seed):
             _generic("lr_g", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
             _generic("lr_d", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
             _generic("weight_decay_g", 0.0, lambda r: 10**r.uniform(-6, -2))
+
+    if algorithm == "URM":
+        if small:
+            _hparam("urm_discriminator_lr", 1e-3, lambda r: 10**r.uniform(-5.5, -3.5))
+        else:
+            _hparam("urm_discriminator_lr", 5e-5, lambda r: 10**r.uniform(-6, -4.5))
 
     return hparams
 

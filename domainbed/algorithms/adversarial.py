@@ -5,11 +5,15 @@
 - CDANN: conditional DANN (Li et al., ECCV 2018). The discriminator also sees the class
   (through a learned class embedding added to the features) and its loss is class-balanced,
   so it aligns the class-conditional feature distributions.
+- URM: Krishnamachari et al., TMLR 2024 (at the end of this module). Its discriminator tells
+  the features from uniform noise.
 
-Discriminator and generator steps alternate: with a counter c incremented before each
-update, update c is a discriminator step when c mod (1 + d_steps_per_g_step) <
+In DANN and CDANN, discriminator and generator steps alternate: with a counter c incremented
+before each update, update c is a discriminator step when c mod (1 + d_steps_per_g_step) <
 d_steps_per_g_step, otherwise a generator step.
 """
+from collections import OrderedDict
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -119,3 +123,121 @@ class CDANN(_AbstractDANN):
 
     CONDITIONAL = True
     CLASS_BALANCE = True
+
+
+# ---------------------------------------------------------------------------------------
+# URM: Krishnamachari, Ng, Foo, "Uniformly Distributed Feature Representations for Fair and
+# Robust Learning", TMLR 2024. A discriminator tells the (bounded) features from uniform
+# noise on the same range; the featurizer is trained to fool it, pushing the features
+# towards a uniform distribution.
+
+URM_ACTIVATIONS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": networks.Identity,
+                   "relu": nn.ReLU}
+# The range [a, b) of each output activation, where the discriminator's noise is drawn.
+URM_NOISE_RANGES = {"tanh": (-1.0, 1.0), "relu": (0.0, 1.0), "sigmoid": (0.0, 1.0)}
+
+
+class OutputActivation(nn.Module):
+    """A featurizer followed by a parameter-free activation (upstream sets a featurizer's
+    `activation` attribute, its last operation; wrapping works for every featurizer)."""
+
+    def __init__(self, featurizer, activation):
+        super().__init__()
+        self.featurizer = featurizer
+        self.activation = activation
+        self.n_outputs = featurizer.n_outputs
+
+    def forward(self, x):
+        return self.activation(self.featurizer(x))
+
+
+def urm_discriminator(n_features, hidden_layers, width=100):
+    layers = [("dense1", nn.Linear(n_features, width)), ("act1", nn.LeakyReLU())]
+    for i in range(hidden_layers):
+        layers += [(f"dense{i + 2}", nn.Linear(width, width)), (f"act2{i + 2}", nn.LeakyReLU())]
+    layers.append(("output", nn.Linear(width, 1)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+@register_algorithm
+class URM(Algorithm):
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        # urm_discriminator_lr is dataset-dependent: hparams_registry declares it.
+        hparam("urm", "adversarial", lambda r: str(r.choice(["adversarial"])))  # unused, as upstream
+        hparam("urm_adv_lambda", 0.1, lambda r: float(r.uniform(0, 0.2)))
+        hparam("urm_discriminator_label_smoothing", 0, lambda r: float(r.uniform(0, 0)))
+        hparam("urm_discriminator_optimizer", "adam", lambda r: str(r.choice(["adam"])))
+        hparam("urm_discriminator_hidden_layers", 1, lambda r: int(r.choice([1, 2, 3])))
+        hparam("urm_generator_output", "tanh", lambda r: str(r.choice(["tanh", "relu"])))
+
+    def __init__(self, input_shape, num_classes, num_domains, hparams):
+        super().__init__(input_shape, num_classes, num_domains, hparams)
+        output = hparams["urm_generator_output"]
+        if output not in URM_ACTIVATIONS:
+            raise ValueError(f"URM: urm_generator_output must be one of {sorted(URM_ACTIVATIONS)}, "
+                             f"got {output!r}")
+        if output not in URM_NOISE_RANGES:
+            # upstream accepted it here and failed at the first update
+            raise ValueError(f"URM: urm_generator_output={output!r} has no bounded range to draw "
+                             f"the discriminator's noise from; use one of {sorted(URM_NOISE_RANGES)}")
+        featurizer = networks.Featurizer(input_shape, hparams)
+        self.classifier = networks.Classifier(
+            featurizer.n_outputs, num_classes, hparams["nonlinear_classifier"])
+        self.featurizer = OutputActivation(featurizer, URM_ACTIVATIONS[output]())
+        self.network = nn.Sequential(self.featurizer, self.classifier)
+        self.optimizer = torch.optim.Adam(
+            self.network.parameters(), lr=hparams["lr"], weight_decay=hparams["weight_decay"])
+        self.discriminator = urm_discriminator(
+            featurizer.n_outputs, int(hparams["urm_discriminator_hidden_layers"]))
+        kind = hparams["urm_discriminator_optimizer"]
+        lr, weight_decay = hparams["urm_discriminator_lr"], hparams["weight_decay"]
+        if kind == "sgd":
+            self.discriminator_opt = torch.optim.SGD(
+                self.discriminator.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        elif kind == "adam":
+            self.discriminator_opt = torch.optim.Adam(
+                self.discriminator.parameters(), lr=lr, weight_decay=weight_decay)
+        else:
+            raise ValueError(f"URM: urm_discriminator_optimizer must be 'sgd' or 'adam', got {kind!r}")
+
+    def _uniform(self, shape, like):
+        """U[0, 1) from the algorithm's generator, on `like`'s device and dtype."""
+        return torch.rand(shape, generator=self.generator).to(device=like.device, dtype=like.dtype)
+
+    def update(self, minibatches, unlabeled=None):
+        hp = self.hparams
+        adv_lambda = hp["urm_adv_lambda"]
+        all_x, all_y = concat_minibatches(minibatches)
+        features = self.featurizer(all_x)
+        ce = F.cross_entropy(self.classifier(features), all_y, reduction="none").mean()
+        fooling = F.binary_cross_entropy_with_logits(
+            self.discriminator(features).squeeze(1), torch.ones(len(features), device=features.device,
+                                                                dtype=features.dtype))
+        loss = ce + adv_lambda * fooling
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+        # The discriminator: uniform noise ("real") against the pre-step features ("fake").
+        low, high = URM_NOISE_RANGES[hp["urm_generator_output"]]
+        features = features.detach()
+        noise = low + (high - low) * self._uniform(features.shape, features)
+        n = len(features)
+        smoothing = hp["urm_discriminator_label_smoothing"]
+        if smoothing:
+            real = 1 - smoothing + smoothing * self._uniform((n,), features)
+            fake = smoothing * self._uniform((n,), features)
+        else:
+            real = torch.ones(n, device=features.device, dtype=features.dtype)
+            fake = torch.zeros(n, device=features.device, dtype=features.dtype)
+        disc_loss = (F.binary_cross_entropy_with_logits(self.discriminator(noise).squeeze(1), real)
+                     + adv_lambda * F.binary_cross_entropy_with_logits(
+                         self.discriminator(features).squeeze(1), fake))
+        self.discriminator_opt.zero_grad()
+        disc_loss.backward()
+        self.discriminator_opt.step()
+        return {"loss": loss.item()}
+
+    def predict(self, x):
+        return self.classifier(self.featurizer(x))

@@ -88,3 +88,51 @@ class CORAL(_DistanceAlignment):
 @register_algorithm
 class MMD(_DistanceAlignment):
     distance = staticmethod(mmd_distance)
+
+
+class _CausalIRL(ERM):
+    """CausIRL (Chevalley, Bunne, Krause, Bauer, arXiv 2206.11646): match the distribution of
+    the features before a random cut point of each domain's batch with that after it,
+    pooled over domains (one distance, not one per pair of domains)."""
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        hparam("mmd_gamma", 1.0, lambda r: 10**r.uniform(-1, 1))
+
+    @staticmethod
+    def distance(x, y):
+        raise NotImplementedError
+
+    def update(self, minibatches, unlabeled=None):
+        n_domains = len(minibatches)
+        # One featurizer pass per domain, as upstream (matters for BatchNorm statistics).
+        features = [self.featurizer(x) for x, _ in minibatches]
+        objective = 0.0
+        first, second = [], []
+        for f, (_, y) in zip(features, minibatches):
+            objective = objective + F.cross_entropy(self.classifier(f) + 1e-16, y)
+            cut = int(self.numpy_rng.integers(0, len(f)))  # in [0, n - 1]: the prefix may be empty
+            first.append(f[:cut])
+            second.append(f[cut:])
+        first = torch.cat(first)
+        second = torch.cat(second)
+        if len(first) > 1 and len(second) > 1:
+            penalty = torch.nan_to_num(self.distance(first, second))
+        else:
+            penalty = objective.new_zeros(())
+        objective = objective / n_domains
+
+        self.optimizer.zero_grad()
+        (objective + self.hparams["mmd_gamma"] * penalty).backward()
+        self.optimizer.step()
+        return {"loss": objective.item(), "penalty": penalty.item()}
+
+
+@register_algorithm
+class CausIRL_CORAL(_CausalIRL):
+    distance = staticmethod(coral_distance)
+
+
+@register_algorithm
+class CausIRL_MMD(_CausalIRL):
+    distance = staticmethod(mmd_distance)

@@ -111,3 +111,86 @@ class VREx(_AnnealedPenalty):
         self._step(loss, step)
         # upstream reports the last domain's CE as "nll"
         return {"loss": loss.item(), "nll": losses[-1].item(), "penalty": penalty.item()}
+
+
+def feature_variance_penalty(features):
+    """Information-bottleneck penalty: the per-dimension (N-1)-variance of one domain's
+    features, averaged over dimensions. A domain with < 2 samples gives 0 (not NaN)."""
+    if len(features) < 2:
+        return features.new_zeros(())
+    return features.var(dim=0).mean()
+
+
+class _InformationBottleneck(ERM):
+    """IB-ERM and IB-IRM (Ahuja et al., NeurIPS 2021): per-domain CE, optionally IRMv1, plus
+    the feature-variance bottleneck. Penalty weights switch on at their anneal steps, and
+    Adam is re-created at each of those steps (the new one takes that same step)."""
+
+    WITH_IRM = False
+
+    def __init__(self, input_shape, num_classes, num_domains, hparams):
+        super().__init__(input_shape, num_classes, num_domains, hparams)
+        self.register_buffer("update_count", torch.tensor([0]))
+
+    def update(self, minibatches, unlabeled=None):
+        step = int(self.update_count.item())
+        hp = self.hparams
+        ib_weight = hp["ib_lambda"] if step >= hp["ib_penalty_anneal_iters"] else 0.0
+        all_x, _ = concat_minibatches(minibatches)
+        all_features = self.featurizer(all_x)
+        all_logits = self.classifier(all_features)
+        sizes = [len(x) for x, _ in minibatches]
+        nll = irm = ib = 0.0
+        for features, logits, (_, y) in zip(torch.split(all_features, sizes),
+                                            torch.split(all_logits, sizes), minibatches):
+            nll = nll + F.cross_entropy(logits, y)
+            if self.WITH_IRM:
+                irm = irm + irm_penalty(logits, y)
+            ib = ib + feature_variance_penalty(features)
+        n = len(minibatches)
+        nll, irm, ib = nll / n, irm / n, ib / n
+        loss = nll
+        resets = {hp["ib_penalty_anneal_iters"]}
+        if self.WITH_IRM:
+            irm_weight = hp["irm_lambda"] if step >= hp["irm_penalty_anneal_iters"] else 1.0
+            loss = loss + irm_weight * irm
+            resets.add(hp["irm_penalty_anneal_iters"])
+        loss = loss + ib_weight * ib
+        if step in resets:
+            self.optimizer = make_adam(self.network.parameters(), hp)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.update_count += 1
+        # upstream adds the penalties to `nll` in place, so its logged nll is the total loss
+        logs = {"loss": loss.item(), "nll": loss.item()}
+        if self.WITH_IRM:
+            logs["IRM_penalty"] = irm.item()
+        logs["IB_penalty"] = ib.item()
+        return logs
+
+
+def _declare_ib(hparam):
+    hparam("ib_lambda", 1e2, lambda r: 10**r.uniform(-1, 5))
+    hparam("ib_penalty_anneal_iters", 500, lambda r: int(10**r.uniform(0, 4)))
+
+
+@register_algorithm
+class IB_ERM(_InformationBottleneck):
+    """ERM plus the information bottleneck on the features."""
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        _declare_ib(hparam)
+
+
+@register_algorithm
+class IB_IRM(_InformationBottleneck):
+    """IRMv1 plus the information bottleneck on the features."""
+
+    WITH_IRM = True
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        IRM.declare_hparams(hparam, dataset)
+        _declare_ib(hparam)

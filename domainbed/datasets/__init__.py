@@ -6,6 +6,7 @@ environments depend on hparams). Importing this package does not import torch.
 """
 # Modules register their classes; import order = registration order for names not in upstream's list.
 from domainbed.datasets import debug, mnist, image_folder, wilds, offline, iut  # noqa: F401,E401
+from domainbed.datasets import spawrious  # noqa: F401
 from domainbed.datasets.base import (  # noqa: F401
     DatasetArgumentError,
     DatasetNotFoundError,

@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from domainbed.datasets import fetch, get_dataset_class, verify
+from domainbed.datasets import fetch, get_dataset_class, spawrious, verify
 from domainbed.datasets.registry import dataset_names
 from domainbed.lib.misc import did_you_mean
 
@@ -202,6 +202,12 @@ def build_recipes():
             "sviro_grayscale_rectangle_classification.zip", "https://sviro.kl.dfki.de/?wpdmdl=1731")),
         _wilds_recipe("WILDSCamelyon", "camelyon17_v1.0"),
         _wilds_recipe("WILDSFMoW", "fmow_v1.1"),
+        # One archive for the six Spawrious datasets; not part of a default run (upstream
+        # switches its download off too). Its md5 is recorded at the first download.
+        Recipe(name="Spawrious", target=spawrious.SUBFOLDER,
+               archives=(Archive(spawrious.ARCHIVE, (spawrious.URL,), spawrious.ARCHIVE_MD5),),
+               check=spawrious.check_layout, arrange=spawrious.arrange_download,
+               aliases=spawrious.DATASET_NAMES, by_default=False),
     ]
     return {recipe.name: recipe for recipe in recipes}
 
