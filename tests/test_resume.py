@@ -232,3 +232,34 @@ def test_rng_states_round_trip():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     checkpoint.restore_rng_states(states)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_truncate_records_survives_corrupt_lines_and_keeps_a_copy(tmp_path):
+    path = tmp_path / "results.jsonl"
+    original = (b'{"step": 0}\n\xff\xfe\n[1, 2]\n{"no_step": 1}\n{"step": 4}\n{"step": 8}\n'
+                b'{"step": 12, "env0_in')
+    path.write_bytes(original)
+    assert checkpoint.truncate_records(str(path), next_step=5) == "results.jsonl.corrupt-1"
+    assert path.read_bytes() == b'{"step": 0}\n{"step": 4}\n'
+    assert (tmp_path / "results.jsonl.corrupt-1").read_bytes() == original
+    # Only a torn last line: dropped without a copy (a crash mid-write, nothing lost).
+    path.write_bytes(b'{"step": 0}\n{"st')
+    assert checkpoint.truncate_records(str(path), next_step=5) is None
+    assert path.read_bytes() == b'{"step": 0}\n'
+
+
+def test_truncate_records_refuses_a_fifo(tmp_path):
+    os.mkfifo(tmp_path / "results.jsonl")
+    with pytest.raises(jobdir.NotRegularFileError):
+        checkpoint.truncate_records(str(tmp_path / "results.jsonl"), next_step=0)
+
+
+def test_stale_temporaries_only_of_train_py_files(tmp_path):
+    for name in ("checkpoint.pt.tmp.1", "model_step10.pkl.tmp.2", "heartbeat.json.tmp.3"):
+        (tmp_path / name).write_text("torn")
+    (tmp_path / "checkpoint.pt.tmp.4").mkdir()
+    (tmp_path / "launch.json.tmp.5").write_text("sweep launch is writing it")
+    (tmp_path / "notes.txt.tmp.6").write_text("somebody's")
+    checkpoint.remove_stale_temporaries(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.pt.tmp.4", "launch.json.tmp.5", "notes.txt.tmp.6"]
