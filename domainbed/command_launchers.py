@@ -16,11 +16,15 @@ Set `fn.runs_jobs = False` on a launcher that only pretends (like `dummy`), and
 `fn.queues_jobs = True` on one that submits to a queue (like `slurm`); `sweep launch` uses
 both to decide which incomplete jobs to launch again (see `sweep --help`).
 """
+import atexit
 import importlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
 
 from domainbed.lib.registry import UnknownNameError
@@ -71,6 +75,43 @@ def queues_jobs(name):
 
 
 # ---------------------------------------------------------------------------------------
+# The interpreter that runs the commands
+
+_SHIM_DIR = []
+
+
+def _python_shim_dir():
+    """A private folder whose `python` runs this process's interpreter (created once)."""
+    if not _SHIM_DIR:
+        folder = tempfile.mkdtemp(prefix="domainbed-python-")
+        atexit.register(shutil.rmtree, folder, True)
+        shim = os.path.join(folder, "python")
+        with open(shim, "w") as f:
+            f.write(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+        os.chmod(shim, 0o755)
+        _SHIM_DIR.append(folder)
+    return _SHIM_DIR[0]
+
+
+def interpreter_env(env=None):
+    """`env` (default: os.environ) with PATH starting where `python` is the interpreter
+    running this process. The job commands stay upstream's (`python -m domainbed.scripts.
+    train ...`, hashed into the job directories), but the `python` that runs them is the one
+    the user started the sweep with, even when it is not the first `python` on PATH (e.g.
+    `.venv/bin/python -m domainbed.scripts.sweep launch` without activating the venv)."""
+    env = dict(os.environ if env is None else env)
+    if not sys.executable:
+        return env
+    folder = os.path.dirname(sys.executable)
+    beside = os.path.join(folder, "python")
+    if not (os.path.exists(beside)
+            and os.path.realpath(beside) == os.path.realpath(sys.executable)):
+        folder = _python_shim_dir()   # e.g. python3.11 started by full path, no `python` beside
+    env["PATH"] = folder + os.pathsep + env.get("PATH", os.defpath)
+    return env
+
+
+# ---------------------------------------------------------------------------------------
 # Built-in launchers
 
 @register_launcher("local")
@@ -84,15 +125,19 @@ def local_launcher(commands, jobs=None):
     """
     jobs = int(jobs or os.environ.get("DOMAINBED_LOCAL_JOBS", 1))
     if jobs <= 1:
-        for cmd in commands:
-            subprocess.call(cmd, shell=True)
+        env = interpreter_env()
+        failures = sum(subprocess.call(cmd, shell=True, env=env) != 0 for cmd in commands)
+        if failures:
+            print(f"[local] {failures} of {len(commands)} jobs failed; `sweep status` lists "
+                  "them, their err.txt says why", flush=True)
         return
     _run_in_parallel(list(commands), jobs)
 
 
 def _run_in_parallel(commands, jobs, poll_s=0.5):
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = interpreter_env({**os.environ, "OMP_NUM_THREADS": str(threads),
+                           "MKL_NUM_THREADS": str(threads)})
     queue, running, finished, failures = list(commands), [], 0, 0
     start = time.time()
     while queue or running:
@@ -138,12 +183,13 @@ def multi_gpu_launcher(commands, jobs_per_gpu=None, poll_s=1.0):
                          "jobs_per_gpu < 1; use --command_launcher local on a CPU machine")
     slots = [gpu for gpu in gpus for _ in range(jobs_per_gpu)]
     running = [None] * len(slots)
+    env = interpreter_env()
     queue = list(commands)
     while queue:
         for i, gpu in enumerate(slots):
             if running[i] is None or running[i].poll() is not None:
                 running[i] = subprocess.Popen(f"CUDA_VISIBLE_DEVICES={gpu} {queue.pop(0)}",
-                                              shell=True)
+                                              shell=True, env=env)
                 break
         time.sleep(poll_s)
     for process in running:
@@ -206,7 +252,9 @@ class ShellJob:
         self.process = None
 
     def __call__(self):
-        self.process = subprocess.Popen(self.command, shell=True, start_new_session=True)
+        # Runs on the node, in submitit's interpreter (the launching one by default).
+        self.process = subprocess.Popen(self.command, shell=True, start_new_session=True,
+                                        env=interpreter_env())
         code = self.process.wait()
         if code != 0:
             raise RuntimeError(f"command exited with code {code}: {self.command}")

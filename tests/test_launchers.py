@@ -148,3 +148,70 @@ def test_local_launcher_runs_jobs_side_by_side(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job0", "job1", "job2", "job3"]
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 5 and out[-1].startswith("[local x2] 5/5 jobs finished, 1 failed")
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 12, case 10: the commands run with the launching interpreter, not PATH's `python`
+
+RUN_LAUNCHER = """
+import sys
+from domainbed import command_launchers as c
+out = sys.argv[2]
+command = f"python -c 'import sys, domainbed; print(sys.executable)' > {out}"
+kind = sys.argv[1]
+if kind == "local":
+    c.local_launcher([command])
+elif kind == "parallel":
+    c.local_launcher([command, "true"], jobs=2)
+elif kind == "multi_gpu":
+    c.multi_gpu_launcher([command], poll_s=0.01)
+elif kind == "slurm_shell_job":
+    c.ShellJob(command)()
+"""
+
+
+@pytest.fixture
+def fake_python_first_on_path(tmp_path):
+    """A PATH whose first `python` fails, as on a machine where the venv is not activated."""
+    fake_bin = tmp_path / "fake_bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "python"
+    fake.write_text("#!/bin/sh\necho 'fake python: no domainbed here' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    return str(fake_bin) + os.pathsep + os.environ.get("PATH", "")
+
+
+@pytest.mark.parametrize("kind", ["local", "parallel", "multi_gpu", "slurm_shell_job"])
+def test_commands_run_with_the_launching_interpreter(tmp_path, fake_python_first_on_path, kind):
+    out = tmp_path / "ran_with.txt"
+    env = dict(os.environ, PATH=fake_python_first_on_path, PYTHONPATH=REPO_ROOT,
+               CUDA_VISIBLE_DEVICES="0")
+    result = subprocess.run([sys.executable, "-c", RUN_LAUNCHER, kind, str(out)], env=env,
+                            cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "fake python" not in result.stderr
+    ran_with = out.read_text().strip()
+    assert os.path.realpath(ran_with) == os.path.realpath(sys.executable) or \
+        os.path.samefile(os.path.dirname(ran_with), os.path.dirname(sys.executable))
+
+
+def test_interpreter_env_uses_a_shim_when_no_python_is_beside_the_interpreter(tmp_path,
+                                                                              monkeypatch):
+    lone = tmp_path / "bin" / "python3.99"
+    lone.parent.mkdir()
+    lone.symlink_to(sys.executable)
+    monkeypatch.setattr(sys, "executable", str(lone))
+    monkeypatch.setattr(command_launchers, "_SHIM_DIR", [])
+    env = command_launchers.interpreter_env({"PATH": "/usr/bin"})
+    first = env["PATH"].split(os.pathsep)[0]
+    assert first != str(lone.parent) and env["PATH"].endswith(os.pathsep + "/usr/bin")
+    shim = os.path.join(first, "python")
+    assert str(lone) in open(shim).read()
+    result = subprocess.run(["python", "-c", "print(6 * 7)"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.strip() == "42"
+
+
+def test_local_launcher_reports_failed_jobs(capsys):
+    command_launchers.local_launcher(["exit 3", "true"])
+    assert "[local] 1 of 2 jobs failed" in capsys.readouterr().out
