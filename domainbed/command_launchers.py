@@ -29,6 +29,7 @@ import time
 
 from domainbed.lib.registry import UnknownNameError
 from domainbed.lib.misc import did_you_mean
+from domainbed.pool_launcher import pool_launcher
 
 REGISTRY = {}
 
@@ -227,7 +228,11 @@ def slurm_options(overrides=None):
         raise SystemExit(f"slurm launcher: unknown option(s) {unknown}; "
                          f"known: {sorted(SLURM_DEFAULTS)}")
     for option in INT_OPTIONS:
-        options[option] = int(options[option])
+        try:
+            options[option] = int(options[option])
+        except (TypeError, ValueError):
+            raise SystemExit(f"slurm launcher: option {option} must be an integer, got "
+                             f"{options[option]!r} (--launcher_args or {SLURM_ENV[option]})")
     return options
 
 
@@ -314,6 +319,11 @@ def slurm_launcher(commands, wait=False, **options):
     return jobs
 
 
+# `sweep launch` checks --launcher_args with this before it makes any job directory.
+slurm_launcher.check_options = lambda options: slurm_options(
+    {k: v for k, v in options.items() if k != "wait"})
+
+
 def parse_launcher_args(text):
     """The --launcher_args JSON object (a dict), or a one-line error."""
     if not text:
@@ -338,4 +348,5 @@ def _load_site_hook():
     importlib.import_module("domainbed.facebook").register_command_launchers(REGISTRY)
 
 
+register_launcher("pool")(pool_launcher)  # warm workers: domainbed/pool_launcher.py
 _load_site_hook()

@@ -101,6 +101,13 @@ def data_generator():
     return torch.Generator().manual_seed(DATA_SEED)
 
 
+@functools.lru_cache(maxsize=None)
+def _environments_of(dataset_class):
+    """Built once per process: the environments depend on nothing but the class (fixed
+    data seed), and a warm sweep worker trains many jobs on them. Never mutated."""
+    return dataset_class.build_environments(dataset_class.__new__(dataset_class))
+
+
 # ---------------------------------------------------------------------------------------
 # The shared class constants
 
@@ -123,7 +130,7 @@ class OfflineDataset(MultipleDomainDataset):
 
     def __init__(self, root, test_envs, hparams):
         super().__init__()
-        self.datasets = self.build_environments()
+        self.datasets = _environments_of(type(self))
         self.input_shape = self.INPUT_SHAPE
         self.num_classes = self.NUM_CLASSES
 

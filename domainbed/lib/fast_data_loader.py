@@ -4,8 +4,31 @@
 The indices come from a generator the loader owns, and the loader counts the batches it
 has handed out, so `state_dict()` / `load_state_dict()` restore the exact stream position
 (exact resume) without touching the global RNG.
+
+In-memory datasets (a `TensorDataset`, or split views of one) skip torch's DataLoader:
+batches are gathered with one index operation. The indices, and so the batches, are the
+ones the DataLoader would have produced item by item and stacked; only the per-item Python
+overhead goes (it dominated small models' steps).
 """
 import torch
+
+
+def in_memory_tensors(dataset):
+    """The (inputs, labels) tensors behind `dataset` when it is a two-tensor TensorDataset
+    or a (nested) index view of one, gathered once; None for anything else (files,
+    transforms), which then goes through the DataLoader."""
+    from domainbed.lib.misc import _SplitDataset
+
+    keys = None
+    while isinstance(dataset, _SplitDataset):
+        view = torch.as_tensor(dataset.keys, dtype=torch.long)
+        keys = view if keys is None else view[keys]
+        dataset = dataset.underlying_dataset
+    if type(dataset) is not torch.utils.data.TensorDataset or len(dataset.tensors) != 2:
+        return None
+    if keys is None:
+        return dataset.tensors
+    return tuple(t[keys] for t in dataset.tensors)
 
 
 class _InfiniteIndexBatches:
@@ -22,12 +45,13 @@ class _InfiniteIndexBatches:
             yield self.draw()
 
     def draw(self):
+        return self.draw_indices().tolist()
+
+    def draw_indices(self):
         if self.weights is None:
-            idx = torch.randint(self.n_items, (self.batch_size,), generator=self.generator)
-        else:
-            idx = torch.multinomial(self.weights, self.batch_size, replacement=True,
-                                    generator=self.generator)
-        return idx.tolist()
+            return torch.randint(self.n_items, (self.batch_size,), generator=self.generator)
+        return torch.multinomial(self.weights, self.batch_size, replacement=True,
+                                 generator=self.generator)
 
 
 class InfiniteDataLoader:
@@ -42,12 +66,22 @@ class InfiniteDataLoader:
         # Workers prefetch ahead of the training loop, so the position is counted where
         # batches are consumed (`__next__`), not where indices are drawn.
         self._num_workers = num_workers
+        self._tensors = in_memory_tensors(self.dataset) if num_workers == 0 else None
+        if self._tensors is not None:
+            self._loader = self._gathered_batches()
+            return
         self._loader = iter(torch.utils.data.DataLoader(
             self.dataset,
             num_workers=num_workers,
             batch_sampler=self._index_batches,
             persistent_workers=num_workers > 0,
         ))
+
+    def _gathered_batches(self):
+        inputs, labels = self._tensors
+        while True:
+            indices = self._index_batches.draw_indices()
+            yield inputs[indices], labels[indices]
 
     def __iter__(self):
         return self
@@ -85,12 +119,19 @@ class FastDataLoader:
 
     def __init__(self, dataset, batch_size, num_workers):
         self._length = (len(dataset) + batch_size - 1) // batch_size
-        self._loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-            persistent_workers=num_workers > 0)
+        self._batch_size = batch_size
+        self._tensors = in_memory_tensors(dataset) if num_workers == 0 else None
+        if self._tensors is None:
+            self._loader = torch.utils.data.DataLoader(
+                dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                persistent_workers=num_workers > 0)
 
     def __iter__(self):
-        return iter(self._loader)
+        if self._tensors is None:
+            return iter(self._loader)
+        inputs, labels = self._tensors
+        return ((inputs[i:i + self._batch_size], labels[i:i + self._batch_size])
+                for i in range(0, len(inputs), self._batch_size))
 
     def __len__(self):
         return self._length
