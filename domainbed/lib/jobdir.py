@@ -112,6 +112,9 @@ def _read_json(path):
     return None if data is None else _parse_json_bytes(data)
 
 
+read_small_json = _read_json   # for other small JSON files of a job (sweep's launch.json)
+
+
 def parse_record_bytes(line):
     """A results.jsonl line (bytes or str) as a dict, or None (torn, not UTF-8, not JSON,
     not an object)."""

@@ -7,8 +7,10 @@ and the printed lines are upstream DomainBed's. What this version adds:
 
 * Liveness. A job whose `.lock` is held by a train.py (or whose heartbeat.json, from another
   host, is fresh) is running: `delete_incomplete` never deletes it, and says so.
-* Relaunch after an interruption. `launch` writes `launch.json` ({"launcher", "time"}) into
-  every job directory it launches. A later `launch` with the same arguments launches the
+* Relaunch after an interruption. `launch` writes `launch.json` ({"launcher", "time", "pid",
+  "host", "pid_start"}: which launcher, and which `sweep launch` process) into every job
+  directory it launches. A job that a still-running `sweep launch` has not started yet is
+  Queued, not Interrupted. A later `launch` with the same arguments launches the
   Not-launched jobs, as upstream, and also every Incomplete job that is not running, has no
   `failed` file, and was launched by a launcher that really runs jobs (not `dummy`; for a
   queueing launcher such as `slurm`, only once the job has started at least once).
@@ -17,7 +19,12 @@ and the printed lines are upstream DomainBed's. What this version adds:
   run twice and no duplicate records. Failed jobs are left alone: inspect them, then
   `delete_incomplete` and `launch` (upstream's recovery) to start them over.
 * `status`: each job's state (Done, Running, Failed, Queued, Interrupted, Incomplete, Not
-  launched) with its progress from heartbeat.json, then a summary with an ETA.
+  launched) with its progress from heartbeat.json, then a summary with an ETA. Garbage in a
+  job directory (heartbeat, launch.json, `.lock` as a directory, a file where a job
+  directory should be) reads as "nothing there", never as a crash.
+* Validation. `launch` checks every job's train arguments and the --hparams overrides
+  (names, types, ranges; lib/validation.py and hparams_registry.apply_overrides, the same
+  checks as train.py) before it makes a single job directory.
 """
 import argparse
 import copy
@@ -26,14 +33,15 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import sys
 import time
 
 import numpy as np
 
 from domainbed import algorithms, command_launchers, datasets
-from domainbed.lib import jobdir
-from domainbed.lib.misc import atomic_write_text, did_you_mean, seed_hash
+from domainbed.lib import jobdir, validation
+from domainbed.lib.misc import did_you_mean, seed_hash
 from domainbed.lib.registry import UnknownNameError
 
 LAUNCH_FILE = "launch.json"
@@ -71,9 +79,14 @@ class Job:
         np.random.shuffle(jobs)
         print("Making job directories:")
         for job in _progress(jobs):
-            os.makedirs(job.output_dir, exist_ok=True)
-            if launcher_name is not None:
-                write_launch_record(job.output_dir, launcher_name)
+            try:
+                os.makedirs(job.output_dir, exist_ok=True)
+                if launcher_name is not None:
+                    write_launch_record(job.output_dir, launcher_name)
+            except OSError as e:
+                raise SweepError(f"cannot make job directory {job.output_dir} "
+                                 f"({e.strerror or e}); nothing was launched. Make the "
+                                 "--output_dir writable (and free some space) and rerun") from None
         commands = [job.command_str for job in jobs]
         if launcher_args:
             launcher_fn(commands, **launcher_args)
@@ -83,16 +96,29 @@ class Job:
 
     @staticmethod
     def delete(jobs):
-        """Delete the jobs' directories, except those that started running meanwhile."""
+        """Delete the jobs' directories, except those that started running meanwhile, and
+        paths that are not job directories (a file, a symbolic link: left alone)."""
         print("Deleting...")
         deleted = 0
         for job in jobs:
+            path = job.output_dir
+            if os.path.islink(path) or not os.path.isdir(path):
+                kind = "a symbolic link" if os.path.islink(path) else "not a directory"
+                print(f"Not deleted ({kind}; remove it by hand if it is not needed): {path}")
+                continue
             try:
-                with jobdir.JobLock(job.output_dir):
-                    shutil.rmtree(job.output_dir)
+                try:
+                    with jobdir.JobLock(path):
+                        shutil.rmtree(path)
+                except jobdir.JobLockError:
+                    if jobdir.is_running(path):   # (a live job on another host)
+                        raise jobdir.JobRunningError(path) from None
+                    shutil.rmtree(path)           # e.g. `.lock` is a directory: nobody holds it
                 deleted += 1
             except jobdir.JobRunningError:
-                print(f"Not deleted (started running meanwhile): {job.output_dir}")
+                print(f"Not deleted (started running meanwhile): {path}")
+            except OSError as e:
+                print(f"Not deleted ({e.strerror or e}): {path}")
         print(f"Deleted {deleted} jobs!")
 
 
@@ -115,18 +141,50 @@ def _progress(items):
     return items
 
 
+class SweepError(Exception):
+    """A one-line reason to stop (exit 2); the message says what to do."""
+
+
+def _process_start_ticks(pid):
+    """When process `pid` started (clock ticks since boot, Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def write_launch_record(output_dir, launcher_name):
-    atomic_write_text(os.path.join(output_dir, LAUNCH_FILE),
-                      json.dumps({"launcher": launcher_name, "time": time.time()}) + "\n")
+    record = {"launcher": launcher_name, "time": time.time(), "pid": os.getpid(),
+              "host": socket.gethostname(), "pid_start": _process_start_ticks(os.getpid())}
+    jobdir.atomic_write_bytes(os.path.join(output_dir, LAUNCH_FILE),
+                              (json.dumps(record) + "\n").encode())
 
 
 def read_launch_record(output_dir):
-    try:
-        with open(os.path.join(output_dir, LAUNCH_FILE)) as f:
-            record = json.load(f)
-        return record if isinstance(record, dict) else None
-    except (OSError, ValueError):
+    """launch.json as a dict whose "launcher" is a name, or None (missing, garbage)."""
+    record = jobdir.read_small_json(os.path.join(output_dir, LAUNCH_FILE))
+    if not isinstance(record, dict) or not isinstance(record.get("launcher"), str):
         return None
+    return record
+
+
+def launcher_is_alive(record):
+    """Whether the `sweep launch` process that wrote this launch.json still runs (on this
+    host; one on another host cannot be seen, and counts as gone)."""
+    pid, host = record.get("pid"), record.get("host")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or host != socket.gethostname():
+        return False
+    ticks = _process_start_ticks(pid)
+    if ticks is not None or os.path.isdir("/proc"):
+        return ticks is not None and ticks == record.get("pid_start")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -184,7 +242,11 @@ def default_datasets():
 
 
 def ask_for_confirmation():
-    response = input("Are you sure? (y/n) ")
+    try:
+        response = input("Are you sure? (y/n) ")
+    except EOFError:
+        print()
+        raise SweepError("no answer (standard input is closed); pass --skip_confirmation") from None
     if not response.lower().strip()[:1] == "y":
         print("Nevermind!")
         exit(0)
@@ -199,21 +261,29 @@ RUNNING, FAILED, QUEUED, INTERRUPTED = "Running", "Failed", "Queued", "Interrupt
 def detailed_state(job):
     """Upstream's state, refined for an Incomplete job:
     Running (lock held / fresh remote heartbeat), Failed (`failed` file), Queued (submitted
-    to a queue, never started), Interrupted (stopped; `launch` resumes it), or Incomplete
-    (directory made by a launcher that runs nothing, or by an older sweep: delete_incomplete).
+    to a queue, or waiting in a `sweep launch` that still runs, and not started since),
+    Interrupted (stopped; `launch` resumes it), or Incomplete (directory made by a launcher
+    that runs nothing, or by an older sweep, or not a directory at all: delete_incomplete).
     """
     if job.state != Job.INCOMPLETE:
         return job.state
+    if not os.path.isdir(job.output_dir):
+        return Job.INCOMPLETE
     if jobdir.is_running(job.output_dir):
         return RUNNING
     if jobdir.is_failed(job.output_dir):
         return FAILED
     launch = read_launch_record(job.output_dir)
-    if launch is None or not command_launchers.runs_jobs(launch.get("launcher")):
+    if launch is None or not command_launchers.runs_jobs(launch["launcher"]):
         return Job.INCOMPLETE
-    started = jobdir.read_heartbeat(job.output_dir) is not None
-    if command_launchers.queues_jobs(launch.get("launcher")) and not started:
+    beat = jobdir.read_heartbeat(job.output_dir)
+    if command_launchers.queues_jobs(launch["launcher"]) and beat is None:
         return QUEUED
+    if launcher_is_alive(launch):
+        launched_at = launch.get("time")
+        launched_at = launched_at if isinstance(launched_at, (int, float)) else 0
+        if beat is None or beat.get("started", 0) < launched_at:
+            return QUEUED   # its launcher has not started it yet
     return INTERRUPTED
 
 
@@ -398,11 +468,57 @@ def check_names(parser, args):
         parser.error("the following arguments are required: --command_launcher")
     if args.hparams is not None:
         try:
-            if not isinstance(json.loads(args.hparams), dict):
-                raise ValueError("not an object")
-        except ValueError:
-            parser.error(f"--hparams must be a JSON object, e.g. '{{\"lr\": 1e-4}}', "
-                         f"not {args.hparams!r}")
+            validation.parse_hparams(args.hparams)
+        except validation.ValidationError as error:
+            parser.error(str(error))
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"--output_dir {args.output_dir} is a file; give the sweep's directory")
+
+
+def check_jobs(parser, args, args_list):
+    """Before `launch` makes any directory: every job's train arguments, and the --hparams
+    overrides for each (algorithm, dataset), with train.py's own checks."""
+    if args.task == "domain_adaptation":
+        parser.error("--task domain_adaptation: train.py then needs --uda_holdout_fraction "
+                     "above 0, which a sweep does not pass (as upstream); run those jobs with "
+                     "train.py")
+    for train_args in args_list:
+        try:
+            validation.check_train_args(train_args)
+        except validation.ValidationError as error:
+            parser.error(f"{error} (in job {train_args['dataset']} / {train_args['algorithm']}"
+                         f", from --n_hparams_from / --n_trials / --steps / "
+                         f"--holdout_fraction)")
+    if args.hparams is None:
+        return
+    from domainbed import hparams_registry
+
+    overrides = validation.parse_hparams(args.hparams)
+    for algorithm, dataset in sorted({(a["algorithm"], a["dataset"]) for a in args_list}):
+        try:
+            hparams_registry.apply_overrides(
+                hparams_registry.default_hparams(algorithm, dataset), overrides)
+        except hparams_registry.HparamError as error:
+            parser.error(f"--hparams: {error} ({algorithm} on {dataset}; nothing launched)")
+
+
+def check_launcher_args(parser, launcher_fn, launcher_args):
+    """--launcher_args that the launcher does not take: refused before anything is made."""
+    import inspect
+
+    try:
+        inspect.signature(launcher_fn).bind([], **launcher_args)
+    except TypeError as error:
+        parser.error(f"--launcher_args: {error}; see the launcher's options in "
+                     "domainbed/command_launchers.py")
+    except ValueError:  # no signature (a builtin): let the launcher decide
+        pass
+    check = getattr(launcher_fn, "check_options", None)
+    if check is not None:
+        try:
+            check(launcher_args)
+        except SystemExit as error:
+            parser.error(f"--launcher_args: {error}")
 
 
 def resolve_launcher(parser, args):
@@ -417,18 +533,27 @@ def resolve_launcher(parser, args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    command_launchers.load_plugins()  # plug-in launchers tell how their jobs behave
+    try:
+        command_launchers.load_plugins()  # plug-in launchers tell how their jobs behave
+    except SystemExit as error:
+        parser.error(str(error))
     args.datasets = args.datasets or default_datasets()
     args.algorithms = args.algorithms or algorithms.ALGORITHMS
     check_names(parser, args)
     launcher_fn = resolve_launcher(parser, args)
-    args.launcher_args = command_launchers.parse_launcher_args(args.launcher_args)
+    try:
+        args.launcher_args = command_launchers.parse_launcher_args(args.launcher_args)
+    except SystemExit as error:
+        parser.error(str(error).replace("sweep: error: ", ""))
 
     args_list = make_args_list(
         n_trials=args.n_trials, dataset_names=args.datasets, algorithms=args.algorithms,
         n_hparams_from=args.n_hparams_from, n_hparams=args.n_hparams, steps=args.steps,
         data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
         single_test_envs=args.single_test_envs, hparams=args.hparams)
+    if args.command == "launch":
+        check_jobs(parser, args, args_list)
+        check_launcher_args(parser, launcher_fn, args.launcher_args)
     jobs = [Job(train_args, args.output_dir) for train_args in args_list]
 
     if args.command == "status":
@@ -441,11 +566,27 @@ def main(argv=None):
         len([j for j in jobs if j.state == Job.DONE]),
         len([j for j in jobs if j.state == Job.INCOMPLETE]),
         len([j for j in jobs if j.state == Job.NOT_LAUNCHED])))
-    if args.command == "launch":
-        cmd_launch(args, jobs, launcher_fn)
-    elif args.command == "delete_incomplete":
-        cmd_delete_incomplete(args, jobs)
+    try:
+        if args.command == "launch":
+            cmd_launch(args, jobs, launcher_fn)
+        elif args.command == "delete_incomplete":
+            cmd_delete_incomplete(args, jobs)
+    except SweepError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+def cli(argv=None):
+    """main() with no traceback: an unexpected error is one line, exit code 1."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("sweep: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    except Exception as error:
+        print(f"sweep: error: {type(error).__name__}: {' '.join(str(error).split())[:300]}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
