@@ -155,6 +155,78 @@ def test_corrupt_and_truncated_lines_are_skipped_and_counted(tmp_path):
     assert "skipped 3 corrupt or truncated lines in 1 results.jsonl files" in result.stderr
 
 
+def _bad_records():
+    """Lines collect_results used to crash on (issue 12, case 6), and other garbage."""
+    def record(**changes):
+        r = make_record("Debug28", "ERM", [2], 0, step=9)
+        for key, value in changes.items():
+            if key.startswith("args."):
+                r["args"][key[5:]] = value
+            else:
+                r[key] = value
+        return json.dumps(r) + "\n"
+    return [
+        b"\xff\xfe not UTF-8 \x80\n",
+        record(**{"args.test_envs": 2}).encode(),           # an int, not a list
+        record(**{"args.test_envs": [7]}).encode(),         # out of range
+        record(**{"args.test_envs": [-1]}).encode(),
+        record(**{"args.test_envs": [True]}).encode(),
+        record(**{"args.test_envs": []}).encode(),
+        record(env0_out_acc="0.5").encode(),                 # an accuracy as a string
+        record(env1_in_acc=None).encode(),
+        record(env2_in_acc=float("nan")).encode(),
+        record(step="9").encode(),
+        record(**{"args.trial_seed": [0]}).encode(),        # unhashable group key
+        record(**{"args.dataset": 28}).encode(),
+        record(**{"args": "not a dict"}).encode(),
+        b'{"args": {}}\n', b"[1, 2, 3]\n", b'"a string"\n', b"[" * 5000 + b"\n",
+    ]
+
+
+def test_unusable_records_are_skipped_and_the_tables_unchanged(tmp_path):
+    clean = tmp_path / "clean"
+    debug_sweep(clean)
+    expected = run_collect("--input_dir", str(clean)).stdout
+    dirty = tmp_path / "dirty"
+    debug_sweep(dirty)
+    bad = _bad_records()
+    job = write_job(dirty, "garbage", [], done=False)
+    with open(os.path.join(job, "results.jsonl"), "wb") as f:
+        f.write(b"".join(bad))
+    result = run_collect("--input_dir", str(dirty))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == expected
+    assert f"skipped {len(bad)} corrupt or truncated lines in 1 results.jsonl files" in result.stderr
+    assert reporting.parse_record_line(json.dumps(make_record("Debug28", "ERM", [2]))) is not None
+
+
+def test_fifo_results_file_and_job_json_do_not_hang(tmp_path):
+    debug_sweep(tmp_path, trials=(0,))
+    fifo_job = tmp_path / "fifo_job"
+    fifo_job.mkdir()
+    os.mkfifo(fifo_job / "results.jsonl")
+    os.mkfifo(fifo_job / "job.json")
+    # (timeout: a hang is the failure this guards against, not a measured duration)
+    result = subprocess.run([sys.executable, "-m", "domainbed.scripts.collect_results",
+                             "--input_dir", str(tmp_path)], cwd=REPO_ROOT,
+                            env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Total records: 12" in result.stdout
+    assert "skipped 1 results.jsonl that are not regular files" in result.stderr
+
+
+def test_results_txt_that_is_a_directory_is_one_line(tmp_path):
+    debug_sweep(tmp_path, trials=(0,))
+    (tmp_path / "results.txt").mkdir()
+    result = run_collect("--input_dir", str(tmp_path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "results.txt exists and is not a regular file" in lines[0]
+    assert (tmp_path / "results.txt").is_dir()
+
+
 def test_load_records_ignores_plain_files(tmp_path):
     debug_sweep(tmp_path, trials=(0,))
     (tmp_path / "results.txt").write_text("stale")

@@ -213,7 +213,8 @@ def test_read_records_file_is_tolerant(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_bytes(b'{"step": 0}\n\xff\n[1]\n\n{"step": 1}\n{"step": 2')
     lines = jobdir.read_records_file(str(path))
-    assert [record for _, record in lines] == [{"step": 0}, None, None, {"step": 1}, None]
+    assert [record for _, _, record in lines] == [{"step": 0}, None, None, {"step": 1}, None]
+    assert [number for number, _, _ in lines] == [1, 2, 3, 5, 6]   # the blank line 4 counts
     assert jobdir.read_records_file(str(tmp_path / "missing")) == []
 
 

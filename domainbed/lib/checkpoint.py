@@ -223,10 +223,10 @@ def truncate_records(results_path, next_step):
     if not os.path.lexists(results_path):
         return None
     kept, corrupt = [], 0
-    for number, (line, record) in enumerate(lines, start=1):
+    for index, (_, line, record) in enumerate(lines):
         step = record.get("step") if record is not None else None
         if not isinstance(step, int) or isinstance(step, bool):
-            torn_end = number == len(lines) and not line.endswith(b"\n")
+            torn_end = index == len(lines) - 1 and not line.endswith(b"\n")
             corrupt += not torn_end
             continue
         if step < next_step:

@@ -125,13 +125,14 @@ def parse_record_bytes(line):
 
 
 def read_records_file(path):
-    """[(line bytes, dict or None)] for every non-blank line of a results.jsonl; [] when
-    the file is missing. Never raises on content (bad bytes, torn lines, JSON that is not
+    """[(line number, line bytes, dict or None)] for every non-blank line of a
+    results.jsonl (numbered from 1, blank lines counted); [] when the file is missing. Never raises on content (bad bytes, torn lines, JSON that is not
     an object read as None); raises NotRegularFileError for a FIFO, a directory, etc."""
     data = read_regular_file(path)
     if data is None:
         return []
-    return [(line, parse_record_bytes(line)) for line in data.splitlines(keepends=True)
+    return [(number, line, parse_record_bytes(line))
+            for number, line in enumerate(data.splitlines(keepends=True), start=1)
             if line.strip()]
 
 
@@ -431,7 +432,7 @@ def _identity_from_records(output_dir, ours):
     if not lines:
         return None
     stored = None
-    for number, (_, record) in enumerate(lines, start=1):
+    for number, _, record in lines:
         if record is None:
             continue   # torn or corrupt: the resume trim keeps a copy of the file
         if not isinstance(record.get("args"), dict):

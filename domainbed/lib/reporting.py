@@ -1,20 +1,26 @@
 """Records in, tables out (torch-free).
 
 * `load_records(path)`: every `*/results.jsonl` one level below `path`, as upstream. Unlike
-  upstream, a corrupt or truncated line is skipped and counted instead of aborting the run
-  (`load_sweep` returns the counts, and can leave out jobs without `done`).
+  upstream, a line that is not a usable record is skipped and counted instead of aborting
+  the run (`load_sweep` returns the counts, and can leave out jobs without `done`): torn,
+  not UTF-8, not a JSON object, args missing or of the wrong type (test_envs not a list of
+  environment indices), accuracies that are not finite numbers, test envs without their
+  accuracies. A results.jsonl that is not a regular file (a FIFO) is skipped, never opened.
 * `get_grouped_records(records)`: one group per (trial_seed, dataset, algorithm, test_env).
 * `results_tables(records, method)`: upstream's per-dataset and averages tables as data
   (`Table`), so text, LaTeX, Markdown, CSV and JSON are renderings of the same numbers.
 """
 import collections
-import json
+import math
+import numbers
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from domainbed.lib import jobdir
 from domainbed.lib.query import Q
 
 REQUIRED_ARGS = ("dataset", "algorithm", "test_envs", "trial_seed", "hparams_seed")
@@ -38,18 +44,51 @@ class LoadReport:
     records: Q
     jobs: list = field(default_factory=list)           # JobSummary per directory with records or job.json
     corrupt_lines: list = field(default_factory=list)  # (file, line number)
+    unreadable_files: list = field(default_factory=list)  # results.jsonl that are no files
     left_out_incomplete: int = 0                        # jobs dropped by completed_only
 
 
+_ACC_KEY = re.compile(r"(?:fd_)?env(\d+)_(?:in|out|uda)_acc")
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite_number(value):
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _usable(record):
+    """Whether the selection methods and tables can use `record` without failing."""
+    args = record.get("args")
+    if not isinstance(args, dict) or any(key not in args for key in REQUIRED_ARGS):
+        return False
+    if not (isinstance(args["dataset"], str) and isinstance(args["algorithm"], str)
+            and _is_int(args["trial_seed"]) and _is_int(args["hparams_seed"])):
+        return False
+    test_envs = args["test_envs"]
+    if (not isinstance(test_envs, list) or not test_envs
+            or not all(_is_int(env) and env >= 0 for env in test_envs)
+            or len(set(test_envs)) != len(test_envs)):
+        return False
+    if not _is_finite_number(record.get("step")):
+        return False
+    for key, value in record.items():
+        if _ACC_KEY.fullmatch(key) and not _is_finite_number(value):
+            return False
+    n_envs = 0
+    while f"env{n_envs}_out_acc" in record:
+        n_envs += 1
+    return all(env < n_envs and f"env{env}_in_acc" in record for env in test_envs)
+
+
 def parse_record_line(line):
-    """The record on one results.jsonl line, or None if it is not a whole, usable record."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
-        return None
-    if any(key not in record["args"] for key in REQUIRED_ARGS):
+    """The record on one results.jsonl line (str or bytes), or None if it is not a whole,
+    usable record (see the module docstring)."""
+    record = jobdir.parse_record_bytes(line)
+    if record is None or not _usable(record):
         return None
     return record
 
@@ -58,19 +97,19 @@ def _read_job_dir(job_dir, report):
     """Append the job's records to report; return its JobSummary (None if nothing there)."""
     summary = JobSummary(path=job_dir, done=os.path.exists(os.path.join(job_dir, "done")))
     _read_job_identity(job_dir, summary)
+    path = os.path.join(job_dir, "results.jsonl")
     records = []
     try:
-        with open(os.path.join(job_dir, "results.jsonl")) as f:
-            for line_number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                record = parse_record_line(line)
-                if record is None:
-                    report.corrupt_lines.append((os.path.join(job_dir, "results.jsonl"), line_number))
-                else:
-                    records.append(record)
-    except (IOError, OSError):
-        pass  # no results.jsonl (or not a directory): skipped silently, as upstream
+        lines = jobdir.read_records_file(path)
+    except jobdir.NotRegularFileError:
+        report.unreadable_files.append(path)
+        lines = []
+    for line_number, line, _ in lines:
+        record = parse_record_line(line)
+        if record is None:
+            report.corrupt_lines.append((path, line_number))
+        else:
+            records.append(record)
     if records and summary.dataset is None:
         summary.dataset = records[0]["args"]["dataset"]
         summary.algorithm = records[0]["args"]["algorithm"]
@@ -81,12 +120,9 @@ def _read_job_dir(job_dir, report):
 
 
 def _read_job_identity(job_dir, summary):
-    try:
-        with open(os.path.join(job_dir, "job.json")) as f:
-            args = json.load(f)["args"]
+    args = jobdir.read_job_args(job_dir)
+    if args and isinstance(args.get("dataset"), str) and isinstance(args.get("algorithm"), str):
         summary.dataset, summary.algorithm = args["dataset"], args["algorithm"]
-    except (IOError, OSError, ValueError, KeyError, TypeError):
-        pass
 
 
 def load_sweep(path, completed_only=False, progress=None):
@@ -256,6 +292,9 @@ def warn(message):
 
 def print_load_notes(report, completed_only):
     """Corrupt lines, jobs left out, and completeness per dataset and algorithm."""
+    if report.unreadable_files:
+        warn(f"warning: skipped {len(report.unreadable_files)} results.jsonl that are not "
+             f"regular files (first: {report.unreadable_files[0]})")
     if report.corrupt_lines:
         files = sorted({path for path, _ in report.corrupt_lines})
         path, line_number = report.corrupt_lines[0]

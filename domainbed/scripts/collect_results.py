@@ -156,6 +156,9 @@ def parse_args(argv=None):
     if not os.path.isdir(args.input_dir):
         parser.error(f"--input_dir {args.input_dir!r} is not a directory: give the sweep's "
                      "--output_dir")
+    out_path = os.path.join(args.input_dir, RESULTS_FILE[args.format])
+    if os.path.lexists(out_path) and not os.path.isfile(out_path):
+        parser.error(f"{out_path} exists and is not a regular file; move it away")
     return args
 
 
@@ -172,9 +175,19 @@ def load(args):
 
         def progress(entries):
             return tqdm(entries, ncols=80, leave=False)
-    report = reporting.load_sweep(args.input_dir, args.completed_only, progress)
+    try:
+        report = reporting.load_sweep(args.input_dir, args.completed_only, progress)
+    except OSError as error:   # e.g. no permission to list the directory
+        fail(f"cannot read --input_dir {args.input_dir} ({error.strerror or error}); give a "
+             "readable sweep directory")
     reporting.print_load_notes(report, args.completed_only)
     return report
+
+
+def fail(message):
+    """One line on stderr, exit code 2 (bad input: nothing was written)."""
+    print(f"collect_results: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv=None):
@@ -206,11 +219,13 @@ class redirect_stdout_tee:
         self.path = path
 
     def __enter__(self):
+        if os.path.lexists(self.path) and not os.path.isfile(self.path):
+            fail(f"{self.path} exists and is not a regular file; move it away")
         try:
             self.tee = misc.Tee(self.path, "w")
         except OSError as error:
-            sys.exit(f"collect_results: error: cannot write {self.path}: {error.strerror}. "
-                     "Make the sweep directory writable or copy it elsewhere.")
+            fail(f"cannot write {self.path}: {error.strerror}. Make the sweep directory "
+                 "writable or copy it elsewhere.")
         sys.stdout = self.tee
         return self.tee
 
@@ -244,5 +259,19 @@ def render_upstream(latex, n_records, methods, tables, comparison):
         print("\\end{document}")
 
 
+def cli(argv=None):
+    """main() with no traceback: an unexpected error is one line, exit code 1."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("collect_results: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        print(f"collect_results: error: {type(error).__name__}: "
+              f"{' '.join(str(error).split())[:300]} (the records may be inconsistent: "
+              "rerun with --completed_only, or look at the jobs named above)", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
