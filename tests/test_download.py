@@ -3,6 +3,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tarfile
 import threading
 import zipfile
@@ -260,7 +261,7 @@ def test_existing_dataset_is_kept_unless_forced(tmp_path, small_pacs, capsys):
     assert _main(*args) == 0
     assert "already in" in capsys.readouterr().out
     os.remove(data / "PACS" / "cartoon" / "dog" / "0.png")
-    assert _main(*args) == 1
+    assert _main(*args) == 2
     assert "--force" in capsys.readouterr().err
     assert _main(*args, "--force") == 0
     assert (data / "PACS" / "cartoon" / "dog" / "0.png").exists()
@@ -270,9 +271,11 @@ def test_wrong_archive_leaves_no_partial_dataset(tmp_path, small_pacs, capsys):
     archive = _zip(tmp_path / "PACS.zip", {"other/thing.txt": b"not PACS"})
     data = tmp_path / "data"
     assert _main("--data_dir", data, "--datasets", "PACS", "--source", f"PACS.zip={archive}",
-                 "--keep_archives") == 1
-    assert "PACS: FAILED" in capsys.readouterr().err
-    assert sorted(os.listdir(data)) == [".checksums.json", "downloads"]  # no PACS/, no staging
+                 "--keep_archives") == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "unpacking" not in line]
+    assert len(err) == 1 and err[0].startswith("PACS: FAILED: the archive does not contain")
+    assert "--source" in err[0]
+    assert sorted(os.listdir(data)) == ["downloads"]  # no PACS/, no staging, no checksum kept
 
 
 def test_unknown_dataset_is_a_one_line_did_you_mean(tmp_path, capsys):
@@ -374,3 +377,190 @@ def test_terra_incognita_end_to_end_from_two_archives(tmp_path, monkeypatch, cap
     dataset = terra(str(data), [], {"data_augmentation": False})
     assert dataset.num_classes == 2 and [len(env) for env in dataset] == [2, 3, 2, 2]
     assert not [name for name in os.listdir(data) if name.startswith(".staging")]
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 12, case 1: extraction never writes outside the destination, with or without
+# tarfile's `data` filter (absent from Python 3.10.0-3.10.11 and 3.11.0-3.11.3)
+
+def _tar(path, entries):
+    """entries: (name, kind, payload) with kind in file/dir/sym/hard/fifo/chr."""
+    with tarfile.open(path, "w") as tarred:
+        for name, kind, payload in entries:
+            info = tarfile.TarInfo(name)
+            data = None
+            if kind == "file":
+                data = payload
+                info.size = len(data)
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+            elif kind == "sym":
+                info.type, info.linkname = tarfile.SYMTYPE, payload
+            elif kind == "hard":
+                info.type, info.linkname = tarfile.LNKTYPE, payload
+            elif kind == "fifo":
+                info.type = tarfile.FIFOTYPE
+            elif kind == "chr":
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+            tarred.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+@pytest.fixture(params=["with data filter", "without data filter"])
+def filter_availability(request, monkeypatch):
+    if request.param == "without data filter" and hasattr(tarfile, "data_filter"):
+        monkeypatch.delattr(tarfile, "data_filter")
+    return request.param
+
+
+def _outside_snapshot(root):
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+            for p in root.rglob("*") if "dest" not in p.relative_to(root).parts}
+
+
+EVIL_TARS = {
+    "symlink chain": [("d1/d2/a", "sym", "../.."), ("d1/d2/b", "sym", "a/../../victim"),
+                      ("d1/d2/b/secret.txt", "file", b"overwritten")],
+    "hard link outside": [("h", "hard", "../../victim/secret.txt"), ("h", "file", b"overwritten")],
+    "hard link from a subfolder": [("a/b/h", "hard", "../../victim/secret.txt"),   # root-relative
+                                   ("a/b/h", "file", b"overwritten")],
+    "hard link to a link": [("l", "sym", "."), ("h", "hard", "l")],
+    "absolute name": [("/tmp/abs.txt", "file", b"x")],
+    "dotdot name": [("a/../../escaped.txt", "file", b"x")],
+    "absolute link": [("l", "sym", "/etc")],
+    "link out": [("l", "sym", "../victim")],
+    "write through a link": [("l", "sym", "."), ("l2", "sym", "l/../.."), ("l2/x", "file", b"x")],
+    "link redirected later": [("d/x", "sym", "y/.."), ("d/y", "sym", "..")],
+    "fifo": [("pipe", "fifo", None)],
+    "device": [("null", "chr", None)],
+}
+
+
+@pytest.mark.parametrize("case", list(EVIL_TARS))
+def test_evil_tar_is_refused_and_nothing_outside_changes(tmp_path, filter_availability, case):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "secret.txt").write_bytes(b"secret")
+    archive = _tar(tmp_path / "evil.tar", EVIL_TARS[case])
+    before = _outside_snapshot(tmp_path)
+    dest = tmp_path / "dest" / "staging"
+    with pytest.raises(fetch.UnsafeArchiveError, match="outside|special|hard link"):
+        fetch.extract(str(archive), str(dest))
+    assert _outside_snapshot(tmp_path) == before
+    assert (victim / "secret.txt").read_bytes() == b"secret"
+    for path in dest.rglob("*"):   # no link left that leads out
+        if path.is_symlink():
+            assert os.path.realpath(path).startswith(os.path.realpath(dest))
+
+
+def test_safe_links_and_hard_links_are_extracted(tmp_path, filter_availability):
+    archive = _tar(tmp_path / "ok.tar", [
+        ("top/", "dir", None), ("top/a.txt", "file", b"a"), ("top/link", "sym", "a.txt"),
+        ("top/sub/up", "sym", ".."), ("top/hard", "hard", "top/a.txt"),
+        ("./top/b.txt", "file", b"b")])
+    fetch.extract(str(archive), str(tmp_path / "dest"))
+    top = tmp_path / "dest" / "top"
+    assert (top / "link").read_bytes() == b"a" and (top / "hard").read_bytes() == b"a"
+    assert (top / "b.txt").read_bytes() == b"b"
+    assert os.path.realpath(top / "sub" / "up") == os.path.realpath(top)
+
+
+@pytest.mark.parametrize("content, name", [
+    (lambda tmp: (tmp / "x.tar.gz").read_bytes()[:40], "cut.tar.gz"),
+    (lambda tmp: os.urandom(2000), "noise.zip"),
+    (lambda tmp: b"PK\x03\x04" + os.urandom(100), "fake.zip"),
+])
+def test_damaged_archives_are_a_bad_archive_error(tmp_path, content, name):
+    _tar_gz(tmp_path / "x.tar.gz", {"a/b.txt": os.urandom(5000)})
+    (tmp_path / name).write_bytes(content(tmp_path))
+    with pytest.raises(fetch.BadArchiveError):
+        fetch.extract(str(tmp_path / name), str(tmp_path / "dest"))
+
+
+def test_refused_archive_through_the_cli_is_one_line_exit_2(tmp_path, small_pacs, capsys):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    archive = _tar(tmp_path / "PACS.tar", EVIL_TARS["symlink chain"])
+    data = tmp_path / "data"
+    before = _outside_snapshot(tmp_path)
+    code = _main("--data_dir", data, "--datasets", "PACS", "--source", f"PACS.zip={archive}")
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "unpacking" not in line]
+    assert len(err) == 1 and err[0].startswith("PACS: FAILED: link 'd1/d2/b'")
+    assert "outside" in err[0] and "--source" in err[0]
+    assert not list(victim.iterdir())
+    assert sorted(os.listdir(data)) == ["downloads"] and not os.listdir(data / "downloads")
+    assert {k: v for k, v in _outside_snapshot(tmp_path).items()
+            if not k.startswith("data")} == before
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 12, case 8: data_dir, .checksums.json, a bad first archive
+
+def test_unwritable_data_dir_is_one_line(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    assert _main("--data_dir", tmp_path / "a_file" / "data", "--datasets", "PACS") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a writable directory" in err[0]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_data_dir_is_one_line(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o500)
+    try:
+        assert _main("--data_dir", data, "--datasets", "PACS") == 2
+    finally:
+        data.chmod(0o700)
+    assert "is not a writable directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"archives": [1]}',
+                                     b'{"archives": {"a.zip": {"size": 3}}}', b"\xff\xfe"])
+@pytest.mark.parametrize("verify", [False, True])
+def test_damaged_checksum_record_is_one_line_and_kept(tmp_path, capsys, content, verify):
+    (tmp_path / ".checksums.json").write_bytes(content)
+    args = ["--data_dir", tmp_path, "--datasets", "PACS"] + (["--verify"] if verify else [])
+    assert _main(*args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ".checksums.json is damaged" in err[0] and "move it away" in err[0]
+    assert (tmp_path / ".checksums.json").read_bytes() == content
+
+
+def test_a_bad_first_archive_does_not_block_the_right_one(tmp_path, small_pacs, capsys):
+    data = tmp_path / "data"
+    wrong = _zip(tmp_path / "wrong.zip", {"other/thing.txt": b"not PACS"})
+    assert _main("--data_dir", data, "--datasets", "PACS", "--source", f"PACS.zip={wrong}") == 2
+    assert "--source" in capsys.readouterr().err
+    assert not (data / ".checksums.json").exists()   # a wrong file is never trusted
+    right = _fake_pacs_zip(tmp_path / "PACS.zip")
+    assert _main("--data_dir", data, "--datasets", "PACS", "--source", f"PACS.zip={right}") == 0
+    record = json.loads((data / ".checksums.json").read_text())["archives"]["PACS.zip"]
+    assert record["md5"] == fetch.md5_of(right)
+
+
+def test_recorded_checksum_advice_works(tmp_path, small_pacs, capsys):
+    data = tmp_path / "data"
+    first = _fake_pacs_zip(tmp_path / "first.zip")
+    assert _main("--data_dir", data, "--datasets", "PACS", "--source", f"PACS.zip={first}") == 0
+    shutil.rmtree(data / "PACS")
+    updated = _fake_pacs_zip(tmp_path / "updated.zip", top="renamed")   # another md5
+    args = ("--data_dir", data, "--datasets", "PACS", "--source", f"PACS.zip={updated}")
+    assert _main(*args) == 2
+    err = capsys.readouterr().err
+    assert "recorded in" in err and "rerun with --force" in err
+    assert _main(*args, "--force") == 0                                # the advice works
+    record = json.loads((data / ".checksums.json").read_text())["archives"]["PACS.zip"]
+    assert record["md5"] == fetch.md5_of(updated)
+
+
+def test_download_usage_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "domainbed.scripts.download", "--timeout",
+                             "soon", "--data_dir", str(tmp_path)], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "--timeout" in result.stderr

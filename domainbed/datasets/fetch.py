@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 
 from domainbed.lib.misc import atomic_write_text
 
@@ -32,9 +33,30 @@ TRANSIENT_ERRORS = (OSError, http.client.HTTPException)  # URLError, timeouts, r
 class DownloadError(RuntimeError):
     """A file could not be fetched or unpacked; the message says what to do."""
 
+    exit_code = 1   # a network failure: rerunning resumes
+
 
 class ChecksumError(DownloadError):
     """A downloaded file does not match its known or recorded checksum."""
+
+    exit_code = 2
+
+
+class BadArchiveError(DownloadError):
+    """An archive that is damaged, of an unknown kind, or not the dataset's."""
+
+    exit_code = 2
+
+
+class UnsafeArchiveError(BadArchiveError):
+    """An archive member that would be written outside the destination (absolute names,
+    `..`, links pointing out, hard links to anything but an earlier member, devices)."""
+
+
+class ChecksumStoreError(DownloadError):
+    """DIR/.checksums.json cannot be read; it is never overwritten then."""
+
+    exit_code = 2
 
 
 def md5_of(path):
@@ -62,11 +84,33 @@ class ChecksumStore:
     def __init__(self, data_dir):
         self.path = os.path.join(data_dir, self.FILENAME)
         self.content = {"archives": {}, "datasets": {}}
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                loaded = json.load(f)
+        if os.path.lexists(self.path):
+            loaded = self._load()
             self.content["archives"].update(loaded.get("archives", {}))
             self.content["datasets"].update(loaded.get("datasets", {}))
+
+    def _load(self):
+        def damaged(why):
+            return ChecksumStoreError(
+                f"{self.path} is damaged ({why}); move it away (it is rebuilt from the next "
+                "downloads; a dataset's recorded summary is lost) and rerun")
+        try:
+            if not os.path.isfile(self.path):
+                raise damaged("not a regular file")
+            with open(self.path, "rb") as f:
+                loaded = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as e:
+            raise damaged(f"{type(e).__name__}: {e}") from None
+        if not isinstance(loaded, dict):
+            raise damaged("not a JSON object")
+        for section in ("archives", "datasets"):
+            entries = loaded.get(section, {})
+            if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+                raise damaged(f"its {section!r} is not an object of objects")
+        for name, entry in loaded.get("archives", {}).items():
+            if not isinstance(entry.get("md5"), str):
+                raise damaged(f"archive {name!r} has no md5")
+        return loaded
 
     def archive(self, filename):
         return self.content["archives"].get(filename)
@@ -74,6 +118,10 @@ class ChecksumStore:
     def record_archive(self, filename, size, md5, url):
         self.content["archives"][filename] = {"size": size, "md5": md5, "url": url}
         self._save()
+
+    def forget_archive(self, filename):
+        if self.content["archives"].pop(filename, None) is not None:
+            self._save()
 
     def dataset(self, name):
         return self.content["datasets"].get(name)
@@ -192,15 +240,18 @@ def _transfer_with_retries(source, part, timeout, progress, attempts, retry_wait
         time.sleep(retry_wait * attempt)
 
 
-def _accept_existing(dest, md5, store, filename):
+def _expected_md5(md5, store, filename, trust_recorded):
+    recorded = store.archive(filename) if store and trust_recorded else None
+    return md5 or (recorded or {}).get("md5")
+
+
+def _accept_existing(dest, md5, store, filename, pending, trust_recorded):
     """True when `dest` is already complete (its md5 matches the known or recorded one)."""
     if not os.path.exists(dest):
         return False
-    recorded = store.archive(filename) if store else None
-    expected = md5 or (recorded or {}).get("md5")
+    expected = _expected_md5(md5, store, filename, trust_recorded)
     if expected is None:
-        if store is not None:  # e.g. placed by hand: record it from now on
-            store.record_archive(filename, os.path.getsize(dest), md5_of(dest), "existing file")
+        _record(store, pending, filename, dest, "existing file")  # e.g. placed by hand
         return True
     if md5_of(dest) == expected:
         return True
@@ -208,15 +259,28 @@ def _accept_existing(dest, md5, store, filename):
     return False
 
 
+def _record(store, pending, filename, path, source):
+    if store is None:
+        return
+    entry = (filename, os.path.getsize(path), md5_of(path), source)
+    if pending is not None:
+        pending.append(entry)   # recorded by the caller once the dataset installed
+    else:
+        store.record_archive(*entry)
+
+
 def download_file(sources, dest, md5=None, store=None, timeout=60, progress=True,
-                  attempts=3, retry_wait=2.0):
+                  attempts=3, retry_wait=2.0, pending=None, trust_recorded=True):
     """Fetch `dest` from the first working source (URLs, `file://` URLs or paths).
 
     With a known `md5` a mismatch raises ChecksumError; without one the size and md5 are
-    recorded in `store` at the first download and checked on later ones.
+    recorded in `store` at the first download and checked on later ones. With a list as
+    `pending`, new records go there instead of into the store (the download script records
+    them only after the dataset installed: a wrong first file must not be trusted). With
+    `trust_recorded` False a recorded (unpublished) md5 is not checked (`--force`).
     """
     filename = os.path.basename(dest)
-    if _accept_existing(dest, md5, store, filename):
+    if _accept_existing(dest, md5, store, filename, pending, trust_recorded):
         return dest
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     part = dest + ".part"
@@ -224,63 +288,196 @@ def download_file(sources, dest, md5=None, store=None, timeout=60, progress=True
     for source in sources:  # mirrors in order; a bad checksum also moves on to the next one
         try:
             _transfer_with_retries(source, part, timeout, progress, attempts, retry_wait)
-            _check_and_record(part, filename, md5, store, source)
+            _check(part, filename, md5, store, source, trust_recorded)
         except DownloadError as error:
             failures.append(error)
             continue
+        if store is not None and _expected_md5(md5, store, filename, trust_recorded) is None:
+            _record(store, pending, filename, part, source)
         os.replace(part, dest)
         return dest
     error_type = ChecksumError if any(isinstance(e, ChecksumError) for e in failures) else DownloadError
     raise error_type(f"could not download {filename}: " + "; ".join(map(str, failures)))
 
 
-def _check_and_record(part, filename, md5, store, source):
+def _check(part, filename, md5, store, source, trust_recorded):
     digest = md5_of(part)
-    recorded = store.archive(filename) if store else None
-    expected = md5 or (recorded or {}).get("md5")
+    expected = _expected_md5(md5, store, filename, trust_recorded)
     if expected is not None and digest != expected:
         os.remove(part)  # a wrong file must not be resumed either
-        origin = "known" if md5 else f"recorded in {store.path}"
+        if md5:
+            advice = "the download was removed; retry, or pass another --source"
+            origin = "published"
+        else:
+            origin = f"recorded in {store.path} at its first download"
+            advice = ("the download was removed; if this file is the right one (e.g. the host "
+                      "updated it), rerun with --force, which replaces the record")
         raise ChecksumError(f"{filename} from {source} has md5 {digest}, expected {expected} "
-                            f"({origin}); the download was removed, retry or use another source")
-    if store is not None and recorded is None:
-        store.record_archive(filename, os.path.getsize(part), digest, source)
+                            f"({origin}); {advice}")
 
 
 # ---------------------------------------------------------------------------------------
-# Extraction
+# Extraction: member by member, never outside the destination, on every Python version
+# (no reliance on tarfile's `data` filter, which Python 3.10.0-3.10.11 and 3.11.0-3.11.3 lack)
 
-def _check_inside(destination, member_name):
-    root = os.path.realpath(destination)
-    target = os.path.realpath(os.path.join(destination, member_name))
-    if os.path.commonpath([root, target]) != root:
-        raise DownloadError(f"refusing to extract {member_name!r}: it points outside {destination}")
+def _member_path(name):
+    """An archive member's name as a relative path; UnsafeArchiveError for an absolute name,
+    a `..` component or a NUL byte."""
+    if not name or "\x00" in name or name.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", name):
+        raise UnsafeArchiveError(f"member {name!r} has an absolute or empty name (it would "
+                                 "be written outside the destination)")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"member {name!r} has a '..' component (it would be written "
+                                 "outside the destination)")
+    if not parts:
+        return None   # the archive's root itself ("./")
+    return os.path.join(*parts)
+
+
+class _SafeExtractor:
+    """Writes members under `destination`, checking each target against the links already
+    extracted: a parent path that resolves outside is refused, links are checked both as
+    written and as resolved on disk, and nothing is ever written through a link."""
+
+    def __init__(self, destination):
+        os.makedirs(destination, exist_ok=True)
+        self.destination = destination
+        self.root = os.path.realpath(destination)
+        self.regular_files = set()   # member paths extracted as regular files
+
+    def _inside(self, path):
+        return os.path.commonpath([self.root, path]) == self.root
+
+    def _target(self, relpath, name):
+        target = os.path.join(self.root, relpath)
+        if not self._inside(os.path.realpath(os.path.dirname(target))):
+            raise UnsafeArchiveError(f"member {name!r} would be written outside "
+                                     f"{self.destination} (through a link)")
+        return target
+
+    def _clear(self, target, name):
+        """Remove a file or link in the way (never a directory, never through a link)."""
+        if os.path.islink(target) or os.path.isfile(target):
+            os.unlink(target)
+        elif os.path.lexists(target):
+            raise UnsafeArchiveError(f"member {name!r} would replace a directory or device")
+
+    def directory(self, relpath, name):
+        target = self._target(relpath, name)
+        if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+            raise UnsafeArchiveError(f"directory member {name!r} would replace a file or link")
+        os.makedirs(target, exist_ok=True)
+
+    def file(self, relpath, name, source, mode=0o644):
+        target = self._target(relpath, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        self._clear(target, name)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                     0o755 if mode & 0o111 else 0o644)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(source, out, CHUNK_BYTES)
+        self.regular_files.add(relpath)
+
+    def symlink(self, relpath, name, linkname):
+        if not linkname or os.path.isabs(linkname) or "\x00" in linkname:
+            raise UnsafeArchiveError(f"link {name!r} -> {linkname!r} is absolute (it could point "
+                                     f"outside {self.destination})")
+        lexical = os.path.normpath(os.path.join(os.path.dirname(relpath), linkname))
+        target = self._target(relpath, name)
+        resolved = os.path.realpath(os.path.join(os.path.dirname(target), linkname))
+        if lexical == ".." or lexical.startswith(".." + os.sep) or not self._inside(resolved):
+            raise UnsafeArchiveError(f"link {name!r} -> {linkname!r} points outside "
+                                     f"{self.destination}")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        self._clear(target, name)
+        os.symlink(linkname, target)
+
+    def hardlink(self, relpath, name, linkname):
+        source = _member_path(linkname)
+        if source is None or source not in self.regular_files:
+            raise UnsafeArchiveError(f"hard link {name!r} -> {linkname!r} is not to an earlier "
+                                     "regular file of the archive")
+        source_path = os.path.join(self.root, source)
+        if os.path.islink(source_path) or not self._inside(os.path.realpath(source_path)):
+            raise UnsafeArchiveError(f"hard link {name!r} -> {linkname!r} points outside "
+                                     f"{self.destination}")
+        with open(source_path, "rb") as data:   # a copy: no inode shared with anything
+            self.file(relpath, name, data)
+
+    def check_links(self):
+        """After the last member: every link still resolves inside (a later link can change
+        where an earlier one points); escaping ones are removed and the archive refused."""
+        escaping = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for entry in dirnames + filenames:
+                path = os.path.join(dirpath, entry)
+                if os.path.islink(path) and not self._inside(os.path.realpath(path)):
+                    escaping.append(path)
+        for path in escaping:
+            os.unlink(path)
+        if escaping:
+            raise UnsafeArchiveError(f"link {os.path.relpath(escaping[0], self.root)!r} points "
+                                     f"outside {self.destination} once the archive is unpacked")
+
+
+def _extract_tar(archive, destination):
+    extractor = _SafeExtractor(destination)
+    with tarfile.open(archive) as tarred:
+        for member in tarred:   # streamed: each member is checked against what is on disk
+            relpath = _member_path(member.name)
+            if relpath is None:
+                continue
+            if member.isdir():
+                extractor.directory(relpath, member.name)
+            elif member.isreg():
+                with tarred.extractfile(member) as source:
+                    extractor.file(relpath, member.name, source, member.mode)
+            elif member.issym():
+                extractor.symlink(relpath, member.name, member.linkname)
+            elif member.islnk():
+                extractor.hardlink(relpath, member.name, member.linkname)
+            else:
+                raise UnsafeArchiveError(f"member {member.name!r} is a device, FIFO or other "
+                                         "special file")
+    extractor.check_links()
+
+
+def _extract_zip(archive, destination):
+    extractor = _SafeExtractor(destination)
+    with zipfile.ZipFile(archive) as zipped:
+        for info in zipped.infolist():
+            relpath = _member_path(info.filename)
+            if relpath is None:
+                continue
+            if info.is_dir():
+                extractor.directory(relpath, info.filename)
+            else:  # zip "symlinks" are written as the small files Python's zipfile makes
+                with zipped.open(info) as source:
+                    extractor.file(relpath, info.filename, source, (info.external_attr >> 16) & 0o777)
 
 
 def extract(archive, destination):
-    """Unpack a zip, a tar (any compression) or a single .gz file into `destination`."""
-    os.makedirs(destination, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zipped:
-            for name in zipped.namelist():
-                _check_inside(destination, name)
-            zipped.extractall(destination)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tarred:
-            for member in tarred.getmembers():
-                _check_inside(destination, member.name)
-                if member.issym() or member.islnk():  # links could point anywhere
-                    _check_inside(destination, os.path.join(os.path.dirname(member.name),
-                                                            member.linkname))
-            # The "data" filter exists from Python 3.11.4/3.12 (and some 3.8-3.10 patch
-            # releases); older ones rely on the checks above.
-            if hasattr(tarfile, "data_filter"):
-                tarred.extractall(destination, filter="data")
-            else:
-                tarred.extractall(destination)
-    elif archive.endswith(".gz"):
-        target = os.path.join(destination, os.path.basename(archive)[: -len(".gz")])
-        with gzip.open(archive, "rb") as source, open(target, "wb") as out:
-            shutil.copyfileobj(source, out, CHUNK_BYTES)
-    else:
-        raise DownloadError(f"{archive} is not a zip, tar or gzip archive; delete it and retry")
+    """Unpack a zip, a tar (any compression) or a single .gz file into `destination`.
+
+    Raises UnsafeArchiveError (nothing is written outside `destination`; members before the
+    refused one may be in it) or BadArchiveError for a damaged or unknown archive."""
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, destination)
+        elif tarfile.is_tarfile(archive):
+            _extract_tar(archive, destination)
+        elif archive.endswith(".gz"):
+            os.makedirs(destination, exist_ok=True)
+            target = os.path.join(destination, os.path.basename(archive)[: -len(".gz")])
+            with gzip.open(archive, "rb") as source:
+                _SafeExtractor(destination).file(os.path.basename(target), target, source)
+        else:
+            raise BadArchiveError(f"{archive} is not a zip, tar or gzip archive; delete it and "
+                                  "retry, or pass the right file with --source")
+    except DownloadError:
+        raise
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError,
+            NotImplementedError, gzip.BadGzipFile, ValueError) as error:
+        raise BadArchiveError(f"{archive} is damaged ({type(error).__name__}: {error}); delete "
+                              "it and download it again, or pass another --source") from None

@@ -22,12 +22,15 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
 from domainbed.datasets import fetch, get_dataset_class, spawrious, verify
+from domainbed.datasets.base import DatasetNotFoundError
 from domainbed.datasets.registry import dataset_names
 from domainbed.lib.misc import did_you_mean
+from domainbed.lib.validation import OneLineErrorParser
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def find_folder_with(root, names):
     for dirpath, dirnames, _ in os.walk(root):
         if set(names) <= set(dirnames):
             return dirpath
-    raise fetch.DownloadError(f"the archive does not contain the folders {sorted(names)}; "
+    raise fetch.BadArchiveError(f"the archive does not contain the folders {sorted(names)}; "
                               "it may be the wrong file (check --source)")
 
 
@@ -71,7 +74,7 @@ def arrange_flat_files(names):
     def arrange(staging):
         missing = [name for name in names if not os.path.isfile(os.path.join(staging, name))]
         if missing:
-            raise fetch.DownloadError(f"unpacking did not produce {', '.join(missing)}")
+            raise fetch.BadArchiveError(f"unpacking did not produce {', '.join(missing)}")
         return staging
     return arrange
 
@@ -115,21 +118,21 @@ def _load_cct_annotations(staging):
                     content = json.load(f)
                 if {"images", "annotations", "categories"} <= set(content):
                     return content
-    raise fetch.DownloadError("no Caltech Camera Traps annotation JSON in the unpacked archives")
+    raise fetch.BadArchiveError("no Caltech Camera Traps annotation JSON in the unpacked archives")
 
 
 def _find_images_root(staging, file_name):
     for dirpath, _, _ in os.walk(staging):
         if os.path.isfile(os.path.join(dirpath, file_name)):
             return dirpath
-    raise fetch.DownloadError(f"image {file_name} of the annotations is not in the unpacked archives")
+    raise fetch.BadArchiveError(f"image {file_name} of the annotations is not in the unpacked archives")
 
 
 def arrange_terra_incognita(staging):
     annotations = _load_cct_annotations(staging)
     kept = [im for im in annotations["images"] if str(im["location"]) in TERRA_LOCATIONS]
     if not kept:
-        raise fetch.DownloadError(f"the annotations have no image in locations {TERRA_LOCATIONS}")
+        raise fetch.BadArchiveError(f"the annotations have no image in locations {TERRA_LOCATIONS}")
     images_root = _find_images_root(staging, kept[0]["file_name"])
     destination = os.path.join(staging, "terra_incognita.rebuilt")
     copied, missing = rebuild_terra_incognita(annotations, images_root, destination)
@@ -230,14 +233,27 @@ class Options:
     retry_wait: float = 2.0
 
 
-def fetch_archives(recipe, data_dir, options, store):
+class DatasetProblem(fetch.DownloadError):
+    """An installed dataset with problems (exit 2: the command needs --force or a fix)."""
+
+    exit_code = 2
+
+
+def fetch_archives(recipe, data_dir, options, store, pending):
+    """The recipe's archives in DIR/downloads. A file named by --source replaces a copy
+    already there (unless a published md5 says the copy is right). New checksums go to
+    `pending`: recorded only once the dataset installed."""
     downloads = os.path.join(data_dir, "downloads")
     paths = []
     for archive in recipe.archives:
-        sources = list((options.sources or {}).get(archive.filename, [])) + list(archive.urls)
+        explicit = list((options.sources or {}).get(archive.filename, []))
+        dest = os.path.join(downloads, archive.filename)
+        if explicit and archive.md5 is None and os.path.isfile(dest):
+            os.remove(dest)   # the user names the file to use; the old copy may be the bad one
         paths.append(fetch.download_file(
-            sources, os.path.join(downloads, archive.filename), md5=archive.md5, store=store,
-            timeout=options.timeout, progress=options.progress, retry_wait=options.retry_wait))
+            explicit + list(archive.urls), dest, md5=archive.md5, store=store,
+            timeout=options.timeout, progress=options.progress, retry_wait=options.retry_wait,
+            pending=pending, trust_recorded=not options.force))
     return paths
 
 
@@ -254,16 +270,25 @@ def _replace_folder(new, target):
 
 
 def install_from_archives(recipe, data_dir, options, store):
-    paths = fetch_archives(recipe, data_dir, options, store)
+    pending = []
+    paths = fetch_archives(recipe, data_dir, options, store, pending)
+    published = {archive.filename for archive in recipe.archives if archive.md5}
     staging = os.path.join(data_dir, f".staging-{recipe.name}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         for path in paths:
             print(f"{recipe.name}: unpacking {os.path.basename(path)}", file=sys.stderr)
-            fetch.extract(path, staging)
+            try:
+                fetch.extract(path, staging)
+            except fetch.BadArchiveError:
+                if os.path.basename(path) not in published:
+                    os.remove(path)   # damaged or unsafe: the next run fetches it again
+                raise
         _replace_folder(recipe.arrange(staging), os.path.join(data_dir, recipe.target))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for entry in pending:   # the dataset installed: these archives were the right ones
+        store.record_archive(*entry)
     if not options.keep_archives:
         for path in paths:
             os.remove(path)
@@ -277,13 +302,13 @@ def download_dataset(recipe, data_dir, options, store):
         if not problems:
             print(f"{recipe.name}: already in {target}: OK")
             return
-        raise fetch.DownloadError(f"{target} exists but has problems ({problems[0]}); "
-                                  "rerun with --force to replace it")
+        raise DatasetProblem(f"{target} exists but has problems ({problems[0]}); "
+                             "rerun with --force to replace it")
     (recipe.install or install_from_archives)(recipe, data_dir, options, store)
     problems, summary = recipe.check(data_dir, None)
     store.record_dataset(recipe.name, summary)
     if problems:
-        raise fetch.DownloadError(f"installed in {target}, but: " + "; ".join(problems[:3]))
+        raise DatasetProblem(f"installed in {target}, but: " + "; ".join(problems[:3]))
     print(f"{recipe.name}: installed in {target}: OK {json.dumps(summary)}")
 
 
@@ -354,7 +379,7 @@ def parse_sources(values):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m domainbed.scripts.download", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", required=True, help="where the datasets go")
@@ -384,18 +409,45 @@ def run(args):
     if args.verify:
         results = [verify_dataset(recipe, args.data_dir, store, named) for recipe in recipes]
         return 0 if all(results) else 1
-    os.makedirs(args.data_dir, exist_ok=True)
-    failed = []
+    check_writable(args.data_dir)
+    codes = []
     for recipe in recipes:
         try:
             download_dataset(recipe, args.data_dir, options, store)
         except (fetch.DownloadError, ImportError, OSError) as error:
-            print(f"{recipe.name}: FAILED: {error}", file=sys.stderr)
-            failed.append(recipe.name)
-    if failed:
-        print(f"failed: {', '.join(failed)}. Rerun to resume, or fetch the archives by hand and "
-              "pass --source ARCHIVE=PATH (see --help for the layout).", file=sys.stderr)
-    return 1 if failed else 0
+            print(failure_line(recipe, error), file=sys.stderr)
+            bad_input = isinstance(error, (ImportError, DatasetNotFoundError))
+            codes.append(getattr(error, "exit_code", 2 if bad_input else 1))
+    return max(codes, default=0)
+
+
+def failure_line(recipe, error):
+    """One line per dataset: what went wrong and what to do."""
+    text = " ".join(str(error).split())
+    if isinstance(error, DatasetNotFoundError):   # an arrange step: not the dataset's archive
+        return f"{recipe.name}: FAILED: {text}; pass the right archive with --source ARCHIVE=PATH"
+    if isinstance(error, OSError) and not isinstance(error, fetch.DownloadError):
+        text = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+        return (f"{recipe.name}: FAILED: {text}; free some space or fix the permissions of "
+                "--data_dir, then rerun (downloads resume)")
+    if isinstance(error, fetch.DownloadError) and error.exit_code == 1:
+        text += ("; rerun to resume, or fetch the archive by hand and pass "
+                 "--source ARCHIVE=PATH (see --help for the layout)")
+    elif isinstance(error, fetch.BadArchiveError) and "--source" not in text:
+        text += "; pass the right archive with --source ARCHIVE=PATH"
+    return f"{recipe.name}: FAILED: {text}"
+
+
+def check_writable(data_dir):
+    """--data_dir must be a directory we can write (created if needed): checked by writing."""
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=data_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise UsageError(f"--data_dir {data_dir} is not a writable directory "
+                         f"({error.strerror or error}); choose one you can write to") from None
 
 
 def main(argv=None):
@@ -405,7 +457,23 @@ def main(argv=None):
     except UsageError as error:
         print(f"download: error: {error}", file=sys.stderr)
         return 2
+    except fetch.ChecksumStoreError as error:
+        print(f"download: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def cli(argv=None):
+    """main() with no traceback: an unexpected error is one line, exit code 1."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("download: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as error:
+        print(f"download: error: {type(error).__name__}: {' '.join(str(error).split())[:300]}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
