@@ -444,3 +444,58 @@ def test_generator_pastes_fgmix_code_unchanged_and_inlines_per_sample(tmp_path):
 def test_generator_refuses_what_it_cannot_translate(tmp_path, source, expected):
     with pytest.raises(plugin_codegen.CodegenError, match=expected):
         _generate_from(tmp_path, source)
+
+
+# -- issue 12, case 9: every refusal is one line, exit status 2, nothing written ------------
+@pytest.mark.parametrize("where", ["domainbed/algorithms.py", "domainbed/hparams_registry.py"])
+def test_non_utf8_checkout_file_is_refused(fgmix_source, tmp_path, where):
+    root = write_standin(tmp_path / "tree")
+    (root / where).write_bytes((root / where).read_bytes() + b"\n# caf\xe9\n")
+    before = snapshot(root)
+    status, _, stderr = run_tool(root)
+    assert status == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert f"{where} is not UTF-8 text" in stderr and "Traceback" not in stderr
+    assert snapshot(root) == before
+
+
+def test_non_utf8_source_is_refused(fgmix_source, tmp_path):
+    root = write_standin(tmp_path / "tree")
+    source = tmp_path / "fgmix.py"
+    source.write_bytes(b"# \xff\xfe\n")
+    before = snapshot(root)
+    status, _, stderr = run_tool(root, "--source", source)
+    assert status == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "not UTF-8" in stderr
+    assert snapshot(root) == before
+
+
+def test_diff_into_a_directory_is_refused(fgmix_source, tmp_path):
+    root = write_standin(tmp_path / "tree")
+    (tmp_path / "out").mkdir()
+    status, _, stderr = run_tool(root, "--diff", tmp_path / "out")
+    assert status == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "is a directory" in stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_usage_error_is_one_line_exit_2(tmp_path):
+    status, _, stderr = run_tool(tmp_path, "--chek")
+    assert status == 2 and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_failed_write_puts_the_checkout_back(fgmix_source, tmp_path, monkeypatch, capsys):
+    root = write_standin(tmp_path / "tree")
+    before = snapshot(root)
+    real_write, calls = apply_fgmix._atomic_write, []
+
+    def fail_on_second(file, text):
+        calls.append(file)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(file, text)
+
+    monkeypatch.setattr(apply_fgmix, "_atomic_write", fail_on_second)
+    assert apply_fgmix.main([str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing was changed" in err[0]
+    assert snapshot(root) == before
