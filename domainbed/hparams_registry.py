@@ -126,6 +126,7 @@ def _hparams(algorithm, dataset, random_seed):
         # 14x14-pooled inputs ("mlp", about 40x cheaper per step than the CNN below), or
         # upstream's MNIST CNN at a quarter width ("cnn", width `mnist_cnn_width`).
         _hparam("offline_net", "mlp", lambda r: "mlp")
+        _hparam("offline_mlp_width", 128, lambda r: 128)
         _hparam("mnist_cnn_width", 16, lambda r: 16)
 
     if algorithm in ["DANN", "CDANN"]:

@@ -59,7 +59,7 @@ def test_layout_names_sizes_dtypes(name):
         assert y.dtype == torch.int64 and set(y.tolist()) <= {0, 1}
     cls = type(dataset)
     assert isinstance(dataset, MultipleDomainDataset) and cls.SEEDED_BY_TRIAL
-    assert (cls.N_WORKERS, cls.N_STEPS, cls.CHECKPOINT_FREQ) == (0, 1001, 100)
+    assert (cls.N_WORKERS, cls.N_STEPS, cls.CHECKPOINT_FREQ) == (0, 401, 100)
     assert cls.SMALL_IMAGES is False
 
 
@@ -289,7 +289,7 @@ def test_train_passes_the_trial_seed():
 def test_hparam_defaults_and_no_search_over_the_problem(name):
     defaults = hparams_registry.default_hparams("ERM", name)
     expected = {"iut_n_envs": 3, "iut_dim_inv": 5, "iut_dim_spu": 5, "iut_n_samples": 10000,
-                "lr": 1e-3, "weight_decay": 0.0, "batch_size": 256, "vector_featurizer": "linear",
+                "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "vector_featurizer": "linear",
                 "mlp_width": 256, "mlp_depth": 3, "mlp_dropout": 0.0}
     assert {k: defaults[k] for k in expected} == expected
     for seed in range(1, 30):
@@ -298,7 +298,7 @@ def test_hparam_defaults_and_no_search_over_the_problem(name):
                       "vector_featurizer"):
             assert drawn[fixed] == defaults[fixed]
         assert 1e-4 <= drawn["lr"] <= 1e-2 and 1e-6 <= drawn["weight_decay"] <= 1e-2
-        assert 64 <= drawn["batch_size"] < 512 and isinstance(drawn["batch_size"], int)
+        assert 32 <= drawn["batch_size"] < 256 and isinstance(drawn["batch_size"], int)
         assert 64 <= drawn["mlp_width"] < 1024 and drawn["mlp_depth"] in (3, 4, 5)
         assert drawn["mlp_dropout"] in (0.0, 0.1, 0.5)
 
@@ -499,3 +499,28 @@ def test_three_step_training_run(tmp_path, featurizer):
     record = records[-1]
     assert record["hparams"]["vector_featurizer"] == featurizer
     assert {f"env{i}_{s}_acc" for i in range(4) for s in ("in", "out")} <= set(record)
+
+
+def test_oracle_shuffles_training_spurious_block_and_keeps_the_test_environment():
+    from domainbed.datasets.iut import IUTExample2
+
+    hparams = {"iut_n_samples": 2000}
+    plain = IUTExample2(None, [3], hparams, trial_seed=4)
+    oracle = IUTExample2(None, [3], {**hparams, "iut_oracle": True}, trial_seed=4)
+    # The test environment (and the labels) are those of the plain run of the same trial.
+    assert torch.equal(plain[3].tensors[0], oracle[3].tensors[0])
+    for env in range(3):
+        x_plain, y_plain = plain[env].tensors
+        x_oracle, y_oracle = oracle[env].tensors
+        assert torch.equal(y_plain, y_oracle)
+        assert torch.equal(x_plain[:, :5], x_oracle[:, :5])   # invariant block untouched
+        # The spurious block is a row permutation: same multiset, label information gone.
+        assert torch.equal(x_plain[:, 5:].sort(0).values, x_oracle[:, 5:].sort(0).values)
+        sign = 2.0 * y_oracle.float() - 1.0
+        sign = sign - sign.mean()
+
+        def covariance(x):
+            return float((sign[:, None] * (x[:, 5:] - x[:, 5:].mean(0))).mean())
+
+        assert abs(covariance(x_oracle)) < 0.05
+        assert covariance(x_plain) > 0.5

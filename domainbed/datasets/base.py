@@ -36,6 +36,7 @@ class MultipleDomainDataset:
     N_STEPS = 5001            # default number of training steps
     CHECKPOINT_FREQ = 100     # default number of steps between checkpoints
     N_WORKERS = 8             # data-loader workers
+    EVAL_BATCH_SIZE = 64      # upstream's; accuracy does not depend on it
     ENVIRONMENTS = None       # environment names, in index order
     INPUT_SHAPE = None
     SMALL_IMAGES = False      # selects the small-image hparam distributions

@@ -212,7 +212,9 @@ def make_loaders(dataset, args, hparams, splits):
                      for i, (split, w) in enumerate(in_splits) if i not in args.test_envs]
     uda_loaders = [stream(split, w, "uda_stream", i) for i, (split, w) in enumerate(uda_splits)]
     eval_splits = in_splits + out_splits + uda_splits
-    eval_loaders = [FastDataLoader(dataset=split, batch_size=64, num_workers=dataset.N_WORKERS)
+    eval_batch_size = getattr(dataset, "EVAL_BATCH_SIZE", 64)
+    eval_loaders = [FastDataLoader(dataset=split, batch_size=eval_batch_size,
+                                   num_workers=dataset.N_WORKERS)
                     for split, _ in eval_splits]
     eval_names = ([f"env{i}_in" for i in range(len(in_splits))]
                   + [f"env{i}_out" for i in range(len(out_splits))]
@@ -440,17 +442,39 @@ def warn(message):
     print(f"train.py: warning: {message}", file=sys.stderr)
 
 
-def start_or_resume(job):
+def missing_record_steps(output_dir, next_step, n_steps, checkpoint_freq):
+    """The record steps before `next_step` that results.jsonl lacks (e.g. lost lines)."""
+    try:
+        lines = jobdir.read_records_file(os.path.join(output_dir, jobdir.RESULTS_FILE))
+    except jobdir.NotRegularFileError:
+        lines = []
+    present = {record.get("step") for _, _, record in lines if record is not None}
+    return [step for step in range(next_step)
+            if (step % checkpoint_freq == 0 or step == n_steps - 1) and step not in present]
+
+
+def start_or_resume(job, n_steps, checkpoint_freq):
     """Load checkpoint.pt if there is one; trim results.jsonl to match. Returns
     (first step to run, running lists).
 
     A checkpoint that cannot be read or does not fit the job is set aside as
-    `checkpoint.pt.corrupt-N` (never deleted) and the job starts from step 0."""
+    `checkpoint.pt.corrupt-N` (never deleted) and the job starts from step 0. So does a
+    job whose results.jsonl lacks records before the checkpoint's step (records never lie:
+    a done job has every record)."""
     out = job.args.output_dir
     checkpoint.remove_stale_temporaries(out)
     next_step, running_lists = 0, {}
     try:
         state = checkpoint.load_checkpoint(out)
+        missing = []
+        if isinstance(state, dict) and isinstance(state.get("next_step"), int):
+            missing = missing_record_steps(out, state["next_step"], n_steps, checkpoint_freq)
+        if missing:
+            warn(f"{jobdir.RESULTS_FILE} lacks the records of steps "
+                 f"{', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''} "
+                 f"before the checkpoint's step {state['next_step']}; starting again from "
+                 "step 0 to write them")
+            state = None
         if state is not None:
             next_step, running_lists = checkpoint.restore_training_state(
                 state, job.algorithm, job.streams)
@@ -482,7 +506,7 @@ def train(job, stop):
     n_steps = args.steps or job.dataset.N_STEPS
     checkpoint_freq = args.checkpoint_freq or job.dataset.CHECKPOINT_FREQ
 
-    start_step, running_lists = start_or_resume(job)
+    start_step, running_lists = start_or_resume(job, n_steps, checkpoint_freq)
     started = last_beat = time.time()
     jobdir.write_heartbeat(out, start_step, n_steps, started, start_step)
     bar = progress_bar(n_steps, initial=start_step)

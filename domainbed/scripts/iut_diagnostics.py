@@ -1,0 +1,308 @@
+"""Diagnostics of FGMix's premise on the invariance unit tests (ground truth known).
+
+For the model that training-domain validation selected in each (environments, problem,
+algorithm, data seed) cell (its final weights, `model.pkl`), measured in the problem's
+unscrambled basis (x = x' Qᵀ, where the network sees x' = x Q):
+
+* `w_inv`: the share of the linear classifier's squared weight norm (logit difference,
+  w = Q (W₁ − W₀)) on the invariant block. 1 = invariant features only; the spurious
+  block has the same number of coordinates, so 0.5 is "no preference" in count.
+* `m_inv` (FGMix): the share of the learned metric's trace on the invariant block,
+  M = Q diag(m) Qᵀ; it starts at 0.5 (m = 1).
+* On a batch of 512 training samples per environment, for the mixing variants:
+  - `corr`: rank correlation, over anchors, between an instance's compatibility score (its
+    mean gradient cosine to the other members of its group) and the share of its head
+    gradient on the invariant block, ‖x_inv‖² / (‖x‖² + 1) (GMix, FGMix);
+  - `minority` (Example2): mean compatibility of the instances whose background disagrees
+    with their animal minus that of the others: positive when the policy favours the
+    instances that carry the invariant rule against the spurious one;
+  - `extrap`: the share of groups with a negative weight;
+  - `away_spu` / `to_inv`: over groups, the share where the weights move the mixed point,
+    relative to the members' plain average, against the label's spurious direction
+    (resp. along its invariant direction); directions are the class-mean differences of
+    each block in the batch. Random weights give about 0.5.
+Only linear models (`vector_featurizer` "linear") are measured.
+"""
+import os
+
+import numpy as np
+
+from domainbed.scripts.iut_suite import ALGORITHMS, ORACLE, summarise
+
+MIXING = ["InterpMix", "ExtrapMix", "GMix", "FGMix"]
+BATCH_PER_ENV = 512
+MINORITY_GROUPS = (1, 3)   # Example2: (cow, sand) and (camel, grass)
+
+
+def _ranks(values):
+    """Ranks from 0, ties sharing their average rank."""
+    values = np.asarray(values, dtype=float)
+    order = np.argsort(values, kind="stable")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat(first + (counts - 1) / 2.0, counts)
+    return ranks
+
+
+def rank_correlation(a, b):
+    a, b = _ranks(np.asarray(a)), _ranks(np.asarray(b))
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+class ProblemCache:
+    """Datasets rebuilt once per (dataset, problem hparams, data seed)."""
+
+    def __init__(self):
+        self._cache = {}
+
+    def get(self, dataset_name, hparams, trial_seed):
+        from domainbed import datasets
+
+        key = (dataset_name, trial_seed, tuple(sorted(
+            (k, v) for k, v in hparams.items() if k.startswith("iut_"))))
+        if key not in self._cache:
+            cls = datasets.get_dataset_class(dataset_name)
+            test_env = cls.test_env(hparams)
+            self._cache[key] = cls(None, [test_env], hparams, trial_seed=trial_seed)
+        return self._cache[key]
+
+
+def load_algorithm(job_dir, record):
+    import torch
+
+    from domainbed.algorithms import get_algorithm_class
+
+    path = os.path.join(job_dir, "model.pkl")
+    if not os.path.exists(path):
+        return None
+    dump = torch.load(path, map_location="cpu", weights_only=False)
+    algorithm_class = get_algorithm_class(dump["args"]["algorithm"])
+    algorithm = algorithm_class(dump["model_input_shape"], dump["model_num_classes"],
+                                dump["model_num_domains"], dump["model_hparams"])
+    algorithm.load_state_dict(dump["model_dict"])
+    algorithm.eval()
+    return algorithm
+
+
+def weight_share(algorithm, scramble, dim_inv):
+    weight = algorithm.classifier.weight.detach().double().numpy()
+    direction = scramble @ (weight[1] - weight[0])
+    total = float((direction ** 2).sum())
+    return float((direction[:dim_inv] ** 2).sum()) / total if total > 0 else float("nan")
+
+
+def metric_share(algorithm, scramble, dim_inv):
+    import torch.nn.functional as F
+
+    m = F.softplus(algorithm.policy_omega.detach()).double().numpy()
+    metric = scramble @ np.diag(m) @ scramble.T
+    return float(np.trace(metric[:dim_inv, :dim_inv]) / np.trace(metric))
+
+
+def class_direction(values, y):
+    direction = values[y == 1].mean(0) - values[y == 0].mean(0)
+    norm = np.linalg.norm(direction)
+    return direction / norm if norm > 0 else direction
+
+
+def mixing_diagnostics(algorithm, dataset, dim_inv):
+    """The batch-level diagnostics of one mixing model (see the module docstring)."""
+    import torch
+
+    from domainbed.algorithms import fgmix
+    from domainbed.lib import per_sample
+
+    n_train = dataset.problem_config.n_envs
+    minibatches = [(env.tensors[0][:BATCH_PER_ENV], env.tensors[1][:BATCH_PER_ENV])
+                   for env in dataset.datasets[:n_train]]
+    result = {}
+    with torch.no_grad():
+        x, y, domains = fgmix.concat_with_domains(minibatches)
+        z = algorithm.featurizer(x)
+        logits = algorithm.classifier(z)
+        groups = algorithm._draw_groups(y, domains, n_train, z.dtype)
+        signature = algorithm._signature(z, logits, y) if algorithm.WEIGHTS == "gradient" else None
+        weights = algorithm._weights(groups, signature)
+        index, mask, valid = groups[:3]
+        valid = valid.bool()
+        x_orig = (x.double() @ torch.as_tensor(dataset.scramble).T).numpy()
+        labels = y.numpy()
+        result["extrap"] = float(((weights < 0) & mask).any(1)[valid].float().mean())
+        if signature is not None:
+            features, residuals = signature
+            cosine = per_sample.grouped_head_gradient_cosine(features, residuals, index,
+                                                             algorithm._metric())
+            compat = fgmix.mean_compatibility(cosine, mask)
+            anchor = compat[torch.arange(len(y)), domains].numpy()
+            keep = valid.numpy()
+            inv_share = (x_orig[:, :dim_inv] ** 2).sum(1) / ((x_orig ** 2).sum(1) + 1.0)
+            result["corr"] = rank_correlation(anchor[keep], inv_share[keep])
+            if dataset.groups[0] is not None:
+                groups_of = np.concatenate([g[:BATCH_PER_ENV] for g in dataset.groups[:n_train]])
+                minority = np.isin(groups_of, MINORITY_GROUPS) & keep
+                majority = ~np.isin(groups_of, MINORITY_GROUPS) & keep
+                if minority.any() and majority.any():
+                    result["minority"] = float(anchor[minority].mean() - anchor[majority].mean())
+        uniform = mask.double() / mask.sum(1, keepdim=True).double()
+        members = torch.as_tensor(x_orig)[index]
+        shift = (torch.einsum("gk,gkf->gf", weights.double(), members)
+                 - torch.einsum("gk,gkf->gf", uniform, members)).numpy()[valid.numpy()]
+        sign = (2 * labels - 1)[valid.numpy()]
+        spu_dir = class_direction(x_orig[:, dim_inv:], labels)
+        inv_dir = class_direction(x_orig[:, :dim_inv], labels)
+        moved = np.abs(shift).sum(1) > 1e-12
+        if moved.any():
+            result["away_spu"] = float((sign * (shift[:, dim_inv:] @ spu_dir) < 0)[moved].mean())
+            result["to_inv"] = float((sign * (shift[:, :dim_inv] @ inv_dir) > 0)[moved].mean())
+    return result
+
+
+def measure_cell(job_dir, record, algorithm_name, cache):
+    hparams = record["hparams"]
+    if hparams.get("vector_featurizer", "linear") != "linear":
+        return {}
+    algorithm = load_algorithm(job_dir, record)
+    if algorithm is None:
+        return {}
+    dataset = cache.get(record["args"]["dataset"], hparams, record["args"]["trial_seed"])
+    dim_inv = dataset.problem_config.dim_inv
+    measured = {"w_inv": weight_share(algorithm, dataset.scramble, dim_inv)}
+    if algorithm_name == "FGMix":
+        measured["m_inv"] = metric_share(algorithm, dataset.scramble, dim_inv)
+    if algorithm_name in MIXING:
+        measured.update(mixing_diagnostics(algorithm, dataset, dim_inv))
+    return measured
+
+
+def collect(cells, sweep_dir):
+    """{(n_envs, problem, algorithm): {diagnostic: summary over data seeds}}."""
+    cache = ProblemCache()
+    out = {}
+    for (n_envs, problem, algorithm), entries in sorted(cells.items()):
+        values = {}
+        for _, _, run_records in entries:
+            record = run_records[0]
+            job_dir = os.path.join(sweep_dir, os.path.basename(record["args"]["output_dir"]))
+            for name, value in measure_cell(job_dir, record, algorithm, cache).items():
+                if value == value:  # not NaN
+                    values.setdefault(name, []).append(value)
+        if values:
+            out[(n_envs, problem, algorithm)] = {k: summarise(v) for k, v in values.items()}
+    return out
+
+
+def format_weight_table(diagnostics):
+    columns = [a for a in ALGORITHMS + [ORACLE]
+               if any(key[2] == a for key in diagnostics)]
+    rows = sorted({(n, p) for n, p, _ in diagnostics})
+    lines = ["-------- Share of the selected linear classifier's squared weight on the invariant "
+             "block (1 = invariant only; mean over data seeds)",
+             f"{'envs':<5}{'problem':<11}" + "".join(f"{c:>10}" for c in columns)]
+    for n_envs, problem in rows:
+        cells = []
+        for algorithm in columns:
+            summary = diagnostics.get((n_envs, problem, algorithm), {}).get("w_inv")
+            cells.append(f"{summary['mean']:.2f}" if summary else "-")
+        lines.append(f"{n_envs:<5}{problem:<11}" + "".join(f"{c:>10}" for c in cells))
+    return "\n".join(lines)
+
+
+MIXING_COLUMNS = ["m_inv", "corr", "minority", "extrap", "away_spu", "to_inv"]
+
+
+def format_mixing_table(diagnostics):
+    lines = ["-------- Mixing diagnostics (mean +/- s.e. over data seeds; see "
+             "domainbed/scripts/iut_diagnostics.py)",
+             f"{'envs':<5}{'problem':<11}{'algorithm':<11}"
+             + "".join(f"{c:>13}" for c in MIXING_COLUMNS)]
+    for (n_envs, problem, algorithm), values in sorted(diagnostics.items()):
+        if algorithm not in MIXING:
+            continue
+        cells = [f"{values[c]['mean']:+.2f}+/-{values[c]['se']:.2f}" if c in values else "-"
+                 for c in MIXING_COLUMNS]
+        lines.append(f"{n_envs:<5}{problem:<11}{algorithm:<11}" + "".join(f"{c:>13}" for c in cells))
+    return "\n".join(lines)
+
+
+def plot(cells, diagnostics, out_dir):
+    """iut_errors.png (test error against environments) and iut_diagnostics.png."""
+    from domainbed.lib.plots import require_matplotlib
+    from domainbed.scripts.iut_suite import PUBLISHED, PUBLISHED_METHODS, error_table
+
+    plt = require_matplotlib()
+    table = error_table(cells)
+    problems = sorted({p for _, p in table}, key=lambda p: (p.rstrip("s"), p))
+    algorithms = [a for a in ALGORITHMS + [ORACLE] if any(a in row for row in table.values())]
+    figure, axes = plt.subplots(1, len(problems), figsize=(3.6 * len(problems), 3.4),
+                                squeeze=False)
+    for axis, problem in zip(axes[0], problems):
+        for algorithm in algorithms:
+            points = sorted((n, row[algorithm]) for (n, p), row in table.items()
+                            if p == problem and algorithm in row)
+            if points:
+                axis.errorbar([n for n, _ in points], [s["mean"] for _, s in points],
+                              yerr=[s["se"] for _, s in points], marker="o", ms=3,
+                              capsize=2, label=algorithm)
+        for i, method in enumerate(PUBLISHED_METHODS):
+            points = sorted((n, values[i][0]) for (n, p), values in PUBLISHED.items()
+                            if p == problem)
+            if points:
+                axis.plot([n for n, _ in points], [v for _, v in points], "x", color="grey",
+                          ms=4, label="published" if i == 0 else None)
+        axis.set_title(problem, fontsize=9)
+        axis.set_xlabel("training environments")
+        axis.set_ylim(-0.02, 0.6)
+    axes[0][0].set_ylabel("test error")
+    axes[0][-1].legend(fontsize=6)
+    figure.tight_layout()
+    paths = [os.path.join(out_dir, "iut_errors.png")]
+    figure.savefig(paths[0], dpi=100)
+    plt.close(figure)
+
+    if diagnostics:
+        keys = sorted(diagnostics)
+        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+        labels = sorted({(n, p) for n, p, _ in keys})
+        width = 0.8 / max(len(algorithms), 1)
+        for i, algorithm in enumerate(algorithms):
+            values = [diagnostics.get((n, p, algorithm), {}).get("w_inv", {}).get("mean", np.nan)
+                      for n, p in labels]
+            left.bar(np.arange(len(labels)) + (i - len(algorithms) / 2) * width, values, width,
+                     label=algorithm)
+        left.set_xticks(range(len(labels)))
+        left.set_xticklabels([f"{p}\n{n} envs" for n, p in labels], fontsize=6, rotation=90)
+        left.set_ylabel("weight share on invariant block")
+        left.legend(fontsize=6)
+        for i, algorithm in enumerate(MIXING):
+            values = [diagnostics.get((n, p, algorithm), {}).get("away_spu", {}).get("mean", np.nan)
+                      for n, p in labels]
+            right.bar(np.arange(len(labels)) + (i - len(MIXING) / 2) * 0.2, values, 0.2,
+                      label=algorithm)
+        right.axhline(0.5, color="grey", lw=0.8)
+        right.set_xticks(range(len(labels)))
+        right.set_xticklabels([f"{p}\n{n} envs" for n, p in labels], fontsize=6, rotation=90)
+        right.set_ylabel("share of groups pushed against spurious")
+        right.legend(fontsize=6)
+        figure.tight_layout()
+        paths.append(os.path.join(out_dir, "iut_diagnostics.png"))
+        figure.savefig(paths[1], dpi=100)
+        plt.close(figure)
+    return paths
+
+
+def run(cells, output_dir):
+    """Measure, print both tables, write the plots; returns a JSON-able summary."""
+    diagnostics = collect(cells, os.path.join(output_dir, "sweep"))
+    if diagnostics:
+        print()
+        print(format_weight_table(diagnostics))
+        print()
+        print(format_mixing_table(diagnostics))
+    try:
+        paths = plot(cells, diagnostics, output_dir)
+        print("\nPlots: " + ", ".join(paths))
+    except SystemExit as error:  # matplotlib missing: the tables stand
+        print(f"\nPlots skipped: {error}")
+    return {f"{n}/{p}/{a}": values for (n, p, a), values in diagnostics.items()}
