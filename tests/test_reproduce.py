@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from domainbed.scripts import reproduce
@@ -13,9 +14,25 @@ def test_offline_sweep_arguments_are_stable_and_offline():
     flags = reproduce.sweep_arguments(args)
     assert flags[flags.index("--data_dir") + 1] == "offline"
     assert "--single_test_envs" in flags
-    assert flags[flags.index("--datasets") + 1: flags.index("--datasets") + 4] == \
-        reproduce.OFFLINE_DATASETS
+    datasets = flags[flags.index("--datasets") + 1: flags.index("--n_hparams")]
+    assert datasets == reproduce.OFFLINE_DATASETS == ["RotatedMNIST5k", "DigitsDG5k"]
     assert reproduce.sweep_arguments(reproduce.parse_args([])) == flags  # same jobs on re-run
+    # DomainBed's protocol in miniature: random search, trials, the datasets' steps.
+    assert int(flags[flags.index("--n_hparams") + 1]) >= 3
+    assert int(flags[flags.index("--n_trials") + 1]) >= 3
+    assert "--steps" not in flags
+    assert args.output_dir == os.path.join("reproduce_output", "default")
+
+
+def test_presets_size_the_runs_and_explicit_flags_win():
+    quick = reproduce.parse_args(["--preset", "quick"])
+    assert quick.n_hparams == 1 and quick.steps == 200 and quick.iut_n_envs == [3]
+    assert quick.output_dir == os.path.join("reproduce_output", "quick")
+    large = reproduce.parse_args(["--preset", "large", "--n_trials", "2", "--iut_n_trials", "3"])
+    assert large.n_trials == 2 and large.n_hparams == 10 and large.iut_n_trials == 3
+    assert "SAM" in large.algorithms and large.iut_steps == 1001
+    for name, preset in reproduce.PRESETS.items():
+        assert preset["cost"], name
 
 
 def test_full_mode_needs_data_and_launcher(capsys):
@@ -38,17 +55,20 @@ def test_ablation_rows_pair_cells_and_skip_missing():
     assert set(rows) == {"ERM", "Mixup", "FGMix"}  # InterpMix never ran: no row
     assert rows["ERM"]["n"] == 3 and "gain" not in rows["ERM"]
     assert rows["Mixup"]["gain"] == pytest.approx(0.0)  # +10 and -10 points
-    assert rows["Mixup"]["gain_se"] == pytest.approx(10 / 2 ** 0.5)
+    assert rows["Mixup"]["gain_se"] == pytest.approx(10.0)  # sample std 10 sqrt(2), n = 2
     assert rows["Mixup"]["wins"] == 1 and rows["Mixup"]["pairs"] == 2
     # FGMix is paired with the previous row that ran (Mixup), cell by cell.
     assert rows["FGMix"]["gain"] == pytest.approx(15.0)
     assert rows["FGMix"]["wins"] == 2
+    assert rows["FGMix"]["vs_first"] == pytest.approx(15.0) and rows["FGMix"]["vs_first_wins"] == 2
+    assert reproduce.smallest_detectable(list(rows.values())) == pytest.approx(
+        2.8 * float(np.median([rows["Mixup"]["gain_se"], rows["FGMix"]["gain_se"]])))
 
 
 def test_tiny_offline_run_prints_tables_and_ablation_then_reuses_jobs(tmp_path):
     command = [sys.executable, "-m", "domainbed.scripts.reproduce", "--output_dir", str(tmp_path),
-               "--datasets", "ColoredMNIST5k", "--algorithms", "ERM", "FGMix",
-               "--steps", "2", "--n_trials", "1", "--jobs", "2"]
+               "--suite", "digits", "--datasets", "ColoredMNIST5k", "--algorithms", "ERM",
+               "FGMix", "--steps", "2", "--n_trials", "1", "--n_hparams", "1", "--jobs", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -56,7 +76,9 @@ def test_tiny_offline_run_prints_tables_and_ablation_then_reuses_jobs(tmp_path):
     assert "model selection method: test-domain validation set (oracle)" in first.stdout
     assert "leave-one-domain-out" not in first.stdout
     assert "Ablation" in first.stdout and "FGMix" in first.stdout.split("Ablation")[1]
-    assert (tmp_path / "plots").is_dir() or "Plots failed" in first.stdout
+    assert "Smallest paired difference" in first.stdout
+    assert (tmp_path / "plots" / "ColoredMNIST5k_learning_curves.png").exists()
+    assert (tmp_path / "ablation.json").exists()
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0
     assert "About to launch 0 jobs." in second.stdout  # finished jobs are reused

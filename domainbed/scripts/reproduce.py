@@ -1,16 +1,25 @@
-"""The main job behind `./reproduce.sh`.
+"""The main job behind `./reproduce.sh`: DomainBed's protocol in miniature, offline, on CPU.
 
-Offline (default): a sweep of ERM, Mixup, SAM, CORAL and the FGMix family on the offline
-datasets (data shipped by pip packages: no download, no GPU), run on this machine with the
-`local` launcher, then the training-domain-validation and oracle tables, the ablation table
-(ERM -> Mixup -> InterpMix -> ExtrapMix -> GMix -> FGMix) and per-dataset plots. Finished
-jobs are reused and interrupted ones resume, so running it again continues where it stopped.
+Offline (default), two suites, each a set of ordinary sweeps whose job directories are
+reused on a re-run (interrupted jobs resume):
+
+* `digits`: the ablation chain ERM -> Mixup -> InterpMix -> ExtrapMix -> GMix -> FGMix on
+  the offline digit datasets, every environment held out in turn, random search (draw 0 =
+  defaults, upstream's per-name seeded draws), several trials, steps to convergence
+  (docs/studies.md), run by the `pool` launcher (warm workers). Then collect_results'
+  training-domain-validation and oracle tables, the paired ablation (gains, spreads, win
+  counts and the smallest difference the sweep can detect) and the plots.
+* `iut`: the linear unit tests for invariance with the published anchors beside ours and
+  the diagnostics of FGMix's premise (`domainbed.scripts.iut_suite`).
+
+`--preset quick | default | large` sizes both (costs printed at start; measured on two
+CPU cores, see README). Any sizing flag given explicitly overrides the preset.
 
 --full: the DomainBed protocol (all test-environment combinations, 20 hparam draws, 3 trials)
 on the real datasets through a launcher, then `collect_results --compare_upstream`.
 
-This module only drives the public commands (`sweep`, `collect_results`) and reads records
-through `lib.reporting`; it imports no torch itself.
+This module drives the public commands (`sweep`, `collect_results`) and reads records
+through `lib.reporting`; it imports no torch itself (the iut diagnostics do).
 """
 import argparse
 import json
@@ -21,49 +30,92 @@ import time
 
 import numpy as np
 
-OFFLINE_DATASETS = ["RotatedMNIST5k", "ColoredMNIST5k", "DigitsDG5k"]
+from domainbed.scripts import iut_suite
+
 FULL_DATASETS = ["ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
                  "TerraIncognita", "DomainNet"]
-ALGORITHMS = ["ERM", "Mixup", "SAM", "CORAL", "InterpMix", "ExtrapMix", "GMix", "FGMix"]
 ABLATION = ["ERM", "Mixup", "InterpMix", "ExtrapMix", "GMix", "FGMix"]
+ALGORITHMS = ABLATION
 REPORTED_METHODS = ["IIDAccuracySelectionMethod", "OracleSelectionMethod"]
-# Offline sizing: 32 images per domain and 200 steps keep the whole sweep near half an
-# hour on two CPU cores (docs: README, Results).
-OFFLINE_HPARAMS = '{"batch_size": 32}'
+SUITES = ("digits", "iut")
 
+# Sizing of each preset. steps None = the datasets' N_STEPS (1001 for the offline digit
+# datasets, where validation accuracy has reached its plateau; 401 for the unit tests).
+PRESETS = {
+    "quick": {
+        "cost": "about 5 minutes on 2 CPU cores: a plumbing check, not an experiment",
+        "datasets": ["RotatedMNIST5k", "DigitsDG5k"], "algorithms": ABLATION,
+        "n_hparams": 1, "n_trials": 1, "steps": 200,
+        "iut": {"iut_n_envs": [3], "iut_n_hparams": 2, "iut_n_trials": 2, "iut_steps": 101},
+    },
+    "default": {
+        "cost": "about 45 minutes on 2 CPU cores (digits about 30, unit tests about 15)",
+        "datasets": ["RotatedMNIST5k", "DigitsDG5k"], "algorithms": ABLATION,
+        "n_hparams": 3, "n_trials": 3, "steps": None,
+        "iut": {},
+    },
+    "large": {
+        "cost": "about 6 hours on 2 CPU cores",
+        "datasets": ["RotatedMNIST5k", "ColoredMNIST5k", "DigitsDG5k"],
+        "algorithms": ABLATION + ["SAM", "CORAL"],
+        "n_hparams": 10, "n_trials": 5, "steps": 2001,
+        "iut": {"iut_n_hparams": 10, "iut_n_trials": 10, "iut_steps": 1001},
+    },
+}
+OFFLINE_DATASETS = PRESETS["default"]["datasets"]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="./reproduce.sh",
         description="Run the FGMix experiment (offline by default) and print its tables.")
-    parser.add_argument("--output_dir", default="reproduce_output",
-                        help="where the sweep, tables and plots go (default: %(default)s)")
-    parser.add_argument("--algorithms", nargs="+", default=ALGORITHMS)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="sizing of the offline experiment (default: %(default)s)")
+    parser.add_argument("--suite", choices=("all",) + SUITES, default="all",
+                        help="offline: both suites (default), or only one")
+    parser.add_argument("--output_dir", default=None,
+                        help="where the sweeps, tables and plots go (default: "
+                             "reproduce_output/PRESET, or reproduce_output/full)")
+    parser.add_argument("--algorithms", nargs="+", default=None,
+                        help="digits suite (default: the preset's)")
     parser.add_argument("--datasets", nargs="+", default=None,
-                        help=f"default: {' '.join(OFFLINE_DATASETS)} (offline), "
-                             f"{' '.join(FULL_DATASETS)} (--full)")
+                        help=f"default: the preset's (offline), {' '.join(FULL_DATASETS)} (--full)")
     parser.add_argument("--n_hparams", type=int, default=None,
-                        help="hparam draws per configuration, draw 0 being the defaults "
-                             "(offline default 1: defaults only; full 20)")
-    parser.add_argument("--n_trials", type=int, default=None, help="offline default 2, full 3")
+                        help="hparam draws per configuration, draw 0 being the defaults")
+    parser.add_argument("--n_trials", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per run (offline default 200; full: dataset default)")
-    parser.add_argument("--hparams", default=None,
-                        help='JSON hparam overrides for every run (offline default '
-                             f'{OFFLINE_HPARAMS}; full: none)')
+                        help="training steps per run (default: the preset's, else the dataset's)")
+    parser.add_argument("--hparams", default=None, help="JSON hparam overrides for every run")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="offline: runs side by side on this machine (default: CPU count)")
+                        help="offline: warm worker processes (default: CPU count)")
     parser.add_argument("--full", action="store_true", help="the DomainBed protocol on real data")
     parser.add_argument("--data_dir", default=None, help="root of the real datasets (--full)")
     parser.add_argument("--launcher", default=None, help="command launcher for --full (e.g. slurm)")
     parser.add_argument("--report_only", action="store_true",
                         help="print the tables of what has run so far; launch nothing")
+    iut_suite.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.full and not (args.data_dir and args.launcher):
         parser.error("--full needs --data_dir DIR and --launcher NAME "
                      "(e.g. --launcher slurm, or local)")
+    apply_preset(args, argv if argv is not None else sys.argv[1:])
     return args
+
+
+def apply_preset(args, argv):
+    """Fill every sizing flag the user did not give from the preset."""
+    preset = PRESETS[args.preset]
+    if args.output_dir is None:  # presets never share a sweep: their tables would mix
+        args.output_dir = os.path.join("reproduce_output", "full" if args.full else args.preset)
+    given = {word.split("=")[0] for word in argv if word.startswith("--")}
+    for name in ("datasets", "algorithms", "n_hparams", "n_trials", "steps"):
+        if f"--{name}" not in given and not args.full:
+            setattr(args, name, preset[name])
+    if args.algorithms is None:
+        args.algorithms = ALGORITHMS
+    for name, value in preset["iut"].items():
+        if f"--{name}" not in given:
+            setattr(args, name, value)
 
 
 def sweep_arguments(args):
@@ -73,20 +125,17 @@ def sweep_arguments(args):
                  "--n_hparams", str(20 if args.n_hparams is None else args.n_hparams),
                  "--n_trials", str(3 if args.n_trials is None else args.n_trials),
                  "--data_dir", args.data_dir]
-        if args.steps:
-            flags += ["--steps", str(args.steps)]
-        if args.hparams:
-            flags += ["--hparams", args.hparams]
     else:
-        flags = ["--datasets", *(args.datasets or OFFLINE_DATASETS),
-                 "--n_hparams", str(1 if args.n_hparams is None else args.n_hparams),
-                 "--n_trials", str(2 if args.n_trials is None else args.n_trials),
-                 "--steps", str(args.steps or 200),
-                 "--hparams", args.hparams or OFFLINE_HPARAMS,
+        flags = ["--datasets", *args.datasets,
+                 "--n_hparams", str(args.n_hparams), "--n_trials", str(args.n_trials),
                  # The offline datasets ship with their packages; the path is never read,
                  # but it is part of every job's hash, so it is a fixed word, not a path.
                  "--data_dir", "offline",
                  "--single_test_envs"]
+    if args.steps:
+        flags += ["--steps", str(args.steps)]
+    if args.hparams:
+        flags += ["--hparams", args.hparams]
     return ["--algorithms", *args.algorithms, *flags,
             "--output_dir", os.path.join(args.output_dir, "sweep")]
 
@@ -97,11 +146,16 @@ def run(command, env=None):
     return subprocess.call(command, env=env)
 
 
-def launch(args):
+def worker_env(args):
     env = dict(os.environ)
-    launcher = args.launcher or "local"
-    if not args.full:
-        env["DOMAINBED_LOCAL_JOBS"] = str(args.jobs or os.cpu_count() or 1)
+    if args.jobs:
+        env["DOMAINBED_POOL_WORKERS"] = str(args.jobs)
+    return env
+
+
+def launch(args):
+    env = worker_env(args)
+    launcher = args.launcher or "pool"
     rc = run([sys.executable, "-m", "domainbed.scripts.sweep", "launch", *sweep_arguments(args),
               "--command_launcher", launcher, "--skip_confirmation"], env=env)
     if rc != 0:
@@ -144,8 +198,27 @@ def selected_accuracies(records):
     return cells
 
 
+def paired(cells, algorithm, reference):
+    """Differences (points) of `algorithm` to `reference` within each cell having both."""
+    return [100 * (c[algorithm] - c[reference]) for c in cells.values()
+            if algorithm in c and reference in c]
+
+
+def summary(diffs):
+    return {"gain": float(np.mean(diffs)),
+            "gain_se": float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1
+            else float("nan"),
+            "wins": int(sum(d > 0 for d in diffs)), "pairs": len(diffs)}
+
+
+# A paired difference of 2.8 standard errors is detected with 80% power by a two-sided
+# test at the 5% level (1.96 + 0.84, normal approximation).
+DETECTABLE_SE = 2.8
+
+
 def ablation_rows(cells, chain=ABLATION):
-    """Each step of the chain: mean accuracy, and the paired gain over the previous step.
+    """Each step of the chain: mean accuracy, the paired gain over the previous step and
+    over ERM (the chain's first row).
 
     Gains are paired: the difference within the same (dataset, test env, trial) cell, then
     its mean and standard error over cells, and how many cells improved."""
@@ -158,33 +231,48 @@ def ablation_rows(cells, chain=ABLATION):
         row = {"algorithm": algorithm, "n": len(present),
                "mean": 100 * float(np.mean([c[algorithm] for c in present]))}
         if previous is not None:
-            diffs = [100 * (c[algorithm] - c[previous]) for c in cells.values()
-                     if algorithm in c and previous in c]
+            diffs = paired(cells, algorithm, previous)
             if diffs:
-                row["gain"] = float(np.mean(diffs))
-                row["gain_se"] = float(np.std(diffs) / np.sqrt(len(diffs)))
-                row["wins"] = sum(d > 0 for d in diffs)
-                row["pairs"] = len(diffs)
+                row.update(summary(diffs))
+                to_first = paired(cells, algorithm, rows[0]["algorithm"])
+                row["vs_first"], row["vs_first_se"] = (summary(to_first)["gain"],
+                                                      summary(to_first)["gain_se"])
+                row["vs_first_wins"] = summary(to_first)["wins"]
         rows.append(row)
         previous = algorithm
     return rows
 
 
+def smallest_detectable(rows):
+    """The paired difference (points) the sweep detects at 80% power: 2.8 median s.e."""
+    errors = [row["gain_se"] for row in rows if row.get("gain_se") == row.get("gain_se")
+              and "gain_se" in row]
+    return DETECTABLE_SE * float(np.median(errors)) if errors else None
+
+
 def print_ablation(rows):
+    first = rows[0]["algorithm"] if rows else "ERM"
     print("\n-------- Ablation (training-domain validation; gain = paired difference to the "
           "row above,\n         mean +/- standard error over (dataset, test env, trial) cells)")
-    header = f"{'Algorithm':<12}{'Acc':>8}{'Gain':>10}{'+/-':>7}{'Better in':>12}"
-    print(header)
+    print(f"{'Algorithm':<12}{'Acc':>8}{'Gain':>10}{'+/-':>7}{'Better in':>12}"
+          f"{'vs ' + first:>10}{'+/-':>7}{'Better in':>12}")
     for row in rows:
         if "gain" in row:
             print(f"{row['algorithm']:<12}{row['mean']:>8.1f}{row['gain']:>+10.1f}"
-                  f"{row['gain_se']:>7.1f}{row['wins']:>7}/{row['pairs']:<4}")
+                  f"{row['gain_se']:>7.1f}{row['wins']:>7}/{row['pairs']:<4}"
+                  f"{row['vs_first']:>+10.1f}{row['vs_first_se']:>7.1f}"
+                  f"{row['vs_first_wins']:>7}/{row['pairs']:<4}")
         else:
-            print(f"{row['algorithm']:<12}{row['mean']:>8.1f}{'':>10}{'':>7}{'':>12}")
+            print(f"{row['algorithm']:<12}{row['mean']:>8.1f}")
+    detectable = smallest_detectable(rows)
+    if detectable is not None:
+        print(f"Smallest paired difference this sweep detects (80% power, 5% two-sided): "
+              f"{detectable:.1f} points ({DETECTABLE_SE} x the median standard error)")
 
 
-def write_plots(args):
-    """Plots, and collect_results' full output (all three methods) kept beside them."""
+def write_plots(args, records):
+    """collect_results' bar charts and full output (all three methods), and the learning
+    curves of the default-hparams runs."""
     plot_dir = os.path.join(args.output_dir, "plots")
     log_path = os.path.join(args.output_dir, "collect_results.txt")
     with open(log_path, "w") as log:
@@ -192,10 +280,65 @@ def write_plots(args):
             [sys.executable, "-m", "domainbed.scripts.collect_results",
              "--input_dir", os.path.join(args.output_dir, "sweep"), "--plot", plot_dir],
             stdout=log, stderr=subprocess.STDOUT)
-    print(f"\nPlots: {plot_dir}/" if rc == 0 else f"\nPlots failed: see {log_path}")
+    if rc != 0:
+        print(f"\nPlots failed: see {log_path}")
+        return
+    try:
+        paths = plot_learning_curves(records, plot_dir)
+    except SystemExit as error:
+        print(f"\nLearning curves skipped: {error}")
+        paths = []
+    print(f"\nPlots: {plot_dir}/ ({len(paths)} learning-curve figures)")
 
 
-def report(args, elapsed_s=None):
+def learning_curves(records):
+    """{dataset: {algorithm: (steps, mean val acc, mean test acc)}} over the default-hparams
+    runs: validation = mean of the training envs' out-splits (what selection reads)."""
+    from domainbed.model_selection import IIDAccuracySelectionMethod
+
+    curves = {}
+    for record in records:
+        args = record["args"]
+        if args["hparams_seed"] != 0 or len(args["test_envs"]) != 1:
+            continue
+        accs = IIDAccuracySelectionMethod._step_acc(record)
+        by_step = curves.setdefault(args["dataset"], {}).setdefault(args["algorithm"], {})
+        by_step.setdefault(record["step"], []).append((accs["val_acc"], accs["test_acc"]))
+    return {dataset: {algorithm: (sorted(by_step),
+                                  [float(np.mean([v for v, _ in by_step[s]])) for s in sorted(by_step)],
+                                  [float(np.mean([t for _, t in by_step[s]])) for s in sorted(by_step)])
+                      for algorithm, by_step in algorithms.items()}
+            for dataset, algorithms in curves.items()}
+
+
+def plot_learning_curves(records, plot_dir):
+    from domainbed.lib.plots import require_matplotlib
+
+    plt = require_matplotlib()
+    os.makedirs(plot_dir, exist_ok=True)
+    paths = []
+    for dataset, algorithms in sorted(learning_curves(records).items()):
+        figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        order = [a for a in ALGORITHMS if a in algorithms] + sorted(set(algorithms) - set(ALGORITHMS))
+        for algorithm in order:
+            steps, val, test = algorithms[algorithm]
+            left.plot(steps, [100 * v for v in val], label=algorithm)
+            right.plot(steps, [100 * t for t in test], label=algorithm)
+        left.set_title(f"{dataset}: training-domain validation", fontsize=9)
+        right.set_title(f"{dataset}: held-out environment (in-split)", fontsize=9)
+        for axis in (left, right):
+            axis.set_xlabel("step")
+            axis.set_ylabel("accuracy (%), default hparams")
+        right.legend(fontsize=7)
+        figure.tight_layout()
+        path = os.path.join(plot_dir, f"{dataset}_learning_curves.png")
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def report(args):
     sweep_dir = os.path.join(args.output_dir, "sweep")
     records = load_records(sweep_dir)
     print(f"\nTotal records: {len(records)}")
@@ -203,10 +346,16 @@ def report(args, elapsed_s=None):
     rows = ablation_rows(selected_accuracies(records))
     print_ablation(rows)
     with open(os.path.join(args.output_dir, "ablation.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    write_plots(args)
-    if elapsed_s is not None:
-        print(f"\nWall time of this invocation: {elapsed_s / 60:.1f} min")
+        json.dump({"rows": rows, "smallest_detectable_points": smallest_detectable(rows)},
+                  f, indent=1)
+    write_plots(args, records)
+
+
+def iut_args(args):
+    """The unit-test suite's namespace: the same flags, its own output directory."""
+    namespace = argparse.Namespace(**vars(args))
+    namespace.output_dir = os.path.join(args.output_dir, "iut")
+    return namespace
 
 
 def main(argv=None):
@@ -219,9 +368,20 @@ def main(argv=None):
         sys.exit(subprocess.call([sys.executable, "-m", "domainbed.scripts.collect_results",
                                   "--input_dir", os.path.join(args.output_dir, "sweep"),
                                   "--compare_upstream"]))
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    print(f"reproduce: preset {args.preset!r} ({PRESETS[args.preset]['cost']}); "
+          f"suites: {', '.join(suites)}", flush=True)
     if not args.report_only:
-        launch(args)
-    report(args, time.time() - start)
+        if "digits" in suites:
+            launch(args)
+        if "iut" in suites:
+            os.makedirs(iut_args(args).output_dir, exist_ok=True)
+            iut_suite.launch(iut_args(args), env=worker_env(args))
+    if "digits" in suites:
+        report(args)
+    if "iut" in suites:
+        iut_suite.report(iut_args(args))
+    print(f"\nWall time of this invocation: {(time.time() - start) / 60:.1f} min")
 
 
 if __name__ == "__main__":
