@@ -451,6 +451,25 @@ def _identity_from_records(output_dir, ours):
     return stored
 
 
+# Files train.py writes (besides checkpoint.pt, which is set aside when unusable, and
+# `done`, whose mere existence means done): a directory or a FIFO in their place is refused.
+WRITTEN_FILES = (JOB_FILE, HEARTBEAT_FILE, FAILED_FILE, RESULTS_FILE, "out.txt", "err.txt",
+                 "model.pkl")
+
+
+def check_layout(output_dir):
+    """Raise JobIdentityError when a file train.py writes is a directory or a FIFO."""
+    for name in WRITTEN_FILES:
+        path = os.path.join(output_dir, name)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISDIR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            raise JobIdentityError(f"{path} is not a regular file; move it away or use "
+                                   "another --output_dir")
+
+
 def check_job_identity(output_dir, identifying_args):
     """Raise JobIdentityError if `output_dir` holds another job (or data that is not a
     job's). Writes nothing.
@@ -463,6 +482,7 @@ def check_job_identity(output_dir, identifying_args):
     the directory is taken over).
     """
     ours = _normalised(identifying_args)
+    check_layout(output_dir)
     if os.path.lexists(os.path.join(output_dir, JOB_FILE)):
         stored = read_job_args(output_dir)
         if stored is None:
