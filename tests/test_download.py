@@ -564,3 +564,14 @@ def test_download_usage_errors_are_one_line(tmp_path):
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "--timeout" in result.stderr
+
+
+def test_verify_reports_an_unreadable_layout_as_a_problem(tmp_path, small_pacs, capsys,
+                                                          monkeypatch):
+    (tmp_path / "PACS").mkdir()
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "PACS"))
+    monkeypatch.setattr(verify, "check_image_folder", unreadable)
+    assert _main("--data_dir", tmp_path, "--verify", "--datasets", "PACS") == 1
+    assert "PACS: PROBLEM: cannot read" in capsys.readouterr().out

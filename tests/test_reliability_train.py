@@ -254,3 +254,17 @@ def test_disk_full_cli_logs_and_checkpoint(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("train.py: error: the disk is full"), proc.stderr
     assert jobdir.is_failed(out)
     assert not [p.name for p in out.iterdir() if ".tmp." in p.name]
+
+
+def test_lost_records_before_the_checkpoint_restart_the_job(crashed, reference, tmp_path,
+                                                           capsys):
+    """results.jsonl emptied (or its early lines lost) while checkpoint.pt is fine: resuming
+    would finish a job without its first records; it starts again from step 0 instead."""
+    out = copy_of(crashed, tmp_path)
+    (out / "results.jsonl").write_text("")
+    capsys.readouterr()
+    assert train.main(argv(out)) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lacks the records of steps 0, 2 before the checkpoint's step 3" \
+        in err[0]
+    assert_same_run(reference, out)

@@ -333,8 +333,12 @@ def verify_dataset(recipe, data_dir, store, named):
     if not os.path.exists(target) and not named:
         print(f"{recipe.name}: not downloaded")
         return True
-    problems, summary = recipe.check(data_dir, store.dataset(recipe.name))
-    problems += check_archives(recipe, data_dir, store)
+    try:
+        problems, summary = recipe.check(data_dir, store.dataset(recipe.name))
+        problems += check_archives(recipe, data_dir, store)
+    except OSError as error:   # an unreadable folder or file: a problem, not a crash
+        problems, summary = [f"cannot read {error.filename or target} "
+                             f"({error.strerror or error})"], {}
     if problems:
         print(f"{recipe.name}: PROBLEM: " + "; ".join(problems[:5])
               + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
