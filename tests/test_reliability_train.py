@@ -268,3 +268,21 @@ def test_lost_records_before_the_checkpoint_restart_the_job(crashed, reference, 
     assert len(err) == 1 and "lacks the records of steps 0, 2 before the checkpoint's step 3" \
         in err[0]
     assert_same_run(reference, out)
+
+
+def test_torch_save_failing_on_a_full_disk_is_an_enospc_oserror(tmp_path, monkeypatch):
+    """On a full disk torch.save raises RuntimeError('... unexpected pos ...'), found on a
+    300 kB tmpfs; save_atomic turns it into the OSError it is, and leaves no temporary."""
+    def torch_on_full_disk(obj, f, *args, **kwargs):
+        f.write(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 37376")
+    monkeypatch.setattr(checkpoint.torch, "save", torch_on_full_disk)
+    monkeypatch.setattr(checkpoint, "_disk_full", lambda directory: True)
+    with pytest.raises(OSError) as caught:
+        checkpoint.save_atomic({"a": 1}, str(tmp_path / "checkpoint.pt"))
+    assert caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(checkpoint, "_disk_full", lambda directory: False)
+    with pytest.raises(RuntimeError, match="unexpected pos"):   # not full: as it was
+        checkpoint.save_atomic({"a": 1}, str(tmp_path / "checkpoint.pt"))
+    assert list(tmp_path.iterdir()) == []

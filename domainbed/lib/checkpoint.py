@@ -8,6 +8,7 @@ next step to run and the running lists not yet averaged into a record. Restoring
 running the remaining steps gives the records and weights an uninterrupted run gives.
 """
 import copy
+import errno
 import os
 import random
 import re
@@ -117,7 +118,14 @@ def save_atomic(obj, path):
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as error:
+                # torch reports a failed write of its zip writer as a RuntimeError
+                # ("unexpected pos ..."): on a full disk, say so as the OSError it is.
+                if _disk_full(os.path.dirname(os.path.abspath(path))):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp) from error
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -127,6 +135,14 @@ def save_atomic(obj, path):
         except OSError:
             pass
         raise
+
+
+def _disk_full(directory, margin=1 << 20):
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < margin
 
 
 def save_checkpoint(output_dir, state):

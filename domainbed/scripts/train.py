@@ -19,6 +19,7 @@ import math
 import numbers
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -639,7 +640,8 @@ def run_locked(job):
 
 
 def io_error_message(error, job, recorded):
-    where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+    filename = getattr(error, "filename", None)
+    where = f" ({re.sub(r'[.]tmp[.][0-9]+$', '', str(filename))})" if filename else ""
     if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
         what = f"the disk is full{where}"
         todo = "free some space, then rerun the same command: it resumes from the last checkpoint"
