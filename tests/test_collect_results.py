@@ -354,3 +354,20 @@ def test_list_top_hparams(tmp_path):
     assert result.stdout.count("Model selection: ") == 3
     assert result.stdout.count("trial_seed: 0") == 3
     assert "'test_acc': 0.66" in result.stdout
+
+
+def test_full_disk_writing_results_txt_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from domainbed.lib import misc
+
+    class FullDiskTee(misc.Tee):
+        def write(self, message):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    debug_sweep(tmp_path, trials=(0,))
+    monkeypatch.setattr(misc, "Tee", FullDiskTee)
+    assert collect_results.cli(["--input_dir", str(tmp_path)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("collect_results: error: No space left on device")
+    assert "free some space" in last

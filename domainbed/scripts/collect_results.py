@@ -266,6 +266,11 @@ def cli(argv=None):
     except KeyboardInterrupt:
         print("collect_results: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:   # e.g. results.txt on a full disk
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"collect_results: error: {error.strerror or error}{where}; free some space or "
+              "make the sweep directory writable, then rerun", file=sys.stderr)
+        return 1
     except Exception as error:
         print(f"collect_results: error: {type(error).__name__}: "
               f"{' '.join(str(error).split())[:300]} (the records may be inconsistent: "
