@@ -10,7 +10,7 @@ from domainbed import hparams_registry  # noqa: E402
 from domainbed.algorithms import fgmix, get_algorithm_class  # noqa: E402
 from domainbed.lib import per_sample  # noqa: E402
 
-VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMix"]
+VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMix", "AntiGMix"]
 RESNET_OVERRIDES = {"pretrained": False, "resnet50_augmix": False, "resnet18": True}
 
 
@@ -109,6 +109,23 @@ def test_conflicting_domain_gets_smallest_and_negative_weight():
         weights = fgmix.affine_weights(policy, mask, kappa)
         assert torch.all(weights.argmin(1) == 2)
         assert (weights[:, 2] < 0).all() == (kappa > 0)
+
+
+def test_antigmix_reverses_gmix_preference_for_the_conflicting_domain():
+    g = torch.Generator().manual_seed(4)
+    n_features = 8
+    z = torch.randn(n_features, generator=g) + 0.1 * torch.randn(4, n_features, generator=g)
+    agreeing = torch.tensor([-0.6, 0.4, 0.2])
+    r = agreeing + 0.05 * torch.randn(4, 3, generator=g)
+    r[2] = -agreeing                                    # domain 2 pulls the head the other way
+    index, mask = _groups(torch.zeros(4, dtype=torch.long), torch.arange(4), 4, 3)
+    groups = (index, mask, torch.ones(4), None)
+    weights = {name: _algorithm(name, "Debug28", num_classes=3, num_domains=4)
+               ._weights(groups, (z, r)) for name in ("GMix", "AntiGMix")}
+    assert torch.all(weights["GMix"].argmin(1) == 2)
+    assert torch.all(weights["AntiGMix"].argmax(1) == 2)
+    for w in weights.values():
+        assert torch.allclose(w.sum(1), torch.ones(4))
 
 
 # -- the policy's meta-gradient -------------------------------------------------------------
@@ -264,6 +281,7 @@ EXPECTED_HPARAMS = {
     "InterpMix": {"fgmix_gamma", "fgmix_alpha"},
     "ExtrapMix": {"fgmix_gamma", "fgmix_alpha", "fgmix_kappa"},
     "GMix": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau"},
+    "AntiGMix": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau"},
     "FGMix": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau", "fgmix_policy_lr", "fgmix_inner_lr",
               "fgmix_rho"},
 }

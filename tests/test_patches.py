@@ -18,7 +18,7 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PATCHES_DIR = REPO_ROOT / "patches"
 FGMIX_PY = REPO_ROOT / "domainbed" / "algorithms" / "fgmix.py"
-VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMix"]
+VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMix", "AntiGMix"]
 EDITED = ["domainbed/algorithms.py", "domainbed/hparams_registry.py"]
 PLUGIN = "domainbed/fgmix_plugin.py"
 
@@ -258,7 +258,7 @@ def test_upstream_files_only_gain_lines(patched, pristine):
     assert set(snapshot(patched)) == set(pristine) | {PLUGIN}
 
 
-def test_patched_standin_trains_the_four_variants_with_our_hparams(patched):
+def test_patched_standin_trains_every_variant_with_our_hparams(patched):
     from domainbed import hparams_registry
     from domainbed.lib.misc import seed_hash
 

@@ -17,6 +17,10 @@ reads in its order:
       GMix       π = softmax(compat / τ)    κ > 0, metric fixed to 1
       FGMix      π = softmax(compat / τ)    κ > 0, metric learned (§5)
 
+  and one proposed after the invariance unit tests (docs/invariance.md):
+
+      AntiGMix   π = softmax(−compat / τ)   κ > 0, metric fixed to 1
+
 The backbone runs one forward and one backward pass per step, as in ERM; everything
 added works on features, residuals and the head only.
 """
@@ -165,6 +169,7 @@ class GroupMixBase(Algorithm):
     WEIGHTS = "dirichlet"
     EXTRAPOLATE = False
     LEARN_POLICY = False
+    COMPATIBILITY_SIGN = 1.0   # -1: favour the least compatible members (AntiGMix)
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
@@ -244,8 +249,8 @@ class GroupMixBase(Algorithm):
             features, residuals = signature
             cosine = per_sample.grouped_head_gradient_cosine(features, residuals, index,
                                                              self._metric())
-            policy = compatibility_policy(mean_compatibility(cosine, mask), mask,
-                                          self.hparams["fgmix_tau"])
+            compatibility = self.COMPATIBILITY_SIGN * mean_compatibility(cosine, mask)
+            policy = compatibility_policy(compatibility, mask, self.hparams["fgmix_tau"])
         return affine_weights(policy, mask, self._kappa())
 
     def policy_meta_loss(self, z, y, groups, signature, epsilon=None):
@@ -337,3 +342,23 @@ class FGMix(GroupMixBase):
         hparam("fgmix_policy_lr", 1e-2, lambda r: 10**r.uniform(-3, -1))
         hparam("fgmix_inner_lr", 0.1, lambda r: 10**r.uniform(-2, 0))
         hparam("fgmix_rho", 0.05, lambda r: r.choice([0.01, 0.02, 0.05, 0.1, 0.2]))
+
+
+@register_algorithm
+class AntiGMix(GroupMixBase):
+    """Proposed variant (docs/invariance.md): GMix with the compatibility's sign reversed,
+    π = softmax(−c / τ), so extrapolation moves toward the members whose head gradients
+    disagree with their group's.
+
+    Why: on the invariance unit tests, same-label head gradients agree when the instances'
+    spurious blocks agree (that block is the strong one), so GMix's weights push the mixed
+    points along the spurious direction; the least compatible members are the ones whose
+    spurious block contradicts their label. Kept beside GMix, so the ablation stays.
+    """
+
+    WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "gradient", True, False
+    COMPATIBILITY_SIGN = -1.0
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        GMix.declare_hparams(hparam, dataset)

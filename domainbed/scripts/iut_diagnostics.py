@@ -29,7 +29,7 @@ import numpy as np
 
 from domainbed.scripts.iut_suite import ALGORITHMS, ORACLE, summarise
 
-MIXING = ["InterpMix", "ExtrapMix", "GMix", "FGMix"]
+MIXING = ["InterpMix", "ExtrapMix", "GMix", "FGMix", "AntiGMix"]
 BATCH_PER_ENV = 512
 MINORITY_GROUPS = (1, 3)   # Example2: (cow, sand) and (camel, grass)
 
@@ -278,7 +278,7 @@ def plot(cells, diagnostics, out_dir):
         for i, algorithm in enumerate(MIXING):
             values = [diagnostics.get((n, p, algorithm), {}).get("away_spu", {}).get("mean", np.nan)
                       for n, p in labels]
-            right.bar(np.arange(len(labels)) + (i - len(MIXING) / 2) * 0.2, values, 0.2,
+            right.bar(np.arange(len(labels)) + (i - len(MIXING) / 2) * 0.16, values, 0.16,
                       label=algorithm)
         right.axhline(0.5, color="grey", lw=0.8)
         right.set_xticks(range(len(labels)))
