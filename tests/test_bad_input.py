@@ -83,6 +83,7 @@ CASES = {
     "negative trial seed": (["--trial_seed", "-1"], ["--trial_seed must be"]),
     "hparams seed 2**32": (["--hparams_seed", str(2**32)], ["--hparams_seed must be"]),
     "not a number": (["--steps", "many"], ["argument --steps: invalid int value: 'many'"]),
+    "deeply nested hparams": (["--hparams", "[" * 100000], ["--hparams is not valid JSON"]),
     "unknown flag": (["--stpes", "3"], ["unrecognized arguments: --stpes 3"]),
 }
 

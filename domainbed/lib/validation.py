@@ -113,8 +113,9 @@ def parse_hparams(text):
         return {}
     try:
         value = json.loads(text)
-    except ValueError as e:
-        raise ValidationError(f"--hparams is not valid JSON ({e}); write it like "
+    except (ValueError, RecursionError) as e:
+        reason = e if isinstance(e, ValueError) else "nested too deeply"
+        raise ValidationError(f"--hparams is not valid JSON ({reason}); write it like "
                               f"--hparams '{{\"lr\": 0.001}}'") from None
     if not isinstance(value, dict):
         raise ValidationError(f"--hparams must be a JSON object, e.g. '{{\"lr\": 0.001}}', "
