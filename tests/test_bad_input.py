@@ -74,7 +74,7 @@ CASES = {
                            ["holds out every environment of Debug28", "leave at least one"]),
     "lr NaN": (["--hparams", '{"lr": NaN}'], ["'lr' must be a finite number, got nan"]),
     "lr infinite": (["--hparams", '{"lr": 1e400}'], ["'lr' must be a finite number"]),
-    "negative lr": (["--hparams", '{"lr": -1}'], ["'lr' must be a number in (0, inf]"]),
+    "negative lr": (["--hparams", '{"lr": -1}'], ["'lr' must be a number in (0, inf)"]),
     "negative weight decay": (["--hparams", '{"weight_decay": -0.1}'], ["'weight_decay'"]),
     "dropout 1": (["--hparams", '{"resnet_dropout": 1.0}'], ["'resnet_dropout' must be"]),
     "huge int": (["--hparams", '{"lr": ' + "9" * 400 + "}"], ["must be a finite number"]),
@@ -84,6 +84,8 @@ CASES = {
     "hparams seed 2**32": (["--hparams_seed", str(2**32)], ["--hparams_seed must be"]),
     "not a number": (["--steps", "many"], ["argument --steps: invalid int value: 'many'"]),
     "deeply nested hparams": (["--hparams", "[" * 100000], ["--hparams is not valid JSON"]),
+    "mixup alpha 0": (["--algorithm", "Mixup", "--hparams", '{"mixup_alpha": 0}'],
+                      ["'mixup_alpha' must be a number in (0, inf)"]),
     "unknown flag": (["--stpes", "3"], ["unrecognized arguments: --stpes 3"]),
 }
 

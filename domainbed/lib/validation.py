@@ -144,6 +144,12 @@ _RULES = {
     "beta1": ("real", 0, 1, True, False),
     "ema": ("real", 0, 1, True, True),
     "mtl_ema": ("real", 0, 1, True, True),
+    "mixup_alpha": ("real", 0, None, False, True),     # Beta(α, α): α > 0
+    "fgmix_alpha": ("real", 0, None, False, True),     # Dirichlet(α): α > 0
+    "fgmix_tau": ("real", 0, None, False, True),       # a softmax temperature
+    "fgmix_kappa": ("real", 0, None, True, True),
+    "fgmix_rho": ("real", 0, None, True, True),
+    "sam_rho": ("real", 0, None, True, True),
 }
 
 
@@ -159,7 +165,7 @@ def _rule(name):
 
 def _interval(low, high, low_inclusive, high_inclusive):
     left = "[" if low_inclusive else "("
-    right = "]" if high_inclusive else ")"
+    right = "]" if high_inclusive and high is not None else ")"
     return f"{left}{low}, {'inf' if high is None else high}{right}"
 
 
