@@ -55,3 +55,29 @@ def test_unknown_algorithm_is_a_one_line_error(capsys):
 def test_cpu_clock_refuses_an_accelerator(capsys):
     assert benchmark.main(["--clock", "cpu", "--device", "cuda"]) == 2
     assert "--device cpu" in capsys.readouterr().err
+
+
+def test_run_cost_adds_up_its_parts(capsys):
+    from domainbed.scripts import benchmark
+
+    args = benchmark.parse_args(["--run_cost", "--dataset", "IUTExample2", "--algorithms",
+                                 "ERM,GMix", "--steps", "2", "--warmup", "1",
+                                 "--hparams", '{"iut_n_samples": 50}'])
+    report = benchmark.run_cost(args)
+    assert set(report["algorithms"]) == {"ERM", "GMix"}
+    for parts in report["algorithms"].values():
+        assert parts["steps"] == 401 and parts["records"] == 5  # steps 0, 100, ..., 400
+        loop = (parts["steps"] * parts["step_ms"] / 1000
+                + parts["records"] * (parts["evaluation_s"] + parts["checkpoint_s"]))
+        assert abs(parts["run_in_warm_worker_s"] - (parts["prepare_s"] + loop)) < 1e-9
+        assert abs(parts["run_in_new_process_s"] - parts["run_in_warm_worker_s"]
+                   - report["startup_s"]) < 1e-9
+    assert report["algorithms"]["ERM"]["first_prepare"]
+    benchmark.print_run_cost(report)
+    assert "warm worker s" in capsys.readouterr().out
+
+
+def test_run_cost_needs_a_dataset():
+    from domainbed.scripts import benchmark
+
+    assert benchmark.main(["--run_cost"]) == 2

@@ -4,6 +4,7 @@
     python -m domainbed.scripts.benchmark --arch resnet50 --device cuda
     python -m domainbed.scripts.benchmark --compat               # closed form vs autograd
     python -m domainbed.scripts.benchmark --device cpu --clock cpu  # on a shared machine
+    python -m domainbed.scripts.benchmark --run_cost --dataset RotatedMNIST5k  # one run's costs
 
 Step times: every algorithm is built in the same process on the same synthetic
 minibatches, warmed up, then timed in interleaved rounds (the order rotates each round),
@@ -62,6 +63,11 @@ def parse_args(argv):
     parser.add_argument("--compat_shapes", default="all",
                         help="'all' or comma-separated indices into the shape list (0 = MNIST)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--run_cost", action="store_true",
+                        help="where one train.py run's time goes on --dataset (start-up, data, "
+                             "steps, evaluation, checkpoints), in a new process and in a warm "
+                             "pool worker")
+    parser.add_argument("--hparams", default=None, help="--run_cost: JSON hparams overrides")
     args = parser.parse_args(argv)
     for name in ["steps", "repeats", "num_classes", "num_domains"]:
         if getattr(args, name) < 1:
@@ -392,9 +398,96 @@ def print_report(report, as_json):
         print(compat_table(report["compatibility"]))
 
 
+# -- the cost of one train.py run ------------------------------------------------------------
+def timed(fn, clock=time.perf_counter):
+    start = clock()
+    value = fn()
+    return value, clock() - start
+
+
+def children_cpu_seconds():
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def startup_seconds(clock_name):
+    """A new `python -m domainbed.scripts.train` process: the interpreter and the imports
+    (wall time, or the child's CPU time with --clock cpu)."""
+    import subprocess
+
+    code = "import domainbed.scripts.train, torch"
+    clock = children_cpu_seconds if clock_name == "cpu" else time.perf_counter
+    _, seconds = timed(lambda: subprocess.run([sys.executable, "-c", code], check=True), clock)
+    return seconds
+
+
+def run_cost(args):
+    """{algorithm: seconds of each part of one run} on --dataset, and the totals of a
+    whole run in a new process (`local`) and in a warm worker (`pool`, data cached)."""
+    import tempfile
+
+    from domainbed.lib import checkpoint, misc
+    from domainbed.scripts import train
+
+    if not args.dataset:
+        raise BenchmarkError("--run_cost needs --dataset (e.g. RotatedMNIST5k or IUTExample2)")
+    dataset_class = __import__("domainbed.datasets", fromlist=["x"]).get_dataset_class(args.dataset)
+    test_env = dataset_class.test_env() if hasattr(dataset_class, "test_env") else 0
+    clock = CLOCKS[args.clock]
+    report = {"startup_s": startup_seconds(args.clock), "dataset": args.dataset,
+              "clock": args.clock, "algorithms": {}}
+    for i, name in enumerate(algorithm_names(args)):
+        with tempfile.TemporaryDirectory() as out:
+            argv = ["--dataset", args.dataset, "--algorithm", name, "--test_envs", str(test_env),
+                    "--output_dir", out] + (["--hparams", args.hparams] if args.hparams else [])
+            job, prepare_s = timed(lambda: train.prepare(train.build_parser().parse_args(argv)),
+                                   clock)
+            batches = [train.next_minibatches(job)[0] for _ in range(args.warmup + args.steps)]
+            for batch in batches[:args.warmup]:
+                job.algorithm.update(batch)
+            _, steps_s = timed(lambda: [job.algorithm.update(b) for b in batches[args.warmup:]],
+                               clock)
+            _, eval_s = timed(lambda: [misc.accuracy(job.algorithm, loader, None, job.device)
+                                       for _, loader in job.evals], clock)
+            _, save_s = timed(lambda: checkpoint.save_checkpoint(out, checkpoint.training_state(
+                job.algorithm, job.streams, 1, {})), clock)
+        n_steps = job.dataset.N_STEPS
+        n_records = len(range(0, n_steps, job.dataset.CHECKPOINT_FREQ)) + (
+            (n_steps - 1) % job.dataset.CHECKPOINT_FREQ != 0)
+        parts = {"prepare_s": prepare_s, "step_ms": 1000 * steps_s / args.steps,
+                 "evaluation_s": eval_s, "checkpoint_s": save_s}
+        loop = n_steps * steps_s / args.steps + n_records * (eval_s + save_s)
+        parts["run_in_new_process_s"] = report["startup_s"] + prepare_s + loop
+        parts["run_in_warm_worker_s"] = prepare_s + loop
+        parts["steps"], parts["records"], parts["first_prepare"] = n_steps, n_records, i == 0
+        report["algorithms"][name] = parts
+    return report
+
+
+def print_run_cost(report):
+    print(f"One run on {report['dataset']} ({report['clock']} clock): new process start-up "
+          f"(interpreter, torch, train.py) {report['startup_s']:.2f} s")
+    header = ["algorithm", "prepare s", "step ms", "steps", "eval s", "ckpt s", "records",
+              "new process s", "warm worker s"]
+    rows = [[name, f"{p['prepare_s']:.2f}" + (" (data built)" if p["first_prepare"] else ""),
+             f"{p['step_ms']:.2f}", str(p["steps"]), f"{p['evaluation_s']:.3f}",
+             f"{p['checkpoint_s']:.3f}", str(p["records"]), f"{p['run_in_new_process_s']:.1f}",
+             f"{p['run_in_warm_worker_s']:.1f}"] for name, p in report["algorithms"].items()]
+    print(format_table(header, rows))
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
+        if args.run_cost:
+            report = run_cost(args)
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                print_run_cost(report)
+            return 0
         report = run(args)
     except BenchmarkError as error:
         print(f"benchmark: error: {error}", file=sys.stderr)
