@@ -77,6 +77,7 @@ def test_tiny_offline_run_prints_tables_and_ablation_then_reuses_jobs(tmp_path):
     assert "leave-one-domain-out" not in first.stdout
     assert "Ablation" in first.stdout and "FGMix" in first.stdout.split("Ablation")[1]
     assert "Smallest paired difference" in first.stdout
+    assert "Learning curves, ColoredMNIST5k" in first.stdout
     assert (tmp_path / "plots" / "ColoredMNIST5k_learning_curves.png").exists()
     assert (tmp_path / "ablation.json").exists()
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)

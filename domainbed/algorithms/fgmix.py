@@ -2,7 +2,7 @@
 
 Peng & Pan, "Learning Gradient-based Mixup with Extrapolation toward Flatter Minima for
 Domain Generalization" (arXiv 2209.14742). The paper's exact formulas are not available
-to this project; this module implements the formulation fixed in `specs/fgmix.md` and
+to this project; this module implements the formulation of docs/method.md and
 reads in its order:
 
   §1 per-instance gradient signatures of the linear head, compared in closed form;

@@ -311,6 +311,47 @@ def learning_curves(records):
             for dataset, algorithms in curves.items()}
 
 
+def default_runs(records):
+    """{(dataset, algorithm, test env, trial): {step: (val acc, test acc)}} of the
+    default-hparams runs (hparams_seed 0), one test env each."""
+    from domainbed.model_selection import IIDAccuracySelectionMethod
+
+    runs = {}
+    for record in records:
+        args = record["args"]
+        if args["hparams_seed"] != 0 or len(args["test_envs"]) != 1:
+            continue
+        accs = IIDAccuracySelectionMethod._step_acc(record)
+        key = (args["dataset"], args["algorithm"], args["test_envs"][0], args["trial_seed"])
+        runs.setdefault(key, {})[record["step"]] = (accs["val_acc"], accs["test_acc"])
+    return runs
+
+
+def print_learning_curves(records, reference="ERM"):
+    """Validation accuracy by step (is training converged?) and the paired test-accuracy
+    gap to `reference` by step, over the default-hparams runs."""
+    runs = default_runs(records)
+    for dataset in sorted({key[0] for key in runs}):
+        last = max(max(runs[key]) for key in runs if key[0] == dataset)
+        keys = [key for key in runs if key[0] == dataset and max(runs[key]) == last]  # finished
+        steps = sorted(set.intersection(*(set(runs[key]) for key in keys)) - {0})
+        shown = [steps[i] for i in sorted({round(j * (len(steps) - 1) / 9) for j in range(10)})]
+        print(f"\n-------- Learning curves, {dataset} (default hparams, finished runs; val = "
+              f"training-domain validation accuracy,\n         gap = paired test-accuracy "
+              f"difference to {reference}, both in points)")
+        print(f"{'Algorithm':<11}{'runs':>5}     " + "".join(f"{step:>7}" for step in shown))
+        for algorithm in [a for a in ALGORITHMS if any(k[1] == a for k in keys)] + sorted(
+                {k[1] for k in keys} - set(ALGORITHMS)):
+            mine = [key for key in keys if key[1] == algorithm]
+            val = [100 * np.mean([runs[key][step][0] for key in mine]) for step in shown]
+            print(f"{algorithm:<11}{len(mine):>5}  val" + "".join(f"{v:>7.1f}" for v in val))
+            pairs = [key for key in mine if (dataset, reference, *key[2:]) in keys]
+            if algorithm != reference and pairs:
+                gap = [100 * np.mean([runs[key][step][1] - runs[(dataset, reference, *key[2:])][step][1]
+                                      for key in pairs]) for step in shown]
+                print(f"{'':<11}{len(pairs):>5}  gap" + "".join(f"{g:>+7.1f}" for g in gap))
+
+
 def plot_learning_curves(records, plot_dir):
     from domainbed.lib.plots import require_matplotlib
 
@@ -345,6 +386,7 @@ def report(args):
     print_tables(records)
     rows = ablation_rows(selected_accuracies(records))
     print_ablation(rows)
+    print_learning_curves(records)
     with open(os.path.join(args.output_dir, "ablation.json"), "w") as f:
         json.dump({"rows": rows, "smallest_detectable_points": smallest_detectable(rows)},
                   f, indent=1)
