@@ -206,7 +206,9 @@ OPERATION = st.one_of(
     st.tuples(st.just("truncate"), st.integers(0, 400)),
     st.tuples(st.just("replace"), st.binary(max_size=60)),
     st.tuples(st.just("append"), st.binary(max_size=60)),
-    st.tuples(st.just("insert line"), st.binary(max_size=40)),
+    st.tuples(st.just("insert line"), st.binary(max_size=40) | st.sampled_from([
+        b'{"step": 1}', b'{"step": 1, "args": {}}', b'{"step": 0, "args": {"seed": 5}}'])),
+    st.tuples(st.just("duplicate line"), st.integers(0, 3)),
     st.tuples(st.just("directory"), st.none()),
     st.tuples(st.just("fifo"), st.none()),
     st.tuples(st.just("delete"), st.none()),
@@ -239,6 +241,13 @@ def apply_corruption(job_dir, name, operation):
     elif kind == "append" and (os.path.isfile(path) or not exists):
         with open(path, "ab") as f:
             f.write(payload)
+    elif kind == "duplicate line" and os.path.isfile(path):
+        with open(path, "rb") as f:
+            lines = f.read().splitlines(keepends=True)
+        if lines:
+            lines.append(lines[payload % len(lines)])
+            with open(path, "wb") as f:
+                f.write(b"".join(lines))
     elif kind == "insert line" and os.path.isfile(path):
         with open(path, "rb") as f:
             lines = f.read().splitlines(keepends=True)

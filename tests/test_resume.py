@@ -210,7 +210,7 @@ def test_sigusr1_between_checkpoints_keeps_the_running_means(reference, tmp_path
 
 def test_truncate_records_drops_later_and_torn_lines(tmp_path):
     path = tmp_path / "results.jsonl"
-    lines = [json.dumps({"step": s}) + "\n" for s in (0, 4, 8)]
+    lines = [json.dumps({"step": s, "args": {}}) + "\n" for s in (0, 4, 8)]
     path.write_text("".join(lines) + '{"step": 12, "env0_in')
     checkpoint.truncate_records(str(path), next_step=5)
     assert path.read_text() == "".join(lines[:2])
@@ -236,16 +236,17 @@ def test_rng_states_round_trip():
 
 def test_truncate_records_survives_corrupt_lines_and_keeps_a_copy(tmp_path):
     path = tmp_path / "results.jsonl"
-    original = (b'{"step": 0}\n\xff\xfe\n[1, 2]\n{"no_step": 1}\n{"step": 4}\n{"step": 8}\n'
-                b'{"step": 12, "env0_in')
+    r0, r4, r8 = (b'{"step": %d, "args": {}}\n' % s for s in (0, 4, 8))
+    original = (r0 + b'\xff\xfe\n[1, 2]\n{"no_step": 1, "args": {}}\n{"step": 2}\n' + r4
+                + b'{"step": 0, "args": {"again": 1}}\n' + r8 + b'{"step": 12, "env0_in')
     path.write_bytes(original)
     assert checkpoint.truncate_records(str(path), next_step=5) == "results.jsonl.corrupt-1"
-    assert path.read_bytes() == b'{"step": 0}\n{"step": 4}\n'
+    assert path.read_bytes() == r0 + r4    # no args, or step 0 twice: not kept
     assert (tmp_path / "results.jsonl.corrupt-1").read_bytes() == original
     # Only a torn last line: dropped without a copy (a crash mid-write, nothing lost).
-    path.write_bytes(b'{"step": 0}\n{"st')
+    path.write_bytes(r0 + b'{"st')
     assert checkpoint.truncate_records(str(path), next_step=5) is None
-    assert path.read_bytes() == b'{"step": 0}\n'
+    assert path.read_bytes() == r0
 
 
 def test_truncate_records_refuses_a_fifo(tmp_path):
@@ -263,3 +264,13 @@ def test_stale_temporaries_only_of_train_py_files(tmp_path):
     checkpoint.remove_stale_temporaries(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "checkpoint.pt.tmp.4", "launch.json.tmp.5", "notes.txt.tmp.6"]
+
+
+def test_truncate_records_keeps_only_records_of_this_job(tmp_path):
+    path = tmp_path / "results.jsonl"
+    ours = {"dataset": "Debug28", "seed": 0}
+    mine = json.dumps({"step": 0, "args": dict(ours, output_dir="x")}) + "\n"
+    forged = json.dumps({"step": 1, "args": {"dataset": "Debug28", "seed": 9}}) + "\n"
+    path.write_text(mine + forged + mine)   # a foreign record and a duplicated line
+    assert checkpoint.truncate_records(str(path), 5, identity=ours) == "results.jsonl.corrupt-1"
+    assert path.read_text() == mine

@@ -226,25 +226,41 @@ def remove_own_temporaries(output_dir):
                 pass
 
 
-def truncate_records(results_path, next_step):
+def is_own_record(record, identity=None):
+    """A results.jsonl line of this job: an object with an integer `step` and `args`
+    (whose identifying keys are `identity`'s, when given)."""
+    if record is None:
+        return False
+    step, args = record.get("step"), record.get("args")
+    if not isinstance(step, int) or isinstance(step, bool) or not isinstance(args, dict):
+        return False
+    if identity is None:
+        return True
+    ours = jobdir.normalised(identity)
+    return jobdir.normalised({k: args.get(k) for k in ours}) == ours
+
+
+def truncate_records(results_path, next_step, identity=None):
     """Keep only the records of steps before `next_step` (atomic rewrite).
 
     Records after the checkpoint will be written again by the resumed run; keeping them
     would duplicate steps. A torn last line (a crash mid-write) is dropped too. Other lines
-    that are not records (bad bytes, JSON that is not an object, no integer `step`) are
-    dropped from results.jsonl, but the whole original file is kept first as
-    `results.jsonl.corrupt-N`. Returns that name, or None.
+    that are not records of this job (bad bytes, JSON that is not an object, no integer
+    `step`, `args` missing or, with `identity`, of another job, a step already recorded
+    above) are dropped from results.jsonl, but the whole
+    original file is kept first as `results.jsonl.corrupt-N`. Returns that name, or None.
     """
     lines = jobdir.read_records_file(results_path)   # NotRegularFileError for a FIFO...
     if not os.path.lexists(results_path):
         return None
-    kept, corrupt = [], 0
+    kept, corrupt, seen = [], 0, set()
     for index, (_, line, record) in enumerate(lines):
         step = record.get("step") if record is not None else None
-        if not isinstance(step, int) or isinstance(step, bool):
+        if not is_own_record(record, identity) or step in seen:
             torn_end = index == len(lines) - 1 and not line.endswith(b"\n")
             corrupt += not torn_end
             continue
+        seen.add(step)   # a step recorded twice keeps its first record
         if step < next_step:
             kept.append(line if line.endswith(b"\n") else line + b"\n")
     kept_as = None

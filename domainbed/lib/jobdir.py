@@ -391,9 +391,12 @@ def read_job_args(output_dir):
     return args if isinstance(args, dict) else None
 
 
-def _normalised(args):
-    # Compare as JSON sees them (tuples become lists, keys are strings).
+def normalised(args):
+    """`args` as JSON sees them (tuples become lists, keys are strings): for comparing."""
     return json.loads(json.dumps(args, sort_keys=True))
+
+
+_normalised = normalised
 
 
 def _differences(stored, ours):

@@ -443,13 +443,14 @@ def warn(message):
     print(f"train.py: warning: {message}", file=sys.stderr)
 
 
-def missing_record_steps(output_dir, next_step, n_steps, checkpoint_freq):
+def missing_record_steps(output_dir, next_step, n_steps, checkpoint_freq, identity):
     """The record steps before `next_step` that results.jsonl lacks (e.g. lost lines)."""
     try:
         lines = jobdir.read_records_file(os.path.join(output_dir, jobdir.RESULTS_FILE))
     except jobdir.NotRegularFileError:
         lines = []
-    present = {record.get("step") for _, _, record in lines if record is not None}
+    present = {record["step"] for _, _, record in lines
+               if checkpoint.is_own_record(record, identity)}
     return [step for step in range(next_step)
             if (step % checkpoint_freq == 0 or step == n_steps - 1) and step not in present]
 
@@ -469,7 +470,8 @@ def start_or_resume(job, n_steps, checkpoint_freq):
         state = checkpoint.load_checkpoint(out)
         missing = []
         if isinstance(state, dict) and isinstance(state.get("next_step"), int):
-            missing = missing_record_steps(out, state["next_step"], n_steps, checkpoint_freq)
+            missing = missing_record_steps(out, state["next_step"], n_steps, checkpoint_freq,
+                                           identifying_args(job.args))
         if missing:
             warn(f"{jobdir.RESULTS_FILE} lacks the records of steps "
                  f"{', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''} "
@@ -490,7 +492,8 @@ def start_or_resume(job, n_steps, checkpoint_freq):
         next_step, running_lists = 0, {}
     # Records beyond the checkpoint (or any, on a fresh start) would be written twice.
     try:
-        kept_as = checkpoint.truncate_records(os.path.join(out, jobdir.RESULTS_FILE), next_step)
+        kept_as = checkpoint.truncate_records(os.path.join(out, jobdir.RESULTS_FILE), next_step,
+                                              identifying_args(job.args))
     except jobdir.NotRegularFileError:
         raise BadInput(f"{os.path.join(out, jobdir.RESULTS_FILE)} is not a regular file; "
                        "move it away and rerun") from None
