@@ -434,7 +434,8 @@ def run_cost(args):
     if not args.dataset:
         raise BenchmarkError("--run_cost needs --dataset (e.g. RotatedMNIST5k or IUTExample2)")
     dataset_class = __import__("domainbed.datasets", fromlist=["x"]).get_dataset_class(args.dataset)
-    test_env = dataset_class.test_env() if hasattr(dataset_class, "test_env") else 0
+    hparams = json.loads(args.hparams) if args.hparams else None
+    test_env = dataset_class.test_env(hparams) if hasattr(dataset_class, "test_env") else 0
     clock = CLOCKS[args.clock]
     report = {"startup_s": startup_seconds(args.clock), "dataset": args.dataset,
               "clock": args.clock, "algorithms": {}}
