@@ -20,6 +20,7 @@ import sys
 
 from domainbed import algorithms, datasets
 from domainbed.lib import misc, reporting
+from domainbed.lib.cli import one_line_errors, squeeze
 from domainbed.lib.reporting import format_mean  # noqa: F401  (upstream's import path)
 from domainbed import model_selection
 
@@ -259,23 +260,18 @@ def render_upstream(latex, n_records, methods, tables, comparison):
         print("\\end{document}")
 
 
+def describe_failure(error):
+    if isinstance(error, OSError):   # e.g. results.txt on a full disk
+        where = f" ({error.filename})" if error.filename else ""
+        return (f"{error.strerror or error}{where}; free some space or make the sweep "
+                "directory writable, then rerun")
+    return (f"{type(error).__name__}: {squeeze(error)} (the records may be inconsistent: "
+            "rerun with --completed_only, or look at the jobs named above)")
+
+
 def cli(argv=None):
     """main() with no traceback: an unexpected error is one line, exit code 1."""
-    try:
-        return main(argv)
-    except KeyboardInterrupt:
-        print("collect_results: interrupted", file=sys.stderr)
-        return 130
-    except OSError as error:   # e.g. results.txt on a full disk
-        where = f" ({error.filename})" if error.filename else ""
-        print(f"collect_results: error: {error.strerror or error}{where}; free some space or "
-              "make the sweep directory writable, then rerun", file=sys.stderr)
-        return 1
-    except Exception as error:
-        print(f"collect_results: error: {type(error).__name__}: "
-              f"{' '.join(str(error).split())[:300]} (the records may be inconsistent: "
-              "rerun with --completed_only, or look at the jobs named above)", file=sys.stderr)
-        return 1
+    return one_line_errors(main, argv, "collect_results", "interrupted", describe_failure)
 
 
 if __name__ == "__main__":

@@ -468,15 +468,10 @@ def main(argv=None):
 
 def cli(argv=None):
     """main() with no traceback: an unexpected error is one line, exit code 1."""
-    try:
-        return main(argv)
-    except KeyboardInterrupt:
-        print("download: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except Exception as error:
-        print(f"download: error: {type(error).__name__}: {' '.join(str(error).split())[:300]}",
-              file=sys.stderr)
-        return 1
+    from domainbed.lib.cli import one_line_errors
+
+    return one_line_errors(main, argv, "download",
+                           "interrupted; rerun the same command to resume")
 
 
 if __name__ == "__main__":

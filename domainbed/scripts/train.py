@@ -725,17 +725,15 @@ def main(argv=None):
 def cli(argv=None):
     """The command line: main() with no traceback on the console. An unexpected error is
     one line (the traceback is in the job's err.txt), exit code 1."""
-    try:
-        return main(argv)
-    except KeyboardInterrupt:
-        print("train.py: interrupted (Ctrl-C); rerun the same command to resume from the "
-              "last checkpoint", file=sys.stderr)
-        return 130
-    except Exception as e:
-        where = getattr(e, "train_py_where", "before training started")
-        print(f"train.py: error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
-              f"({where}); rerun the same command to resume", file=sys.stderr)
-        return 1
+    from domainbed.lib.cli import one_line_errors, squeeze
+
+    def describe(error):
+        where = getattr(error, "train_py_where", "before training started")
+        return (f"{type(error).__name__}: {squeeze(error)} ({where}); rerun the same command "
+                "to resume")
+
+    return one_line_errors(main, argv, "train.py", "interrupted (Ctrl-C); rerun the same "
+                           "command to resume from the last checkpoint", describe)
 
 
 if __name__ == "__main__":
