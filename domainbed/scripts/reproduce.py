@@ -49,13 +49,13 @@ PRESETS = {
         "iut": {"iut_n_envs": [3], "iut_n_hparams": 2, "iut_n_trials": 2, "iut_steps": 101},
     },
     "default": {
-        "cost": "about 45 minutes on 2 CPU cores (digits about 30, unit tests about 15)",
-        "datasets": ["RotatedMNIST5k", "DigitsDG5k"], "algorithms": ABLATION,
+        "cost": "about 50 minutes on 2 idle CPU cores (digits about 20, unit tests about 30)",
+        "datasets": ["RotatedMNIST5k"], "algorithms": ABLATION,
         "n_hparams": 3, "n_trials": 3, "steps": None,
         "iut": {},
     },
     "large": {
-        "cost": "about 6 hours on 2 CPU cores",
+        "cost": "about 10 hours on 2 CPU cores",
         "datasets": ["RotatedMNIST5k", "ColoredMNIST5k", "DigitsDG5k"],
         "algorithms": ABLATION + ["SAM", "CORAL"],
         "n_hparams": 10, "n_trials": 5, "steps": 2001,
