@@ -9,7 +9,8 @@ unscrambled basis (x = x' Qᵀ, where the network sees x' = x Q):
   block has the same number of coordinates, so 0.5 is "no preference" in count.
 * `m_inv` (FGMix): the share of the learned metric's trace on the invariant block,
   M = Q diag(m) Qᵀ; it starts at 0.5 (m = 1).
-* On a batch of 512 training samples per environment, for the mixing variants:
+* On a batch of 512 training samples per environment (a fixed random subset), for the
+  mixing variants:
   - `corr`: rank correlation, over anchors, between an instance's compatibility score (its
     mean gradient cosine to the other members of its group) and the share of its head
     gradient on the invariant block, ‖x_inv‖² / (‖x‖² + 1) (GMix, FGMix);
@@ -115,8 +116,11 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
     from domainbed.lib import per_sample
 
     n_train = dataset.problem_config.n_envs
-    minibatches = [(env.tensors[0][:BATCH_PER_ENV], env.tensors[1][:BATCH_PER_ENV])
-                   for env in dataset.datasets[:n_train]]
+    # A fixed random subset of each environment (Example3 stores class 0 first).
+    picks = [torch.as_tensor(np.random.RandomState(e).permutation(len(env))[:BATCH_PER_ENV])
+             for e, env in enumerate(dataset.datasets[:n_train])]
+    minibatches = [(env.tensors[0][pick], env.tensors[1][pick])
+                   for env, pick in zip(dataset.datasets[:n_train], picks)]
     result = {}
     with torch.no_grad():
         x, y, domains = fgmix.concat_with_domains(minibatches)
@@ -140,7 +144,8 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
             inv_share = (x_orig[:, :dim_inv] ** 2).sum(1) / ((x_orig ** 2).sum(1) + 1.0)
             result["corr"] = rank_correlation(anchor[keep], inv_share[keep])
             if dataset.groups[0] is not None:
-                groups_of = np.concatenate([g[:BATCH_PER_ENV] for g in dataset.groups[:n_train]])
+                groups_of = np.concatenate([g[pick.numpy()] for g, pick
+                                            in zip(dataset.groups[:n_train], picks)])
                 minority = np.isin(groups_of, MINORITY_GROUPS) & keep
                 majority = ~np.isin(groups_of, MINORITY_GROUPS) & keep
                 if minority.any() and majority.any():
