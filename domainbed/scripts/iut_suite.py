@@ -169,7 +169,7 @@ def column_order(table):
 def format_error_table(table):
     """Ours (mean +/- s.e. over data seeds) with the published row (mean +/- std) below."""
     columns = column_order(table)
-    width = 11
+    width = 12
     lines = ["-------- Invariance unit tests: test error (lower is better; chance 0.50)",
              "ours: mean +/- standard error over data seeds (n in brackets), training-domain "
              "validation;", "published: mean +/- standard deviation over 50 data seeds "
