@@ -71,10 +71,14 @@ def _hparams(algorithm, dataset, random_seed):
     # This fork: train image networks from scratch when ImageNet weights are unavailable.
     _hparam("pretrained", True, lambda r: True)
 
-    # Algorithm-specific hparams, declared next to the algorithm.
+    # Algorithm-specific hparams, declared next to the algorithm. A wrapped name
+    # ("ERM+SWAD") declares its algorithm's and then the wrapper's own; everything below
+    # depends on the algorithm it trains ("ERM").
     from domainbed.algorithms import get_algorithm_class
+    from domainbed.algorithms.registry import base_algorithm_name
 
     get_algorithm_class(algorithm).declare_hparams(_hparam, dataset)
+    algorithm = base_algorithm_name(algorithm)
 
     # Ours: dataset-level hparams, declared by the dataset class (a no-op for upstream's).
     dataset_class = _dataset_class(dataset)

@@ -55,6 +55,16 @@ class Algorithm(torch.nn.Module):
                 state[name] = value.bit_generator.state
         return state
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # model.pkl holds weights and buffers only (upstream's layout): loading it strict
+        # leaves the training state (optimizers, generators) as built instead of failing.
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        key = prefix + "_extra_state"
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)
+
     def set_extra_state(self, state):
         attributes = dict(self._stateful_attributes())
         for name, value in state.items():

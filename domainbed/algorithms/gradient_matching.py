@@ -39,12 +39,26 @@ def set_gradients(params, gradients):
 # ---------------------------------------------------------------------------------------
 # Fish
 
+class WholeFish(torch.nn.Module):
+    """Upstream's `networks.WholeFish` layout: `net` = Sequential(featurizer, classifier),
+    so that Fish's state_dict keys are upstream's (`network.net.0.*`, `network.net.1.*`)."""
+
+    def __init__(self, input_shape, num_classes, hparams):
+        super().__init__()
+        _, _, self.net = build_network(input_shape, num_classes, hparams)
+
+    def forward(self, x):
+        return self.net(x)
+
+
 @register_algorithm
 class Fish(Algorithm):
     """θ ← θ + meta_lr·(θ̃ − θ), θ̃ = θ after one Adam step per domain, domains in order.
 
     The inner Adam's state carries over from one update's clone to the next (and is saved
-    with the model), as upstream's.
+    with the model), as upstream's. Module layout as upstream's: `network` (a WholeFish)
+    and `optimizer` (built over it and never stepped, as upstream); the clone is local to
+    `update` (upstream keeps it as `network_inner`, which its model.pkl then carries).
     """
 
     @staticmethod
@@ -53,8 +67,8 @@ class Fish(Algorithm):
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        self.featurizer, self.classifier, self.network = build_network(
-            input_shape, num_classes, hparams)
+        self.network = WholeFish(input_shape, num_classes, hparams)
+        self.optimizer = make_adam(self.network.parameters(), hparams)
         self.optimizer_inner_state = None
 
     def update(self, minibatches, unlabeled=None):

@@ -8,13 +8,20 @@ rows without importing torch. Classes are imported only when asked for.
 Out-of-tree algorithms: put the module(s) defining them (with `@register_algorithm`) in the
 environment variable DOMAINBED_PLUGINS (comma-separated import paths). They are imported
 before any lookup, also inside every `train.py` a sweep launches.
+
+Wrapped names: `<algorithm>+<wrapper>` (e.g. `ERM+SWAD`, `FGMix+MA`) is the registered
+algorithm trained as always, with the weight-averaging wrapper registered under that
+suffix (`@register_wrapper`, in `weight_averaging.py`). Such names are not in `ALGORITHMS`
+(a sweep's default list stays the plain algorithms); `check_algorithm_name` and
+`get_algorithm_class` accept them, and the class is composed once per name.
 """
 import ast
 import importlib
 import os
 import pkgutil
 
-from domainbed.lib.registry import Registry
+from domainbed.lib.misc import did_you_mean
+from domainbed.lib.registry import Registry, UnknownNameError
 
 # Upstream's ALGORITHMS order (facebookresearch/DomainBed b93c22a). Tables order rows by it
 # so that ours can be diffed against upstream's; names we add follow, in module order.
@@ -28,11 +35,20 @@ UPSTREAM_ORDER = (
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _NOT_FAMILIES = {"base", "registry"}
 _REGISTRY = Registry("algorithm")
+_WRAPPERS = Registry("averaging wrapper")
+_COMPOSED = {}          # "ERM+SWAD" -> the class composed for it (one per name)
+WRAPPER_SEPARATOR = "+"
 
 
 def register_algorithm(cls):
     """Class decorator: make `cls` available under its class name."""
     return _REGISTRY.register(cls)
+
+
+def register_wrapper(cls):
+    """Class decorator for a weight-averaging wrapper: `<algorithm>+<class name>` becomes
+    an algorithm name for every registered algorithm."""
+    return _WRAPPERS.register(cls)
 
 
 def family_modules():
@@ -41,7 +57,7 @@ def family_modules():
             if m.name not in _NOT_FAMILIES and not m.name.startswith("_")]
 
 
-def _decorated_class_names(path):
+def _decorated_class_names(path, decorator="register_algorithm"):
     with open(path) as f:
         tree = ast.parse(f.read(), filename=path)
     names = []
@@ -49,15 +65,15 @@ def _decorated_class_names(path):
         if isinstance(node, ast.ClassDef):
             for deco in node.decorator_list:
                 deco_name = deco.attr if isinstance(deco, ast.Attribute) else getattr(deco, "id", None)
-                if deco_name == "register_algorithm":
+                if deco_name == decorator:
                     names.append(node.name)
     return names
 
 
-def _declared_names():
+def _declared_names(decorator="register_algorithm"):
     names = []
     for module in family_modules():
-        names += _decorated_class_names(os.path.join(_PACKAGE_DIR, module + ".py"))
+        names += _decorated_class_names(os.path.join(_PACKAGE_DIR, module + ".py"), decorator)
     return names
 
 
@@ -83,8 +99,68 @@ def load_all():
         importlib.import_module(f"domainbed.algorithms.{module}")
 
 
+def wrapper_names():
+    """The averaging wrappers' suffixes (`SWAD`, `MA`, plug-ins'), without importing torch."""
+    _import_plugins()
+    names = _declared_names("register_wrapper")
+    return names + [n for n in _WRAPPERS.names() if n not in names]
+
+
+def split_algorithm_name(algorithm_name):
+    """("ERM", "SWAD") for "ERM+SWAD"; (name, None) for a name without a wrapper suffix."""
+    base, separator, wrapper = str(algorithm_name).rpartition(WRAPPER_SEPARATOR)
+    if not separator:
+        return algorithm_name, None
+    return base, wrapper
+
+
+def base_algorithm_name(algorithm_name):
+    """The registered algorithm a (possibly wrapped) name trains: "ERM" for "ERM+SWAD"."""
+    return split_algorithm_name(algorithm_name)[0]
+
+
+def check_algorithm_name(algorithm_name):
+    """Raise UnknownNameError (a NotImplementedError, with "did you mean") unless the name
+    is a registered algorithm or `<registered algorithm>+<wrapper>`. Torch-free."""
+    base, wrapper = split_algorithm_name(algorithm_name)
+    known = algorithm_names()
+    if wrapper is not None:
+        wrappers = wrapper_names()
+        if wrapper not in wrappers:
+            raise UnknownNameError(
+                f"unknown averaging wrapper {wrapper!r} in algorithm {algorithm_name!r}."
+                f"{did_you_mean(wrapper, wrappers)} Known: "
+                f"{', '.join('<algorithm>' + WRAPPER_SEPARATOR + w for w in wrappers)}.")
+        if WRAPPER_SEPARATOR in base:
+            raise UnknownNameError(
+                f"algorithm {algorithm_name!r}: averaging wrappers do not nest; use one "
+                f"suffix, e.g. {split_algorithm_name(base)[0]}{WRAPPER_SEPARATOR}{wrapper}.")
+    if base not in known:
+        where = f" in {algorithm_name!r}" if wrapper is not None else ""
+        raise UnknownNameError(f"unknown algorithm {base!r}{where}.{did_you_mean(base, known)} "
+                               f"Known: {', '.join(known)}.")
+
+
+def is_algorithm_name(algorithm_name):
+    try:
+        check_algorithm_name(algorithm_name)
+    except UnknownNameError:
+        return False
+    return True
+
+
 def get_algorithm_class(algorithm_name):
-    """The class registered as `algorithm_name`; a "did you mean" error otherwise."""
-    if algorithm_name not in _REGISTRY:
-        load_all()
-    return _REGISTRY.get(algorithm_name)
+    """The class registered as `algorithm_name`, or for `X+WRAPPER` the wrapper composed
+    with X's class (the same class object every time); a "did you mean" error otherwise."""
+    base, wrapper = split_algorithm_name(algorithm_name)
+    if wrapper is None:
+        if algorithm_name not in _REGISTRY:
+            load_all()
+        return _REGISTRY.get(algorithm_name)
+    if algorithm_name not in _COMPOSED:
+        check_algorithm_name(algorithm_name)
+        base_class = get_algorithm_class(base)
+        if wrapper not in _WRAPPERS:
+            load_all()
+        _COMPOSED[algorithm_name] = _WRAPPERS.get(wrapper).compose(base_class, algorithm_name)
+    return _COMPOSED[algorithm_name]

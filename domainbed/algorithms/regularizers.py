@@ -61,9 +61,14 @@ class SelfReg(ERM):
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        self.projector = _projector(self.featurizer.n_outputs)
+        # Upstream's attribute name (state_dict keys `cdpl.*`).
+        self.cdpl = _projector(self.featurizer.n_outputs)
         # Upstream built the optimizer before the projector, which then never learned.
         self.optimizer = make_adam(self.parameters(), hparams)
+
+    @property
+    def projector(self):
+        return self.cdpl
 
     def update(self, minibatches, unlabeled=None):
         all_x, all_y = concat_minibatches(minibatches)
@@ -72,7 +77,7 @@ class SelfReg(ERM):
         x, y = all_x[order], all_y[order]
 
         features = self.featurizer(x)
-        projected = self.projector(features)
+        projected = self.cdpl(features)
         logits = self.classifier(features)
 
         shuffle_1, shuffle_2 = within_class_permutations(y, self.generator)

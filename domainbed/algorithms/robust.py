@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from domainbed.algorithms.alignment import gaussian_kernel
 from domainbed.algorithms.erm import ERM
 from domainbed.algorithms.registry import register_algorithm
+from domainbed.lib.model_state import weights_and_buffers
 
 
 @register_algorithm
@@ -27,6 +28,20 @@ class GroupDRO(ERM):
         # Upstream starts from an empty buffer and fills it with ones at the first update;
         # starting with ones(num_domains) is the same q and keeps the state_dict shape fixed.
         self.register_buffer("q", torch.ones(num_domains))
+
+    def model_state_dict(self):
+        """model.pkl's weights: `q` (training state, in checkpoint.pt) as upstream's
+        constructor leaves it, empty, so that the dict loads strict into upstream's
+        GroupDRO (upstream's own model.pkl, with q filled, does not)."""
+        state = weights_and_buffers(self)
+        state["q"] = self.q.new_empty(0)
+        return state
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "q"
+        if key in state_dict and state_dict[key].numel() == 0:
+            state_dict[key] = self.q.detach().clone()   # a model.pkl's empty q: keep this one
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def update(self, minibatches, unlabeled=None):
         if len(minibatches) != len(self.q):

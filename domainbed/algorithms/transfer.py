@@ -16,6 +16,7 @@ from domainbed import networks
 from domainbed.algorithms.base import Algorithm
 from domainbed.algorithms.erm import concat_minibatches, make_adam
 from domainbed.algorithms.registry import register_algorithm
+from domainbed.lib.model_state import weights_and_buffers
 
 
 def neumann_inverse_hvp(v, linear, features, labels, terms=10, bound=10.0):
@@ -68,6 +69,11 @@ class TRM(Algorithm):
         self.optimizer_f = make_adam(self.featurizer.parameters(), hparams)
         self.optimizer_c = make_adam(self.classifier.parameters(), hparams)
         self.register_buffer("alpha", torch.ones(num_domains, num_domains) - torch.eye(num_domains))
+
+    def model_state_dict(self):
+        """model.pkl's weights, as upstream's TRM state_dict: its per-domain heads and
+        `alpha` are not registered upstream (training state here, in checkpoint.pt)."""
+        return weights_and_buffers(self, exclude_prefixes=("domain_heads.", "alpha"))
 
     def _step(self, loss):
         self.optimizer_f.zero_grad()

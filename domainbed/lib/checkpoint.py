@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from domainbed.lib import jobdir
+from domainbed.lib.model_state import is_extra_state_key
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -97,6 +98,12 @@ def restore_training_state(state, algorithm, train_loaders):
     backup = (copy.deepcopy(algorithm.state_dict()),
               [loader.state_dict() for loader in train_loaders], capture_rng_states())
     try:
+        # Loading tolerates a missing `_extra_state` (model.pkl holds weights only); a
+        # checkpoint must have all of them, or the optimizers would restart silently.
+        missing = [key for key in backup[0]
+                   if is_extra_state_key(key) and key not in state["algorithm"]]
+        if missing:
+            raise KeyError(f"the training state lacks {', '.join(missing[:3])}")
         algorithm.load_state_dict(state["algorithm"])
         for loader, loader_state in zip(train_loaders, state["train_loaders"]):
             loader.load_state_dict(loader_state)
@@ -191,7 +198,7 @@ def remove_checkpoint(output_dir):
 # The files train.py itself writes through `<name>.tmp.<pid>` (other writers, such as
 # `sweep launch` writing launch.json, keep their temporaries).
 TEMPORARY_STEMS = (CHECKPOINT_FILE, "results.jsonl", "heartbeat.json", "job.json", "failed",
-                   "done", "model.pkl")
+                   "done", "model.pkl", "model_iid.pkl")
 _MODEL_STEP = re.compile(r"model_step\d+\.pkl")
 
 

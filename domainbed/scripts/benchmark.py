@@ -82,13 +82,17 @@ def parse_args(argv):
 # -- step timings ------------------------------------------------------------------------
 def algorithm_names(args):
     from domainbed import algorithms
-    from domainbed.lib import misc
+    from domainbed.algorithms.registry import check_algorithm_name
+    from domainbed.lib.registry import UnknownNameError
 
     names = [n.strip() for n in args.algorithms.split(",") if n.strip()]
     known = algorithms.algorithm_names()
     for name in names:
         if name not in known:
-            raise BenchmarkError(f"unknown algorithm {name!r}.{misc.did_you_mean(name, known)}")
+            try:   # X+SWAD, X+MA: an algorithm with a weight-averaging wrapper
+                check_algorithm_name(name)
+            except UnknownNameError as error:
+                raise BenchmarkError(str(error)) from None
     return (["ERM"] if "ERM" not in names else []) + names
 
 
@@ -423,12 +427,22 @@ def startup_seconds(clock_name):
     return seconds
 
 
+def evaluate_as_a_record(job):
+    """What train.py does at a record step: the averaging hook (SWAD), then accuracies."""
+    from domainbed.lib import misc
+
+    before_record = getattr(job.algorithm, "before_record", None)
+    if before_record is not None:
+        before_record(job.evals, job.args.test_envs, job.device)
+    return [misc.accuracy(job.algorithm, loader, None, job.device) for _, loader in job.evals]
+
+
 def run_cost(args):
     """{algorithm: seconds of each part of one run} on --dataset, and the totals of a
     whole run in a new process (`local`) and in a warm worker (`pool`, data cached)."""
     import tempfile
 
-    from domainbed.lib import checkpoint, misc
+    from domainbed.lib import checkpoint
     from domainbed.scripts import train
 
     if not args.dataset:
@@ -450,8 +464,7 @@ def run_cost(args):
                 job.algorithm.update(batch)
             _, steps_s = timed(lambda: [job.algorithm.update(b) for b in batches[args.warmup:]],
                                clock)
-            _, eval_s = timed(lambda: [misc.accuracy(job.algorithm, loader, None, job.device)
-                                       for _, loader in job.evals], clock)
+            _, eval_s = timed(lambda: evaluate_as_a_record(job), clock)
             _, save_s = timed(lambda: checkpoint.save_checkpoint(out, checkpoint.training_state(
                 job.algorithm, job.streams, 1, {})), clock)
         n_steps = job.dataset.N_STEPS

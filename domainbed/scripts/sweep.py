@@ -40,8 +40,9 @@ import time
 import numpy as np
 
 from domainbed import algorithms, command_launchers, datasets
+from domainbed.algorithms.registry import check_algorithm_name
 from domainbed.lib import jobdir, validation
-from domainbed.lib.misc import did_you_mean, seed_hash
+from domainbed.lib.misc import seed_hash
 from domainbed.lib.registry import UnknownNameError
 
 LAUNCH_FILE = "launch.json"
@@ -455,7 +456,10 @@ def check_names(parser, args):
     known_algorithms = algorithms.ALGORITHMS
     for algorithm in args.algorithms:
         if algorithm not in known_algorithms:
-            parser.error(f"unknown algorithm {algorithm!r}.{did_you_mean(algorithm, known_algorithms)}")
+            try:   # X+SWAD, X+MA: a registered algorithm with a weight-averaging wrapper
+                check_algorithm_name(algorithm)
+            except UnknownNameError as error:
+                parser.error(str(error))
     for dataset in args.datasets:
         try:
             n_envs = datasets.num_environments(dataset)

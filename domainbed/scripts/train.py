@@ -27,7 +27,7 @@ import traceback
 
 import numpy as np
 
-from domainbed import datasets, hparams_registry
+from domainbed import datasets, hparams_registry, model_files
 from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import checkpoint, jobdir, misc, validation
 from domainbed.lib.progress import progress_bar
@@ -338,17 +338,37 @@ class StderrTee(LogTee):
         self.out_tee._write_file(self.out_tee.file, message)
 
 
-def save_model(job, filename):
+def save_model(job, filename, **extra):
+    """Upstream's model.pkl dict. `model_dict` is the module's weights and buffers under
+    upstream's keys (loads strict into upstream's class; for `X+SWAD` / `X+MA` the
+    averaged model, into X's class); the training state is checkpoint.pt's."""
     if job.args.skip_model_save:
         return
-    checkpoint.save_atomic({
+    from domainbed.lib.model_state import model_state_dict
+
+    dump = {
         "args": vars(job.args),
         "model_input_shape": job.dataset.input_shape,
         "model_num_classes": job.dataset.num_classes,
         "model_num_domains": len(job.dataset) - len(job.args.test_envs),
         "model_hparams": job.hparams,
-        "model_dict": job.algorithm.state_dict(),
-    }, os.path.join(job.args.output_dir, filename))
+        "model_dict": model_state_dict(job.algorithm),
+    }
+    dump.update(extra)
+    checkpoint.save_atomic(dump, os.path.join(job.args.output_dir, filename))
+
+
+def save_selected_model(job, record):
+    """With DOMAINBED_SAVE_SELECTED set: model_iid.pkl is the model of the record with the
+    best training-domain validation accuracy so far (the first of equals), the checkpoint
+    training-domain validation selects in this run; the oracle's is the last, model.pkl."""
+    if not model_files.save_selected_enabled():
+        return
+    val_acc = model_files.training_domain_val_acc(record, job.args.test_envs)
+    if job.best_val_acc is not None and not val_acc > job.best_val_acc:
+        return
+    save_model(job, model_files.SELECTED_MODEL_FILE, step=record["step"], val_acc=val_acc)
+    job.best_val_acc = val_acc
 
 
 # ---------------------------------------------------------------------------------------
@@ -401,6 +421,7 @@ class Job:
         self.device = device
         self.step = 0            # the step being run (for `failed`)
         self.last_header = None
+        self.best_val_acc = None  # of the records so far (DOMAINBED_SAVE_SELECTED)
 
     @property
     def streams(self):
@@ -423,6 +444,9 @@ def write_record(job, step, steps_per_epoch, running_lists, bar):
     results = {"step": step, "epoch": step / steps_per_epoch}
     for key, values in running_lists.items():
         results[key] = np.mean(values)
+    before_record = getattr(job.algorithm, "before_record", None)
+    if before_record is not None:   # SWAD: choose the averaged model this record evaluates
+        results.update(before_record(job.evals, job.args.test_envs, job.device))
     for name, loader in job.evals:
         results[name + "_acc"] = misc.accuracy(job.algorithm, loader, None, job.device)
     results["mem_gb"] = peak_memory_gb(job.device)
@@ -437,6 +461,7 @@ def write_record(job, step, steps_per_epoch, running_lists, bar):
 
     results.update({"hparams": job.hparams, "args": vars(job.args)})
     misc.append_json_line(os.path.join(job.args.output_dir, "results.jsonl"), results)
+    return results
 
 
 def warn(message):
@@ -500,6 +525,9 @@ def start_or_resume(job, n_steps, checkpoint_freq):
     if kept_as:
         warn(f"{jobdir.RESULTS_FILE} had lines that are not records; dropped them, the "
              f"original is kept as {kept_as}")
+    if model_files.save_selected_enabled():   # the best so far is that of the records kept
+        job.best_val_acc = model_files.best_val_acc_of_records(
+            os.path.join(out, jobdir.RESULTS_FILE), job.args.test_envs)
     return next_step, collections.defaultdict(list, running_lists)
 
 
@@ -533,10 +561,11 @@ def train(job, stop):
             bar.update(1)
 
             if step % checkpoint_freq == 0 or step == n_steps - 1:
-                write_record(job, step, steps_per_epoch, running_lists, bar)
+                record = write_record(job, step, steps_per_epoch, running_lists, bar)
                 running_lists.clear()
                 if args.save_model_every_checkpoint:
                     save_model(job, f"model_step{step}.pkl")
+                save_selected_model(job, record)
                 save_state(step + 1)
                 last_beat = time.time()
             elif stop.signum is not None:
