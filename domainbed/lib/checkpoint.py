@@ -17,7 +17,7 @@ import shutil
 import numpy as np
 import torch
 
-from domainbed.lib import jobdir
+from domainbed.lib import jobdir, misc
 from domainbed.lib.model_state import is_extra_state_key
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -122,26 +122,17 @@ def restore_training_state(state, algorithm, train_loaders):
 def save_atomic(obj, path):
     """torch.save through a temporary file and a rename: the file is old or new, never
     torn; the temporary is removed when the write fails (e.g. a full disk)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            try:
-                torch.save(obj, f)
-            except RuntimeError as error:
-                # torch reports a failed write of its zip writer as a RuntimeError
-                # ("unexpected pos ..."): on a full disk, say so as the OSError it is.
-                if _disk_full(os.path.dirname(os.path.abspath(path))):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp) from error
-                raise
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    def write(f):
         try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+            torch.save(obj, f)
+        except RuntimeError as error:
+            # torch reports a failed write of its zip writer as a RuntimeError
+            # ("unexpected pos ..."): on a full disk, say so as the OSError it is.
+            if _disk_full(os.path.dirname(os.path.abspath(path))):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f.name) from error
+            raise
+
+    misc.atomic_write(path, write)
 
 
 def _disk_full(directory, margin=1 << 20):

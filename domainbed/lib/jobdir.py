@@ -28,6 +28,8 @@ import socket
 import stat
 import time
 
+from domainbed.lib.misc import atomic_write
+
 JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
 HEARTBEAT_FILE = "heartbeat.json"
@@ -141,19 +143,7 @@ def read_records_file(path):
 
 def atomic_write_bytes(path, data):
     """Write through `path.tmp.<pid>` and a rename; the temporary is removed on failure."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _write_json(path, obj):

@@ -204,14 +204,28 @@ def print_row(row, colwidth=10, latex=False):
     print(format_row(row, colwidth, latex))
 
 
-def atomic_write_text(path, text):
-    """Write `text` to `path` through a temporary file and an atomic rename."""
+def atomic_write(path, write):
+    """`write(binary file)` into `path.tmp.<pid>`, synced, then renamed over `path`: the
+    file is old or new, never torn; the temporary is removed when anything fails (e.g. a
+    full disk). The one atomic writer: text, bytes and checkpoints all go through it."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path, text):
+    """Write `text` (UTF-8) to `path` atomically (`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def append_json_line(path, record):
