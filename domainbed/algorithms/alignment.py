@@ -90,18 +90,11 @@ class MMD(_DistanceAlignment):
     distance = staticmethod(mmd_distance)
 
 
-class _CausalIRL(ERM):
+class _CausalIRL(_DistanceAlignment):
     """CausIRL (Chevalley, Bunne, Krause, Bauer, arXiv 2206.11646): match the distribution of
     the features before a random cut point of each domain's batch with that after it,
-    pooled over domains (one distance, not one per pair of domains)."""
-
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        hparam("mmd_gamma", 1.0, lambda r: 10**r.uniform(-1, 1))
-
-    @staticmethod
-    def distance(x, y):
-        raise NotImplementedError
+    pooled over domains (one distance, not one per pair of domains). Same hparam and
+    distances as CORAL/MMD; only the pairs compared differ."""
 
     def update(self, minibatches, unlabeled=None):
         n_domains = len(minibatches)
