@@ -297,21 +297,15 @@ def write_plots(args, records):
 def learning_curves(records):
     """{dataset: {algorithm: (steps, mean val acc, mean test acc)}} over the default-hparams
     runs: validation = mean of the training envs' out-splits (what selection reads)."""
-    from domainbed.model_selection import IIDAccuracySelectionMethod
-
-    curves = {}
-    for record in records:
-        args = record["args"]
-        if args["hparams_seed"] != 0 or len(args["test_envs"]) != 1:
-            continue
-        accs = IIDAccuracySelectionMethod._step_acc(record)
-        by_step = curves.setdefault(args["dataset"], {}).setdefault(args["algorithm"], {})
-        by_step.setdefault(record["step"], []).append((accs["val_acc"], accs["test_acc"]))
-    return {dataset: {algorithm: (sorted(by_step),
-                                  [float(np.mean([v for v, _ in by_step[s]])) for s in sorted(by_step)],
-                                  [float(np.mean([t for _, t in by_step[s]])) for s in sorted(by_step)])
-                      for algorithm, by_step in algorithms.items()}
-            for dataset, algorithms in curves.items()}
+    by_step = {}
+    for (dataset, algorithm, _, _), steps in default_runs(records).items():
+        for step, accs in steps.items():
+            by_step.setdefault(dataset, {}).setdefault(algorithm, {}).setdefault(step, []).append(accs)
+    return {dataset: {algorithm: (sorted(steps),
+                                  [float(np.mean([v for v, _ in steps[s]])) for s in sorted(steps)],
+                                  [float(np.mean([t for _, t in steps[s]])) for s in sorted(steps)])
+                      for algorithm, steps in algorithms.items()}
+            for dataset, algorithms in by_step.items()}
 
 
 def default_runs(records):
