@@ -17,7 +17,7 @@ from domainbed import hparams_registry
 from domainbed.algorithms import get_algorithm_class
 from domainbed.algorithms.adversarial import class_balanced_weights
 from domainbed.algorithms.alignment import coral_distance, mmd_distance
-from domainbed.algorithms.invariance import irm_penalty
+from domainbed.algorithms.invariance import irm_penalty, irm_terms, split_logits_by_domain
 from domainbed.algorithms.rsc import top_gradient_mask
 from domainbed.datasets import get_dataset_class
 from domainbed.lib.misc import seed_hash
@@ -129,6 +129,49 @@ def test_irm_penalty_is_the_product_of_the_half_batch_scale_gradients():
     expected = scale_gradient(logits[::2], y[::2]) * scale_gradient(logits[1::2], y[1::2])
     assert irm_penalty(logits, y).item() == pytest.approx(expected.item(), rel=1e-5)
     assert irm_penalty(logits[:1], y[:1]).item() == 0.0  # one sample: no pair of halves
+
+
+def upstream_irm_penalty(logits, y):
+    """Upstream's formulation: autograd through a dummy scale, create_graph on both halves."""
+    scale = torch.ones((), requires_grad=True)
+    loss_1 = F.cross_entropy(logits[::2] * scale, y[::2])
+    loss_2 = F.cross_entropy(logits[1::2] * scale, y[1::2])
+    grad_1 = torch.autograd.grad(loss_1, [scale], create_graph=True)[0]
+    grad_2 = torch.autograd.grad(loss_2, [scale], create_graph=True)[0]
+    return torch.sum(grad_1 * grad_2)
+
+
+@pytest.mark.parametrize("n,classes", [(2, 2), (7, 3), (64, 10)])
+def test_irm_penalty_and_its_gradient_equal_upstreams_autograd_formulation(n, classes):
+    generator = torch.Generator().manual_seed(n)
+    logits = 3 * torch.randn(n, classes, generator=generator)
+    y = torch.randint(classes, (n,), generator=generator)
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours_value, theirs_value = irm_penalty(ours, y), upstream_irm_penalty(theirs, y)
+    ours_value.backward()
+    theirs_value.backward()
+    assert ours_value.item() == pytest.approx(theirs_value.item(), rel=1e-5, abs=1e-6)
+    assert torch.allclose(ours.grad, theirs.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("sizes", [(33,) * 10, (4, 4, 4), (3, 4, 5), (1, 1)])
+def test_irm_terms_equal_the_per_domain_loop(sizes):
+    """The [E, B] block used for equal batch sizes gives the loop's values and gradients."""
+    generator = torch.Generator().manual_seed(len(sizes))
+    minibatches = [(torch.zeros(n, 1), torch.randint(3, (n,), generator=generator))
+                   for n in sizes]
+    logits = 2 * torch.randn(sum(sizes), 3, generator=generator)
+    block, loop = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    nll, penalty = irm_terms(block, minibatches)
+    expected_nll = expected_penalty = 0.0
+    for part, (_, y) in zip(split_logits_by_domain(loop, minibatches), minibatches):
+        expected_nll = expected_nll + F.cross_entropy(part, y) / len(sizes)
+        expected_penalty = expected_penalty + irm_penalty(part, y) / len(sizes)
+    (nll + 7 * penalty).backward()
+    (expected_nll + 7 * expected_penalty).backward()
+    assert nll.item() == pytest.approx(expected_nll.item(), rel=1e-5)
+    assert penalty.item() == pytest.approx(float(expected_penalty), rel=1e-4, abs=1e-6)
+    assert torch.allclose(block.grad, loop.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_irm_weight_switches_and_adam_is_reset_at_the_anneal_step():

@@ -61,6 +61,7 @@ trial_seed))`. So a scrambled problem is exactly its plain twin of the same tria
 by Q (paired comparisons), and the global RNGs are never used.
 """
 import collections
+import functools
 
 import numpy as np
 
@@ -258,28 +259,32 @@ class InvarianceUnitTest(MultipleDomainDataset):
         """root and test_envs are not used (no files; check_arguments refuses test envs
         other than the last one). hparams: the iut_* names, defaults if missing."""
         super().__init__()
+        config = self.config(hparams)
+        oracle = bool(hparams and hparams.get("iut_oracle"))
+        self.problem_config = config
+        self.trial_seed = int(trial_seed)
+        self.input_shape = (config.dim_inv + config.dim_spu,)
+        self.num_classes = self.NUM_CLASSES
+        self.environments = environment_names_for(config.n_envs)
+        built = _built_problem(type(self), config, oracle, self.trial_seed)
+        self.scramble, self.env_params, self.groups, self.datasets = built
+
+    def draw(self, config, oracle, trial_seed):
+        """(scramble, env_params, groups, datasets): one seeded draw of the problem."""
         import torch
         from torch.utils.data import TensorDataset
 
-        config = self.config(hparams)
-        self.problem_config = config
-        self.trial_seed = int(trial_seed)
         dim = config.dim_inv + config.dim_spu
-        self.input_shape = (dim,)
-        self.num_classes = self.NUM_CLASSES
-        self.environments = environment_names_for(config.n_envs)
-
         if self.SCRAMBLED:
-            self.scramble = scrambling_matrix(
-                np.random.RandomState(self.scramble_seed(trial_seed)), dim)
+            scramble = scrambling_matrix(np.random.RandomState(self.scramble_seed(trial_seed)), dim)
         else:
-            self.scramble = np.eye(dim)
+            scramble = np.eye(dim)
         draw_environments, draw_samples = PROCESSES[self.PROCESS]
         rng = np.random.RandomState(self.data_seed(trial_seed))
-        self.env_params = draw_environments(rng, config)
+        env_params = draw_environments(rng, config)
 
-        parts = [draw_samples(rng, env, config.n_samples, config) for env in self.env_params]
-        if hparams and hparams.get("iut_oracle"):
+        parts = [draw_samples(rng, env, config.n_samples, config) for env in env_params]
+        if oracle:
             # Its own stream, so that the test environment stays the one the other runs of
             # this trial see (paired comparisons).
             oracle_rng = np.random.RandomState(
@@ -287,20 +292,29 @@ class InvarianceUnitTest(MultipleDomainDataset):
             parts = [(x_inv, shuffle_spurious(oracle_rng, x_spu), y, groups)
                      for x_inv, x_spu, y, groups in parts]
         test_parts = []
-        for env in self.env_params:
+        for env in env_params:
             x_inv, x_spu, y, groups = draw_samples(rng, env, config.n_samples, config)
             test_parts.append((x_inv, shuffle_spurious(rng, x_spu), y, groups))
         parts.append(tuple(
             None if part[0] is None else np.concatenate(part) for part in zip(*test_parts)))
 
-        self.groups = [groups for _, _, _, groups in parts]   # Example2's latent groups
-        self.datasets = []
+        groups = [g for _, _, _, g in parts]   # Example2's latent groups
+        datasets = []
         for x_inv, x_spu, y, _ in parts:
             x = np.concatenate([x_inv, x_spu], axis=1)
             if self.SCRAMBLED:
-                x = x @ self.scramble
-            self.datasets.append(TensorDataset(
+                x = x @ scramble
+            datasets.append(TensorDataset(
                 torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)))
+        return scramble, env_params, groups, datasets
+
+
+@functools.lru_cache(maxsize=64)
+def _built_problem(dataset_class, config, oracle, trial_seed):
+    """Each draw built once per process: a warm sweep worker trains every algorithm and
+    hparam draw of a trial on the same data, and building it costs more than a short run's
+    training. The result is shared by the datasets that ask for it and never mutated."""
+    return dataset_class.draw(dataset_class.__new__(dataset_class), config, oracle, trial_seed)
 
 
 @register_dataset
