@@ -119,7 +119,7 @@ def test_antigmix_reverses_gmix_preference_for_the_conflicting_domain():
     r = agreeing + 0.05 * torch.randn(4, 3, generator=g)
     r[2] = -agreeing                                    # domain 2 pulls the head the other way
     index, mask = _groups(torch.zeros(4, dtype=torch.long), torch.arange(4), 4, 3)
-    groups = (index, mask, torch.ones(4), None)
+    groups = fgmix.Groups(index, mask, torch.ones(4), None)
     weights = {name: _algorithm(name, "Debug28", num_classes=3, num_domains=4)
                ._weights(groups, (z, r)) for name in ("GMix", "AntiGMix")}
     assert torch.all(weights["GMix"].argmin(1) == 2)
@@ -139,7 +139,7 @@ def test_meta_gradient_matches_finite_differences():
     y = torch.tensor([0, 1, 2, 0] * 3)
     domains = torch.arange(3).repeat_interleave(4)
     groups = algorithm._draw_groups(y, domains, 3, torch.float64)
-    signature = algorithm._signature(z, algorithm.classifier(z), y)
+    signature = fgmix.gradient_signature(algorithm.classifier, z, algorithm.classifier(z), y)
     with torch.no_grad():
         algorithm.policy_omega.copy_(torch.randn(n_features, generator=g, dtype=torch.float64))
 

@@ -1,16 +1,17 @@
 """FGMix: gradient-based mixup with extrapolation toward flatter minima, and its ablations.
 
 Peng & Pan, "Learning Gradient-based Mixup with Extrapolation toward Flatter Minima for
-Domain Generalization" (arXiv 2209.14742). The paper's exact formulas are not available
-to this project; this module implements the formulation of docs/method.md and
-reads in its order:
+Domain Generalization" (arXiv 2209.14742). The paper's formulas were not available to this
+project; the module implements the formulation written out in docs/method.md and reads in
+that page's order:
 
   §1 per-instance gradient signatures of the linear head, compared in closed form;
   §2 mixing groups: an anchor plus one same-label instance from every other domain;
-  §3 affine weights λ = (1 + κ)·π − κ/K from a policy π (sum 1, λ ≥ −κ/K);
+  §3 weights: compatibilities c_k, a policy π (sum 1) and the affine map
+     λ = (1 + κ)·π − κ/K (sum 1, λ ≥ −κ/K);
   §4 the model's objective: source cross-entropy + γ · cross-entropy of mixed features;
   §5 the policy's feature metric, learned by a flatness-aware (SAM) meta-step on the head;
-  §6 the four variants, one implementation with switches:
+  §6 one implementation with switches, and the registered variants:
 
       InterpMix  π ~ Dirichlet(α)           κ = 0
       ExtrapMix  π ~ Dirichlet(α)           κ > 0
@@ -23,7 +24,14 @@ reads in its order:
 
 The backbone runs one forward and one backward pass per step, as in ERM; everything
 added works on features, residuals and the head only.
+
+Why this module imports so little: `patches/` turns it into a single-file plug-in for an
+unmodified upstream DomainBed. That generator inlines `algorithms/base.py` and the
+`lib/per_sample` functions used here, and keeps only `from domainbed import networks`
+(which upstream also has). So the network and the optimizer are built here from
+`networks` directly, the way upstream's ERM builds them, rather than through `erm.py`.
 """
+import collections
 import math
 
 import torch
@@ -47,17 +55,24 @@ def last_linear(classifier):
     return classifier if isinstance(classifier, torch.nn.Linear) else classifier[-1]
 
 
-def mean_compatibility(cosine, mask):
-    """c_k = mean over the other members l of the group of S_kl; [G, K] (0 off-group)."""
-    size = mask.shape[1]
-    others = torch.eye(size, dtype=torch.bool, device=mask.device).logical_not()
-    pairs = mask.unsqueeze(2) & mask.unsqueeze(1) & others
-    total = torch.where(pairs, cosine, torch.zeros_like(cosine)).sum(2)
-    n_others = (mask.sum(1, keepdim=True) - 1).clamp(min=1)
-    return total / n_others
+def gradient_signature(classifier, features, logits, y):
+    """(head input z, residual r) per instance, detached: the policy reads gradients only.
+    Instance i's head gradient is (r_i z_iᵀ, r_i); cosines come from per_sample."""
+    with torch.no_grad():
+        return head_input(classifier, features.detach()), \
+            per_sample.head_residuals(logits.detach(), y)
 
 
 # -- §2 mixing groups ------------------------------------------------------------------
+Groups = collections.namedtuple("Groups", "index mask valid gamma_draws")
+Groups.__doc__ = """One group per anchor instance.
+
+index [N, D]: column d holds the member from domain d (the anchor sits in its own
+domain's column and fills the columns of absent members); mask [N, D]: real members;
+valid [N]: 1.0 for groups of two or more members (groups of one are masked out of the
+loss); gamma_draws [N, D]: Gamma(α) draws for the Dirichlet variants, else None."""
+
+
 def concat_with_domains(minibatches):
     """All inputs, labels, and the index of the domain each instance comes from."""
     x = torch.cat([xi for xi, _ in minibatches])
@@ -70,10 +85,9 @@ def build_groups(y, domains, num_domains, num_classes, uniform):
     """One group per anchor instance: itself, plus one instance of each other domain
     drawn uniformly among those with the anchor's label (`uniform` [N, D] in [0, 1)).
 
-    Returns index [N, D] (column d: the member from domain d; the anchor sits in its own
-    domain's column and fills the columns of absent members) and mask [N, D] (real
-    members). A domain without the label is left out. No Python loop over instances:
-    instances are sorted by (domain, label) cell and each draw is an offset in a cell.
+    Returns (index, mask) as in `Groups`. A domain without the label is left out. No
+    Python loop over instances: instances are sorted by (domain, label) cell and each
+    draw is an offset in a cell.
     """
     n = y.shape[0]
     cell_of_instance = domains * num_classes + y
@@ -96,6 +110,16 @@ def build_groups(y, domains, num_domains, num_classes, uniform):
 
 
 # -- §3 weights with bounded extrapolation ---------------------------------------------
+def mean_compatibility(cosine, mask):
+    """c_k = mean over the other members l of the group of S_kl; [G, K] (0 off-group)."""
+    size = mask.shape[1]
+    others = torch.eye(size, dtype=torch.bool, device=mask.device).logical_not()
+    pairs = mask.unsqueeze(2) & mask.unsqueeze(1) & others
+    total = torch.where(pairs, cosine, torch.zeros_like(cosine)).sum(2)
+    n_others = (mask.sum(1, keepdim=True) - 1).clamp(min=1)
+    return total / n_others
+
+
 def compatibility_policy(compatibility, mask, tau):
     """π = softmax(c / τ) over each group's members."""
     scores = (compatibility / tau).masked_fill(~mask, float("-inf"))
@@ -118,6 +142,7 @@ def affine_weights(policy, mask, kappa):
     return torch.where(mask, weights, torch.zeros_like(weights))
 
 
+# -- §4 the model's objective ----------------------------------------------------------
 def mix(features, index, weights):
     """z̃_g = Σ_k λ_gk z_index[g, k]."""
     return torch.einsum("gk,gkf->gf", weights, features[index])
@@ -125,6 +150,12 @@ def mix(features, index, weights):
 
 def masked_mean(values, valid):
     return (values * valid).sum() / valid.sum().clamp(min=1)
+
+
+def mixed_cross_entropy(head, features, labels, groups, weights):
+    """mean over kept groups of CE(h(z̃_G), y_G); `head` is a module or a callable."""
+    mixed_logits = head(mix(features, groups.index, weights))
+    return masked_mean(F.cross_entropy(mixed_logits, labels, reduction="none"), groups.valid)
 
 
 # -- §5 learning the policy toward flatter minima --------------------------------------
@@ -138,38 +169,42 @@ def sharpness_perturbation(head, params, features, labels, rho):
     return {name: g * scale for name, g in zip(frozen, grads)}
 
 
-def flatness_meta_loss(head, params, features, labels, mixed, valid, inner_lr, rho,
+def flatness_meta_loss(head, params, features, labels, groups, weights, inner_lr, rho,
                        epsilon=None):
     """(L_meta, ε): L_meta = L_src(θ' + ε), θ' = θ − η ∇_θ L_mix(θ), differentiable w.r.t.
-    `mixed`; ε is a constant (SAM's convention), recomputed at θ' unless given.
+    `weights`; ε is a constant (SAM's convention), recomputed at θ' unless given.
 
     `params` are the head's parameters (leaves requiring grad), `features` the detached
-    source features, `mixed` the mixed features built with the policy's weights.
+    source features, `weights` the policy's λ for `groups`.
     """
     names = list(params)
-    mixed_logits = torch.func.functional_call(head, params, (mixed,))
-    mixed_loss = masked_mean(F.cross_entropy(mixed_logits, labels, reduction="none"), valid)
+
+    def head_at(values):
+        return lambda inputs: torch.func.functional_call(head, values, (inputs,))
+
+    mixed_loss = mixed_cross_entropy(head_at(params), features, labels, groups, weights)
     grads = torch.autograd.grad(mixed_loss, [params[n] for n in names], create_graph=True)
     virtual = {n: params[n] - inner_lr * g for n, g in zip(names, grads)}
     if epsilon is None:
         epsilon = sharpness_perturbation(head, virtual, features, labels, rho)
     perturbed = {n: virtual[n] + epsilon[n] for n in names}
-    loss = F.cross_entropy(torch.func.functional_call(head, perturbed, (features,)), labels)
+    loss = F.cross_entropy(head_at(perturbed)(features), labels)
     return loss, epsilon
 
 
-# -- §4 + §6 one implementation with switches ------------------------------------------
+# -- §6 one implementation with switches -----------------------------------------------
 class GroupMixBase(Algorithm):
-    """Feature-level mixup of same-label groups across domains (spec §2-§5).
+    """Feature-level mixup of same-label groups across domains (§2-§5).
 
     Switches set by the registered variants: WEIGHTS ("dirichlet" or "gradient"),
-    EXTRAPOLATE (κ from hparams, else 0), LEARN_POLICY (§5 meta-step for the metric).
+    EXTRAPOLATE (κ from hparams, else 0), LEARN_POLICY (§5 meta-step for the metric),
+    COMPATIBILITY_SIGN (-1: favour the least compatible members, AntiGMix).
     """
 
     WEIGHTS = "dirichlet"
     EXTRAPOLATE = False
     LEARN_POLICY = False
-    COMPATIBILITY_SIGN = 1.0   # -1: favour the least compatible members (AntiGMix)
+    COMPATIBILITY_SIGN = 1.0
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
@@ -204,26 +239,25 @@ class GroupMixBase(Algorithm):
         zero = torch.zeros((), device=z.device)
         if len(minibatches) < 2:  # no other domain to mix with: plain ERM
             loss, mixed_loss, meta_loss = nll, zero, zero
-            weights = valid = None
+            weights = groups = None
         else:
             groups = self._draw_groups(y, domains, len(minibatches), z.dtype)
-            signature = self._signature(z, logits, y) if self.WEIGHTS == "gradient" else None
+            signature = gradient_signature(self.classifier, z, logits, y) \
+                if self.WEIGHTS == "gradient" else None
             meta_loss = self._update_policy(z.detach(), y, groups, signature) \
                 if self.LEARN_POLICY else zero
-            with torch.no_grad():  # λ is a constant for the model (spec §4)
+            with torch.no_grad():  # λ is a constant for the model (§4)
                 weights = self._weights(groups, signature)
-            index, mask, valid = groups[:3]
-            mixed_logits = self.classifier(mix(z, index, weights))
-            mixed_loss = masked_mean(F.cross_entropy(mixed_logits, y, reduction="none"), valid)
+            mixed_loss = mixed_cross_entropy(self.classifier, z, y, groups, weights)
             loss = nll + self.hparams["fgmix_gamma"] * mixed_loss
 
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return self._diagnostics(loss, nll, mixed_loss, meta_loss, weights, valid)
+        return self._diagnostics(loss, nll, mixed_loss, meta_loss, weights, groups)
 
     def _draw_groups(self, y, domains, num_domains, dtype):
-        """(index, mask, valid, gamma draws or None): draws from the algorithm's generators."""
+        """`Groups`, drawn from the algorithm's own generators (torch, then numpy)."""
         n = y.shape[0]
         uniform = torch.rand((n, num_domains), generator=self.generator)
         index, mask = build_groups(y, domains, num_domains, self.num_classes,
@@ -233,32 +267,27 @@ class GroupMixBase(Algorithm):
         if self.WEIGHTS == "dirichlet":
             draws = self.numpy_rng.gamma(self.hparams["fgmix_alpha"], size=(n, num_domains))
             gammas = torch.from_numpy(draws).to(device=y.device, dtype=dtype)
-        return index, mask, valid, gammas
-
-    def _signature(self, z, logits, y):
-        """(head input, residual) per instance, detached: the policy reads gradients only."""
-        with torch.no_grad():
-            features = head_input(self.classifier, z.detach())
-            return features, per_sample.head_residuals(logits.detach(), y)
+        return Groups(index, mask, valid, gammas)
 
     def _weights(self, groups, signature):
-        index, mask, _, gammas = groups
+        """λ for every group (§3), from the Dirichlet draws or the gradient signatures."""
         if self.WEIGHTS == "dirichlet":
-            policy = dirichlet_policy(gammas, mask)
+            policy = dirichlet_policy(groups.gamma_draws, groups.mask)
         else:
             features, residuals = signature
-            cosine = per_sample.grouped_head_gradient_cosine(features, residuals, index,
+            cosine = per_sample.grouped_head_gradient_cosine(features, residuals, groups.index,
                                                              self._metric())
-            compatibility = self.COMPATIBILITY_SIGN * mean_compatibility(cosine, mask)
-            policy = compatibility_policy(compatibility, mask, self.hparams["fgmix_tau"])
-        return affine_weights(policy, mask, self._kappa())
+            compatibility = self.COMPATIBILITY_SIGN * mean_compatibility(cosine, groups.mask)
+            policy = compatibility_policy(compatibility, groups.mask, self.hparams["fgmix_tau"])
+        return affine_weights(policy, groups.mask, self._kappa())
 
+    # -- §5 the policy step (FGMix) ---------------------------------------------------
     def policy_meta_loss(self, z, y, groups, signature, epsilon=None):
-        """(L_meta(ω), ε) of spec §5 on detached features and a functional copy of the head."""
+        """(L_meta(ω), ε) of §5 on detached features and a functional copy of the head."""
         params = {name: p.detach().requires_grad_()
                   for name, p in self.classifier.named_parameters()}
-        mixed = mix(z, groups[0], self._weights(groups, signature))
-        return flatness_meta_loss(self.classifier, params, z, y, mixed, groups[2],
+        return flatness_meta_loss(self.classifier, params, z, y, groups,
+                                  self._weights(groups, signature),
                                   self.hparams["fgmix_inner_lr"], self.hparams["fgmix_rho"],
                                   epsilon)
 
@@ -269,13 +298,13 @@ class GroupMixBase(Algorithm):
         self.policy_optimizer.step()
         return meta_loss.detach()
 
-    def _diagnostics(self, loss, nll, mixed_loss, meta_loss, weights, valid):
+    def _diagnostics(self, loss, nll, mixed_loss, meta_loss, weights, groups):
         """Logged floats, read from the device in one transfer."""
         if weights is None:
             n_groups = mean_negative = extrapolating = torch.zeros((), device=loss.device)
         else:
-            negative = (weights < 0) & (valid > 0).unsqueeze(1)
-            n_groups = valid.sum()
+            negative = (weights < 0) & (groups.valid > 0).unsqueeze(1)
+            n_groups = groups.valid.sum()
             mean_negative = torch.where(negative, weights, torch.zeros_like(weights)).sum() \
                 / negative.sum().clamp(min=1)
             extrapolating = negative.any(1).sum() / n_groups.clamp(min=1)
@@ -289,7 +318,7 @@ class GroupMixBase(Algorithm):
         return dict(zip(names, numbers))
 
 
-# -- §6 the variants (§7: each declares only the hparams it uses) -----------------------
+# -- §6 the registered variants (each declares only the hparams it uses) ---------------
 @register_algorithm
 class InterpMix(GroupMixBase):
     """Ablation: random convex weights π ~ Dirichlet(α) inside groups, no extrapolation."""

@@ -127,10 +127,10 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
         z = algorithm.featurizer(x)
         logits = algorithm.classifier(z)
         groups = algorithm._draw_groups(y, domains, n_train, z.dtype)
-        signature = algorithm._signature(z, logits, y) if algorithm.WEIGHTS == "gradient" else None
+        signature = (fgmix.gradient_signature(algorithm.classifier, z, logits, y)
+                     if algorithm.WEIGHTS == "gradient" else None)
         weights = algorithm._weights(groups, signature)
-        index, mask, valid = groups[:3]
-        valid = valid.bool()
+        index, mask, valid = groups.index, groups.mask, groups.valid.bool()
         x_orig = (x.double() @ torch.as_tensor(dataset.scramble).T).numpy()
         labels = y.numpy()
         result["extrap"] = float(((weights < 0) & mask).any(1)[valid].float().mean())
