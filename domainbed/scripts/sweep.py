@@ -24,7 +24,8 @@ and the printed lines are upstream DomainBed's. What this version adds:
   directory should be) reads as "nothing there", never as a crash.
 * Validation. `launch` checks every job's train arguments and the --hparams overrides
   (names, types, ranges; lib/validation.py and hparams_registry.apply_overrides, the same
-  checks as train.py) before it makes a single job directory.
+  checks as train.py), and each dataset's own checks of its arguments and data (for
+  `Folder`, the tree or manifest under --data_dir), before it makes a single job directory.
 """
 import argparse
 import copy
@@ -203,16 +204,19 @@ def all_test_env_combinations(n):
 def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparams, steps,
                    data_dir, task, holdout_fraction, single_test_envs, hparams):
     """Upstream's job list. Ours: the number of environments may depend on the sweep's
-    --hparams (JSON string or None), and each dataset says which test envs a sweep runs
-    (`sweep_test_envs`; upstream's enumeration unless the dataset overrides it). Hparams
-    a dataset refuses are a one-line error (exit 2), before any job is listed."""
+    --hparams (JSON string or None) and, for datasets such as `Folder`, on --data_dir; each
+    dataset says which test envs a sweep runs (`sweep_test_envs`; upstream's enumeration
+    unless the dataset overrides it). Hparams or data a dataset refuses are a one-line error
+    (exit 2), before any job is listed."""
     overrides = json.loads(hparams) if hparams is not None else None
     test_env_lists = {}
     for dataset in dataset_names:
         try:
-            n_envs = datasets.num_environments(dataset, overrides)
-        except datasets.DatasetArgumentError as error:
-            print(f"sweep.py: error: --hparams: {' '.join(str(error).split())}", file=sys.stderr)
+            n_envs = datasets.num_environments(dataset, overrides, data_dir)
+        except (datasets.DatasetArgumentError, datasets.DatasetNotFoundError) as error:
+            from_data = datasets.get_dataset_class(dataset).ENVIRONMENTS_FROM_DATA
+            flag = "" if from_data else "--hparams: "
+            print(f"sweep.py: error: {flag}{' '.join(str(error).split())}", file=sys.stderr)
             raise SystemExit(2) from None
         test_env_lists[dataset] = datasets.get_dataset_class(dataset).sweep_test_envs(
             n_envs, single_test_envs)
@@ -239,7 +243,10 @@ def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparam
 
 
 def default_datasets():
-    return [d for d in datasets.DATASETS if "Debug" not in d]
+    """Upstream's default: every dataset without 'Debug' in its name. Ours: not those that
+    read their environments from --data_dir (`Folder`): name them with --datasets."""
+    return [d for d in datasets.DATASETS if "Debug" not in d
+            and not datasets.get_dataset_class(d).ENVIRONMENTS_FROM_DATA]
 
 
 def ask_for_confirmation():
@@ -462,9 +469,11 @@ def check_names(parser, args):
                 parser.error(str(error))
     for dataset in args.datasets:
         try:
-            n_envs = datasets.num_environments(dataset)
+            n_envs = datasets.num_environments(dataset, data_dir=args.data_dir)
         except UnknownNameError as error:
             parser.error(str(error))
+        except (datasets.DatasetArgumentError, datasets.DatasetNotFoundError) as error:
+            parser.error(" ".join(str(error).split()))
         if n_envs < 3 and not args.single_test_envs:
             parser.error(f"dataset {dataset} has {n_envs} environments; pairs of test envs need "
                          "3 or more: add --single_test_envs")
@@ -480,8 +489,10 @@ def check_names(parser, args):
 
 
 def check_jobs(parser, args, args_list):
-    """Before `launch` makes any directory: every job's train arguments, and the --hparams
-    overrides for each (algorithm, dataset), with train.py's own checks."""
+    """Before `launch` makes any directory: every job's train arguments, the dataset's own
+    checks of its test envs, hparams and data (`check_arguments`; for `Folder`, the tree or
+    manifest under --data_dir, every image opened once), and the --hparams overrides of
+    each (algorithm, dataset), with train.py's own checks."""
     if args.task == "domain_adaptation":
         parser.error("--task domain_adaptation: train.py then needs --uda_holdout_fraction "
                      "above 0, which a sweep does not pass (as upstream); run those jobs with "
@@ -493,15 +504,33 @@ def check_jobs(parser, args, args_list):
             parser.error(f"{error} (in job {train_args['dataset']} / {train_args['algorithm']}"
                          f", from --n_hparams_from / --n_trials / --steps / "
                          f"--holdout_fraction)")
-    if args.hparams is None:
+    checked = set()
+    for train_args in args_list:
+        dataset, test_envs = train_args["dataset"], train_args["test_envs"]
+        key = (dataset, tuple(test_envs), train_args.get("hparams"))
+        if key in checked:
+            continue
+        checked.add(key)
+        dataset_class = datasets.get_dataset_class(dataset)
+        overrides = json.loads(train_args["hparams"]) if train_args.get("hparams") else {}
+        try:
+            if dataset_class.ENVIRONMENTS_FROM_DATA:
+                dataset_class.check_arguments(test_envs, overrides, data_dir=args.data_dir)
+            else:
+                dataset_class.check_arguments(test_envs, overrides)
+        except (datasets.DatasetArgumentError, datasets.DatasetNotFoundError) as error:
+            parser.error(f"{' '.join(str(error).split())} (nothing launched)")
+    with_hparams = sorted({(a["algorithm"], a["dataset"], a["hparams"]) for a in args_list
+                           if a.get("hparams") is not None})
+    if not with_hparams:
         return
     from domainbed import hparams_registry
 
-    overrides = validation.parse_hparams(args.hparams)
-    for algorithm, dataset in sorted({(a["algorithm"], a["dataset"]) for a in args_list}):
+    for algorithm, dataset, text in with_hparams:
         try:
             hparams_registry.apply_overrides(
-                hparams_registry.default_hparams(algorithm, dataset), overrides)
+                hparams_registry.default_hparams(algorithm, dataset),
+                validation.parse_hparams(text))
         except hparams_registry.HparamError as error:
             parser.error(f"--hparams: {error} ({algorithm} on {dataset}; nothing launched)")
 
