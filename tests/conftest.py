@@ -42,3 +42,14 @@ def in_process_launcher():
         command_launchers.register_launcher("in_process_test")(_train_in_this_process)
     return "in_process_test"
 
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules that train tiny models: one thread is fastest for them, and far faster
+    on a machine whose cores are busy (no threads waiting for each other)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

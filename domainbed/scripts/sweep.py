@@ -26,6 +26,11 @@ and the printed lines are upstream DomainBed's. What this version adds:
   (names, types, ranges; lib/validation.py and hparams_registry.apply_overrides, the same
   checks as train.py), and each dataset's own checks of its arguments and data (for
   `Folder`, the tree or manifest under --data_dir), before it makes a single job directory.
+* `--selection_method M [M ...]`: only the jobs these model-selection methods read (every
+  single test env for training-domain validation and the oracle; the pairs too for
+  leave-one-domain-out). The kept jobs are the full sweep's, with the same directories, so
+  a later sweep without the flag launches only the rest. Every command takes the flag, and
+  sees the same jobs with it.
 """
 import argparse
 import copy
@@ -40,7 +45,7 @@ import time
 
 import numpy as np
 
-from domainbed import algorithms, command_launchers, datasets
+from domainbed import algorithms, command_launchers, datasets, model_selection
 from domainbed.algorithms.registry import check_algorithm_name
 from domainbed.lib import jobdir, validation
 from domainbed.lib.misc import seed_hash
@@ -202,13 +207,17 @@ def all_test_env_combinations(n):
 
 
 def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparams, steps,
-                   data_dir, task, holdout_fraction, single_test_envs, hparams):
+                   data_dir, task, holdout_fraction, single_test_envs, hparams,
+                   test_env_counts=None):
     """Upstream's job list. Ours: the number of environments may depend on the sweep's
     --hparams (JSON string or None) and, for datasets such as `Folder`, on --data_dir; each
     dataset says which test envs a sweep runs (`sweep_test_envs`; upstream's enumeration
-    unless the dataset overrides it). Hparams or data a dataset refuses are a one-line error
-    (exit 2), before any job is listed."""
+    unless the dataset overrides it). `test_env_counts` (from --selection_method): keep only
+    the jobs with that many test envs, the ones those selection methods read (None: all).
+    Hparams or data a dataset refuses are a one-line error (exit 2), before any job is
+    listed."""
     overrides = json.loads(hparams) if hparams is not None else None
+    pairs_needed = test_env_counts is None or 2 in test_env_counts
     test_env_lists = {}
     for dataset in dataset_names:
         try:
@@ -218,8 +227,10 @@ def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparam
             flag = "" if from_data else "--hparams: "
             print(f"sweep.py: error: {flag}{' '.join(str(error).split())}", file=sys.stderr)
             raise SystemExit(2) from None
-        test_env_lists[dataset] = datasets.get_dataset_class(dataset).sweep_test_envs(
-            n_envs, single_test_envs)
+        test_env_lists[dataset] = [
+            test_envs for test_envs in datasets.get_dataset_class(dataset).sweep_test_envs(
+                n_envs, single_test_envs or not pairs_needed)
+            if test_env_counts is None or len(test_envs) in test_env_counts]
     args_list = []
     for trial_seed in range(n_trials):
         for dataset in dataset_names:
@@ -455,10 +466,17 @@ def build_parser():
     parser.add_argument("--holdout_fraction", type=float, default=0.2)
     parser.add_argument("--single_test_envs", action="store_true")
     parser.add_argument("--skip_confirmation", action="store_true")
+    parser.add_argument(
+        "--selection_method", nargs="+", default=None, metavar="METHOD",
+        help="only the jobs these model-selection methods read (for every command, so that "
+             "launch, delete_incomplete and status see the same jobs): "
+             "IIDAccuracySelectionMethod and OracleSelectionMethod read the runs with one "
+             "test env, LeaveOneOutSelectionMethod the two-test-env runs too. Default: every "
+             "job (upstream's sweep)")
     return parser
 
 
-def check_names(parser, args):
+def check_names(parser, args, methods=None):
     """Validate every name before any job is listed; a "did you mean" error otherwise."""
     known_algorithms = algorithms.ALGORITHMS
     for algorithm in args.algorithms:
@@ -467,6 +485,8 @@ def check_names(parser, args):
                 check_algorithm_name(algorithm)
             except UnknownNameError as error:
                 parser.error(str(error))
+    pairs = not args.single_test_envs and (
+        methods is None or 2 in model_selection.test_env_counts(methods))
     for dataset in args.datasets:
         try:
             n_envs = datasets.num_environments(dataset, data_dir=args.data_dir)
@@ -474,7 +494,7 @@ def check_names(parser, args):
             parser.error(str(error))
         except (datasets.DatasetArgumentError, datasets.DatasetNotFoundError) as error:
             parser.error(" ".join(str(error).split()))
-        if n_envs < 3 and not args.single_test_envs:
+        if n_envs < 3 and pairs:
             parser.error(f"dataset {dataset} has {n_envs} environments; pairs of test envs need "
                          "3 or more: add --single_test_envs")
     if args.command_launcher is None and args.command != "status":
@@ -486,6 +506,25 @@ def check_names(parser, args):
             parser.error(str(error))
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         parser.error(f"--output_dir {args.output_dir} is a file; give the sweep's directory")
+
+
+def resolve_selection_methods(parser, args):
+    """--selection_method as classes (None: not given), each once, in the order given."""
+    if args.selection_method is None:
+        return None
+    methods = []
+    for name in args.selection_method:
+        try:
+            method = model_selection.get_selection_method(name)
+        except UnknownNameError as error:
+            parser.error(f"--selection_method: {error}")
+        if method not in methods:
+            methods.append(method)
+    needs_pairs = [m.__name__ for m in methods if 2 in m.TEST_ENV_COUNTS]
+    if args.single_test_envs and needs_pairs:
+        parser.error(f"--selection_method {needs_pairs[0]} reads the runs with 2 test envs, "
+                     "which --single_test_envs leaves out: drop one of the two")
+    return methods
 
 
 def check_jobs(parser, args, args_list):
@@ -570,9 +609,10 @@ def main(argv=None):
         command_launchers.load_plugins()  # plug-in launchers tell how their jobs behave
     except SystemExit as error:
         parser.error(str(error))
+    methods = resolve_selection_methods(parser, args)
     args.datasets = args.datasets or default_datasets()
     args.algorithms = args.algorithms or algorithms.ALGORITHMS
-    check_names(parser, args)
+    check_names(parser, args, methods)
     launcher_fn = resolve_launcher(parser, args)
     try:
         args.launcher_args = command_launchers.parse_launcher_args(args.launcher_args)
@@ -583,7 +623,8 @@ def main(argv=None):
         n_trials=args.n_trials, dataset_names=args.datasets, algorithms=args.algorithms,
         n_hparams_from=args.n_hparams_from, n_hparams=args.n_hparams, steps=args.steps,
         data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
-        single_test_envs=args.single_test_envs, hparams=args.hparams)
+        single_test_envs=args.single_test_envs, hparams=args.hparams,
+        test_env_counts=model_selection.test_env_counts(methods) if methods else None)
     if args.command == "launch":
         check_jobs(parser, args, args_list)
         check_launcher_args(parser, launcher_fn, args.launcher_args)
