@@ -11,7 +11,8 @@ Methods are used through classmethods only, as upstream.
 
 Ours, for `sweep`: each method says which runs it reads (`TEST_ENV_COUNTS`: the numbers of
 test envs of those runs), so a sweep can launch only what the chosen methods need
-(`test_env_counts`); `get_selection_method(name)` looks a method up by its class name.
+(`test_env_counts`); `get_selection_method(name)` looks a method up by its class name, and
+`selected_runs` lists the run a method selects in every group (`--best_hparams_from`).
 """
 import numpy as np
 
@@ -189,3 +190,17 @@ def test_env_counts(methods):
     """The numbers of test envs of the runs any of `methods` reads (sorted)."""
     return sorted({count for method in methods for count in method.TEST_ENV_COUNTS})
 
+
+def selected_runs(records, selection_method):
+    """For every (trial_seed, dataset, algorithm, test_env) group of `records` in which the
+    method selects a run: {trial_seed, dataset, algorithm, test_env, run_acc, records}, where
+    `records` are the selected run's (one hparams_seed's) and run_acc its scores."""
+    from domainbed.lib.reporting import get_grouped_records
+
+    selected = []
+    for group in get_grouped_records(records):
+        ranked = selection_method.hparams_accs(group["records"])
+        if len(ranked):
+            run_acc, run_records = ranked[0]
+            selected.append({**group, "run_acc": run_acc, "records": Q(run_records)})
+    return selected

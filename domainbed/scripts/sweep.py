@@ -31,6 +31,11 @@ and the printed lines are upstream DomainBed's. What this version adds:
   leave-one-domain-out). The kept jobs are the full sweep's, with the same directories, so
   a later sweep without the flag launches only the rest. Every command takes the flag, and
   sees the same jobs with it.
+* `--best_hparams_from DIR`: for every selection method (default: collect_results' three),
+  dataset, algorithm and test env of the finished sweep DIR, the hparams the method selected
+  there, run for --n_trials trials as the jobs a hand-written sweep with `--n_hparams_from S
+  --n_hparams S+1 --hparams '<those hparams>'` lists, in OUTPUT_DIR/<method> (one sweep
+  directory per method, so that collect_results reports each method's own choice).
 """
 import argparse
 import copy
@@ -47,7 +52,7 @@ import numpy as np
 
 from domainbed import algorithms, command_launchers, datasets, model_selection
 from domainbed.algorithms.registry import check_algorithm_name
-from domainbed.lib import jobdir, validation
+from domainbed.lib import jobdir, reporting, validation
 from domainbed.lib.misc import seed_hash
 from domainbed.lib.registry import UnknownNameError
 
@@ -450,8 +455,8 @@ def build_parser():
     parser.add_argument("--algorithms", nargs="+", type=str, default=None,
                         help="default: every registered algorithm")
     parser.add_argument("--task", type=str, default="domain_generalization")
-    parser.add_argument("--n_hparams_from", type=int, default=0)
-    parser.add_argument("--n_hparams", type=int, default=20)
+    parser.add_argument("--n_hparams_from", type=int, default=None, help="default: 0")
+    parser.add_argument("--n_hparams", type=int, default=None, help="default: 20")
     parser.add_argument("--output_dir", type=str, required=True)
     parser.add_argument("--data_dir", type=str, required=True)
     parser.add_argument("--seed", type=int, default=0, help="unused (as upstream)")
@@ -473,6 +478,12 @@ def build_parser():
              "IIDAccuracySelectionMethod and OracleSelectionMethod read the runs with one "
              "test env, LeaveOneOutSelectionMethod the two-test-env runs too. Default: every "
              "job (upstream's sweep)")
+    parser.add_argument(
+        "--best_hparams_from", metavar="DIR", default=None,
+        help="re-run the hparams that each --selection_method (default: the three of "
+             "collect_results) selected in the finished sweep DIR, for every dataset, "
+             "algorithm and test env there, with --n_trials trials; the jobs of method M go "
+             "into OUTPUT_DIR/M, a sweep directory of its own for collect_results")
     return parser
 
 
@@ -485,8 +496,8 @@ def check_names(parser, args, methods=None):
                 check_algorithm_name(algorithm)
             except UnknownNameError as error:
                 parser.error(str(error))
-    pairs = not args.single_test_envs and (
-        methods is None or 2 in model_selection.test_env_counts(methods))
+    pairs = (not args.single_test_envs and args.best_hparams_from is None
+             and (methods is None or 2 in model_selection.test_env_counts(methods)))
     for dataset in args.datasets:
         try:
             n_envs = datasets.num_environments(dataset, data_dir=args.data_dir)
@@ -574,6 +585,112 @@ def check_jobs(parser, args, args_list):
             parser.error(f"--hparams: {error} ({algorithm} on {dataset}; nothing launched)")
 
 
+# ---------------------------------------------------------------------------------------
+# --best_hparams_from: the selected hparams of a finished sweep, re-run with more trials
+
+def note(message):
+    print(f"sweep: note: {message}", file=sys.stderr)
+
+
+def check_best_hparams_flags(parser, args):
+    if args.hparams is not None:
+        parser.error("--hparams and --best_hparams_from contradict each other (the hparams "
+                     "come from the runs in DIR): drop --hparams")
+    if args.n_hparams is not None or args.n_hparams_from is not None:
+        parser.error("--n_hparams and --n_hparams_from do not apply with --best_hparams_from "
+                     "(each job re-runs the hparams_seed a method selected): drop them")
+    if not os.path.isdir(args.best_hparams_from):
+        parser.error(f"--best_hparams_from {args.best_hparams_from!r} is not a directory: give "
+                     "a finished sweep's --output_dir")
+
+
+def load_finished_sweep(parser, args):
+    """The records of --best_hparams_from DIR, read as collect_results reads them."""
+    try:
+        report = reporting.load_sweep(args.best_hparams_from)
+    except OSError as error:
+        parser.error(f"cannot read --best_hparams_from {args.best_hparams_from} "
+                     f"({error.strerror or error}); give a readable sweep directory")
+    if not len(report.records):
+        parser.error(f"--best_hparams_from {args.best_hparams_from} holds no records "
+                     "(results.jsonl in its job directories): give a finished sweep's "
+                     "--output_dir")
+    unfinished = sum(not job.done for job in report.jobs)
+    if unfinished:
+        note(f"{unfinished} of the {len(report.jobs)} jobs in {args.best_hparams_from} are "
+             "not done; selecting among the records there are (as collect_results does)")
+    return report.records
+
+
+def best_hparams_plan(args, methods, records):
+    """[(method, train_args)]: for each method, dataset and algorithm, the run the method
+    selects for every test env in the first trial of DIR (its lowest trial_seed, so that
+    one hparams_seed means one set of hparams), as a hand-written sweep
+    `--n_hparams_from S --n_hparams S+1 --hparams '<those hparams>'` would list its jobs:
+    the test env alone, and for leave-one-domain-out its pairs too, for --n_trials trials."""
+    plan, differs = [], {}
+    for method in methods:
+        pairs = 2 in method.TEST_ENV_COUNTS
+        selected = model_selection.selected_runs(records, method)
+        for dataset in args.datasets:
+            for algorithm in args.algorithms:
+                cell = [c for c in selected
+                        if (c["dataset"], c["algorithm"]) == (dataset, algorithm)]
+                ran = [r for r in records if (r["args"]["dataset"], r["args"]["algorithm"])
+                       == (dataset, algorithm)]
+                if not ran:
+                    continue
+                trial = min(r["args"]["trial_seed"] for r in ran)
+                chosen = {c["test_env"]: c for c in cell if c["trial_seed"] == trial}
+                test_envs = sorted({e for r in ran if r["args"]["trial_seed"] == trial
+                                    for e in r["args"]["test_envs"]})
+                for test_env in test_envs:
+                    if test_env not in chosen:
+                        reason = reporting.missing_cell_reasons(records, method.name, dataset,
+                                                                algorithm)
+                        note(f"{method.__name__} selects no run for {dataset} / {algorithm} / "
+                             f"test env {test_env} in trial {trial} ({reason}); nothing to "
+                             "re-run for it")
+                        continue
+                    plan += _rerun_args(args, method, chosen[test_env], pairs)
+                    for flag in ("steps", "holdout_fraction"):
+                        ran = chosen[test_env]["records"][0]["args"].get(flag)
+                        if ran != getattr(args, flag):
+                            differs.setdefault(flag, set()).add(ran)
+    for flag, values in differs.items():
+        note(f"runs selected in {args.best_hparams_from} ran --{flag} "
+             f"{' / '.join(sorted(map(str, values)))}; these re-runs use --{flag} "
+             f"{getattr(args, flag)}")
+    unique, seen = [], set()
+    for method, train_args in plan:
+        key = (method.__name__, json.dumps(train_args, sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            unique.append((method, train_args))
+    return unique
+
+
+def _rerun_args(args, method, choice, pairs):
+    run = choice["records"][0]
+    hparams_seed, test_env = run["args"]["hparams_seed"], choice["test_env"]
+    args_list = make_args_list(
+        n_trials=args.n_trials, dataset_names=[choice["dataset"]],
+        algorithms=[choice["algorithm"]], n_hparams_from=hparams_seed,
+        n_hparams=hparams_seed + 1, steps=args.steps, data_dir=args.data_dir, task=args.task,
+        holdout_fraction=args.holdout_fraction, single_test_envs=not pairs,
+        hparams=json.dumps(run["hparams"], sort_keys=True))
+    return [(method, train_args) for train_args in args_list
+            if train_args["test_envs"] == [test_env]
+            or (pairs and len(train_args["test_envs"]) == 2 and test_env in train_args["test_envs"])]
+
+
+def names_in_records(records, field, known):
+    """The `args.<field>` values of the records: known names in their order, then others."""
+    present = reporting.Q(records).select(f"args.{field}").unique()
+    return [name for name in known if name in present] + [
+        name for name in present if name not in known]
+
+
 def check_launcher_args(parser, launcher_fn, launcher_args):
     """--launcher_args that the launcher does not take: refused before anything is made."""
     import inspect
@@ -610,8 +727,20 @@ def main(argv=None):
     except SystemExit as error:
         parser.error(str(error))
     methods = resolve_selection_methods(parser, args)
-    args.datasets = args.datasets or default_datasets()
-    args.algorithms = args.algorithms or algorithms.ALGORITHMS
+    records = None
+    if args.best_hparams_from is not None:
+        check_best_hparams_flags(parser, args)
+        methods = methods or [m for m in model_selection.SELECTION_METHODS   # all that fit
+                              if not (args.single_test_envs and 2 in m.TEST_ENV_COUNTS)]
+        records = load_finished_sweep(parser, args)
+        args.datasets = args.datasets or names_in_records(records, "dataset", datasets.DATASETS)
+        args.algorithms = args.algorithms or names_in_records(records, "algorithm",
+                                                              algorithms.ALGORITHMS)
+    else:
+        args.n_hparams_from = 0 if args.n_hparams_from is None else args.n_hparams_from
+        args.n_hparams = 20 if args.n_hparams is None else args.n_hparams
+        args.datasets = args.datasets or default_datasets()
+        args.algorithms = args.algorithms or algorithms.ALGORITHMS
     check_names(parser, args, methods)
     launcher_fn = resolve_launcher(parser, args)
     try:
@@ -619,16 +748,25 @@ def main(argv=None):
     except SystemExit as error:
         parser.error(str(error).replace("sweep: error: ", ""))
 
-    args_list = make_args_list(
-        n_trials=args.n_trials, dataset_names=args.datasets, algorithms=args.algorithms,
-        n_hparams_from=args.n_hparams_from, n_hparams=args.n_hparams, steps=args.steps,
-        data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
-        single_test_envs=args.single_test_envs, hparams=args.hparams,
-        test_env_counts=model_selection.test_env_counts(methods) if methods else None)
+    if records is not None:
+        plan = best_hparams_plan(args, methods, records)
+        if not plan:
+            parser.error(f"nothing to re-run: no --selection_method selects a run in "
+                         f"{args.best_hparams_from} (see the notes above)")
+        args_list = [train_args for _, train_args in plan]
+        sweep_dirs = [os.path.join(args.output_dir, method.__name__) for method, _ in plan]
+    else:
+        args_list = make_args_list(
+            n_trials=args.n_trials, dataset_names=args.datasets, algorithms=args.algorithms,
+            n_hparams_from=args.n_hparams_from, n_hparams=args.n_hparams, steps=args.steps,
+            data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
+            single_test_envs=args.single_test_envs, hparams=args.hparams,
+            test_env_counts=model_selection.test_env_counts(methods) if methods else None)
+        sweep_dirs = [args.output_dir] * len(args_list)
     if args.command == "launch":
         check_jobs(parser, args, args_list)
         check_launcher_args(parser, launcher_fn, args.launcher_args)
-    jobs = [Job(train_args, args.output_dir) for train_args in args_list]
+    jobs = [Job(train_args, sweep_dir) for train_args, sweep_dir in zip(args_list, sweep_dirs)]
 
     if args.command == "status":
         cmd_status(args, jobs)
@@ -647,6 +785,10 @@ def main(argv=None):
             cmd_delete_incomplete(args, jobs)
     except SweepError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if records is not None and args.command == "launch":
+        for sweep_dir in dict.fromkeys(sweep_dirs):
+            print(f"Collect them with: python -m domainbed.scripts.collect_results "
+                  f"--input_dir {shlex.quote(sweep_dir)}")
 
 
 def cli(argv=None):
