@@ -11,7 +11,9 @@ behind a flag:
 * --format markdown|csv|json (written to results.md / .csv / .json);
 * --compare_upstream: each cell's difference to the published 2020 number, '*' where the
   published runs used another protocol (a legend under each table says which);
-* --plot DIR: PNG bar charts per dataset and selection method (needs matplotlib).
+* --plot DIR: PNG bar charts per dataset and selection method, and the training curves
+  (held-out accuracy against step, per algorithm) of the runs each method selects (needs
+  matplotlib).
 Datasets that read their environments from --data_dir (`Folder`) get their column names from
 their records' data_dir. Record semantics are upstream's: records of incomplete jobs count
 unless --completed_only.
@@ -192,7 +194,8 @@ def parse_args(argv=None):
     parser.add_argument("--compare_upstream", action="store_true",
                         help="show each cell's difference to the published 2020 numbers")
     parser.add_argument("--plot", metavar="DIR", default=None,
-                        help="also write per-dataset PNG bar charts into DIR (needs matplotlib)")
+                        help="also write per-dataset PNG bar charts and the selected runs' "
+                             "training curves into DIR (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.latex and args.format not in (None, "latex"):
         parser.error("--latex and --format {} contradict each other: keep one".format(args.format))
@@ -254,6 +257,10 @@ def main(argv=None):
     reporting.print_missing_cell_notes(records, methods, tables)
     if args.plot:
         written = plots.plot_tables([t for m in methods for t in tables[m.name]], args.plot)
+        for method in methods:   # training curves of the runs each method selects
+            curves = plots.curve_data(model_selection.selected_runs(records, method))
+            written += plots.plot_curves(curves, method.name, environments, args.plot,
+                                         algorithms.ALGORITHMS)
         print(f"collect_results: wrote {len(written)} plots to {args.plot}", file=sys.stderr)
 
 
