@@ -14,6 +14,7 @@ from domainbed.datasets import folder
 from domainbed.datasets.base import DatasetArgumentError, DatasetNotFoundError
 from domainbed.scripts import collect_results, sweep, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # steadier on a busy CPU
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOMAINS = ["sketch", "art", "photo"]       # environments: art, photo, sketch (sorted)
 CLASSES = ["dog", "cat"]
@@ -144,8 +145,14 @@ def test_train_and_sweep_refuse_a_bad_tree_before_writing(tmp_path, capsys):
 
 
 def test_default_sweep_datasets_leave_folder_out():
+    from domainbed.scripts import download
+
     assert "Folder" in datasets.DATASETS and "Folder" not in sweep.default_datasets()
     assert datasets.get_dataset_class("Folder").environment_names() is None
+    with pytest.raises(DatasetArgumentError, match="reads its environments from --data_dir"):
+        datasets.num_environments("Folder")
+    with pytest.raises(download.UsageError, match="nothing to download"):
+        download.resolve_recipes(["Folder"])
 
 
 def test_sweep_status_reads_the_tree_without_torch(tmp_path):

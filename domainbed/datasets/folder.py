@@ -183,7 +183,8 @@ def read_manifest(path):
         values = []
         for column in MANIFEST_COLUMNS:
             value = row.get(column)
-            if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+            if (isinstance(value, bool) or not isinstance(value, (str, int))
+                    or not str(value).strip()):
                 _fail(f"manifest {path} {what} {number}: {column!r} is missing or empty; every "
                       f"entry needs a {', '.join(MANIFEST_COLUMNS)}")
             values.append(str(value).strip())

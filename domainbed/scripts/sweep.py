@@ -54,6 +54,7 @@ from domainbed import algorithms, command_launchers, datasets, model_selection
 from domainbed.algorithms.registry import check_algorithm_name
 from domainbed.lib import jobdir, reporting, validation
 from domainbed.lib.misc import seed_hash
+from domainbed.lib.query import Q
 from domainbed.lib.registry import UnknownNameError
 
 LAUNCH_FILE = "launch.json"
@@ -654,13 +655,14 @@ def best_hparams_plan(args, methods, records):
                         continue
                     plan += _rerun_args(args, method, chosen[test_env], pairs)
                     for flag in ("steps", "holdout_fraction"):
-                        ran = chosen[test_env]["records"][0]["args"].get(flag)
-                        if ran != getattr(args, flag):
-                            differs.setdefault(flag, set()).add(ran)
+                        value = chosen[test_env]["records"][0]["args"].get(flag)
+                        if value != getattr(args, flag):
+                            differs.setdefault(flag, set()).add(value)
     for flag, values in differs.items():
+        ours = getattr(args, flag)
         note(f"runs selected in {args.best_hparams_from} ran --{flag} "
-             f"{' / '.join(sorted(map(str, values)))}; these re-runs use --{flag} "
-             f"{getattr(args, flag)}")
+             f"{' / '.join(sorted(map(str, values)))}; these re-runs use "
+             + (f"--{flag} {ours}" if ours is not None else "the dataset's default"))
     unique, seen = [], set()
     for method, train_args in plan:
         key = (method.__name__, json.dumps(train_args, sort_keys=True))
@@ -679,14 +681,15 @@ def _rerun_args(args, method, choice, pairs):
         n_hparams=hparams_seed + 1, steps=args.steps, data_dir=args.data_dir, task=args.task,
         holdout_fraction=args.holdout_fraction, single_test_envs=not pairs,
         hparams=json.dumps(run["hparams"], sort_keys=True))
-    return [(method, train_args) for train_args in args_list
-            if train_args["test_envs"] == [test_env]
-            or (pairs and len(train_args["test_envs"]) == 2 and test_env in train_args["test_envs"])]
+    def needed(test_envs):   # the test env alone; for leave-one-out, its pairs too
+        return test_envs == [test_env] or (pairs and len(test_envs) == 2 and test_env in test_envs)
+
+    return [(method, a) for a in args_list if needed(a["test_envs"])]
 
 
 def names_in_records(records, field, known):
     """The `args.<field>` values of the records: known names in their order, then others."""
-    present = reporting.Q(records).select(f"args.{field}").unique()
+    present = Q(records).select(f"args.{field}").unique()
     return [name for name in known if name in present] + [
         name for name in present if name not in known]
 
