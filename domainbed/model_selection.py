@@ -8,6 +8,11 @@ test accuracy in three steps:
   higher hparams_seed ranks first, as upstream);
 * `sweep_acc(records)`: the test_acc of the best run, or None.
 Methods are used through classmethods only, as upstream.
+
+Ours, for `sweep`: each method says which runs it reads (`TEST_ENV_COUNTS`: the numbers of
+test envs of those runs), so a sweep can launch only what the chosen methods need
+(`test_env_counts`); `get_selection_method(name)` looks a method up by its class name, and
+`selected_runs` lists the run a method selects in every group (`--best_hparams_from`).
 """
 import numpy as np
 
@@ -23,6 +28,7 @@ class SelectionMethod:
     """Abstract: subclasses define `name` and `run_acc`."""
 
     name = None
+    TEST_ENV_COUNTS = (1,)   # ours: the runs it reads have this many test envs
 
     def __init__(self):
         raise TypeError("selection methods are used through their classmethods only")
@@ -121,6 +127,7 @@ class LeaveOneOutSelectionMethod(SelectionMethod):
     """Validate on a held-out training domain, using the pairwise (2 test env) runs."""
 
     name = "leave-one-domain-out cross-validation"
+    TEST_ENV_COUNTS = (1, 2)   # the pairs [t, v] validate on v
 
     @classmethod
     def _step_acc(cls, step_records):
@@ -157,3 +164,43 @@ class LeaveOneOutSelectionMethod(SelectionMethod):
 
 # The methods collect_results reports, in its order.
 SELECTION_METHODS = [IIDAccuracySelectionMethod, LeaveOneOutSelectionMethod, OracleSelectionMethod]
+
+# Ours: every method by class name (collect_results --auto_lr uses the last one).
+METHODS_BY_NAME = {method.__name__: method for method in
+                   SELECTION_METHODS + [IIDAutoLRAccuracySelectionMethod]}
+
+
+def get_selection_method(name):
+    """The method of this class name; an UnknownNameError with "did you mean" otherwise."""
+    from domainbed.lib.misc import did_you_mean
+    from domainbed.lib.registry import UnknownNameError
+
+    if name not in METHODS_BY_NAME:
+        hint = did_you_mean(name, METHODS_BY_NAME)
+        starting = [known for known in METHODS_BY_NAME
+                    if known.lower().startswith(str(name).lower())]
+        if not hint and starting:   # e.g. 'IID' or 'Oracle'
+            hint = f" Did you mean {starting[0]!r}?"
+        raise UnknownNameError(f"unknown selection method {name!r}.{hint} "
+                               f"Known: {', '.join(METHODS_BY_NAME)}.")
+    return METHODS_BY_NAME[name]
+
+
+def test_env_counts(methods):
+    """The numbers of test envs of the runs any of `methods` reads (sorted)."""
+    return sorted({count for method in methods for count in method.TEST_ENV_COUNTS})
+
+
+def selected_runs(records, selection_method):
+    """For every (trial_seed, dataset, algorithm, test_env) group of `records` in which the
+    method selects a run: {trial_seed, dataset, algorithm, test_env, run_acc, records}, where
+    `records` are the selected run's (one hparams_seed's) and run_acc its scores."""
+    from domainbed.lib.reporting import get_grouped_records
+
+    selected = []
+    for group in get_grouped_records(records):
+        ranked = selection_method.hparams_accs(group["records"])
+        if len(ranked):
+            run_acc, run_records = ranked[0]
+            selected.append({**group, "run_acc": run_acc, "records": Q(run_records)})
+    return selected

@@ -21,3 +21,35 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"../shared not found at {SHARED}: reference data unavailable")
     return SHARED
+
+
+def _train_in_this_process(commands):
+    """A launcher for tests: each sweep command runs as train.main(argv) in the test's own
+    process (torch imported once; dataset classes patched by the test stay patched)."""
+    from domainbed.pool_launcher import train_argv
+    from domainbed.scripts import train
+
+    for command in commands:
+        assert train.main(train_argv(command)) == 0, command
+
+
+@pytest.fixture(scope="session")
+def in_process_launcher():
+    """The name of a command launcher that runs a sweep's jobs in this process."""
+    from domainbed import command_launchers
+
+    if "in_process_test" not in command_launchers.REGISTRY:
+        command_launchers.register_launcher("in_process_test")(_train_in_this_process)
+    return "in_process_test"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules that train tiny models: one thread is fastest for them, and far faster
+    on a machine whose cores are busy (no threads waiting for each other)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

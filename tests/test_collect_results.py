@@ -330,7 +330,9 @@ def test_plots(tmp_path):
     result = run_collect("--input_dir", str(sweep_dir), "--plot", str(tmp_path / "plots"))
     assert result.returncode == 0, result.stderr
     pngs = sorted(os.listdir(tmp_path / "plots"))
-    assert len(pngs) == 3 and all(p.startswith("Debug28_") for p in pngs)
+    assert len(pngs) == 6 and all(p.startswith("Debug28_") for p in pngs)
+    # A bar chart and the selected runs' training curves per selection method.
+    assert len([p for p in pngs if p.endswith("_curves.png")]) == 3
     assert (tmp_path / "plots" / pngs[0]).read_bytes()[:4] == b"\x89PNG"
 
 

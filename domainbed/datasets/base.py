@@ -6,10 +6,13 @@ environments, sizes) is available to `collect_results` and `sweep` without torch
 Upstream's constructor is `(root, test_envs, hparams)` and every dataset keeps it. What a
 dataset class may add (all torch-free classmethods, with upstream's behaviour by default):
 
-* `environment_names(hparams)`: the environments, when their number depends on hparams;
+* `environment_names(hparams, data_dir=None)`: the environments, when they depend on
+  hparams or on the data (`ENVIRONMENTS_FROM_DATA = True`: read from `data_dir`, e.g. the
+  domain folders of `Folder`; None when no data_dir is given);
 * `sweep_test_envs(n_envs, single_test_envs)`: the test environments a sweep enumerates;
-* `check_arguments(test_envs, hparams)`: refuse bad arguments before anything is built or
-  written, with a `DatasetArgumentError` whose message says what to do;
+* `check_arguments(test_envs, hparams, data_dir=None)`: refuse bad arguments (and, given
+  `data_dir`, bad data) before anything is built or written, with a `DatasetArgumentError`
+  or `DatasetNotFoundError` whose message says what to do;
 * `declare_hparams(hparam, algorithm)`: dataset-level hparams (see hparams_registry);
 * `SEEDED_BY_TRIAL = True`: the constructor also takes `trial_seed=` (train.py passes
   --trial_seed), for datasets that are a fresh random draw in every trial.
@@ -42,6 +45,7 @@ class MultipleDomainDataset:
     SMALL_IMAGES = False      # selects the small-image hparam distributions
     CPU_SIZED = False         # ours: offline datasets get a narrower MNIST CNN (hparams)
     SEEDED_BY_TRIAL = False   # ours: True = the constructor also takes trial_seed=
+    ENVIRONMENTS_FROM_DATA = False  # ours: True = the environments are read from data_dir
 
     def __getitem__(self, index):
         return self.datasets[index]
@@ -50,8 +54,8 @@ class MultipleDomainDataset:
         return len(self.datasets)
 
     @classmethod
-    def environment_names(cls, hparams=None):
-        """The environment names for these hparams (None: the defaults); upstream's
+    def environment_names(cls, hparams=None, data_dir=None):
+        """The environment names for these hparams (None: the defaults) and data; upstream's
         datasets have a fixed list, `ENVIRONMENTS`."""
         return cls.ENVIRONMENTS
 
@@ -64,7 +68,7 @@ class MultipleDomainDataset:
         return all_test_env_combinations(n_envs)
 
     @classmethod
-    def check_arguments(cls, test_envs, hparams):
+    def check_arguments(cls, test_envs, hparams, data_dir=None):
         """Raise DatasetArgumentError for arguments this dataset cannot run with.
 
         The generic check: a dataset with vector inputs takes hparam `vector_featurizer`

@@ -205,7 +205,7 @@ class InvarianceUnitTest(MultipleDomainDataset):
         return Config(*values)
 
     @classmethod
-    def environment_names(cls, hparams=None):
+    def environment_names(cls, hparams=None, data_dir=None):
         return environment_names_for(cls.config(hparams).n_envs)
 
     @classmethod
@@ -219,7 +219,7 @@ class InvarianceUnitTest(MultipleDomainDataset):
         return [[n_envs - 1]]
 
     @classmethod
-    def check_arguments(cls, test_envs, hparams):
+    def check_arguments(cls, test_envs, hparams, data_dir=None):
         super().check_arguments(test_envs, hparams)
         test_env = cls.test_env(hparams)
         if list(test_envs) != [test_env]:

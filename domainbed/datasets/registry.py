@@ -27,7 +27,23 @@ def get_dataset_class(dataset_name):
     return _REGISTRY.get(dataset_name)
 
 
-def num_environments(dataset_name, hparams=None):
-    """How many environments `dataset_name` has with these hparams (None: the defaults);
-    a DatasetArgumentError if the dataset refuses them."""
-    return len(get_dataset_class(dataset_name).environment_names(hparams))
+def environment_names(dataset_name, hparams=None, data_dir=None):
+    """The environment names of `dataset_name` with these hparams (None: the defaults);
+    datasets that read their environments from the data (`ENVIRONMENTS_FROM_DATA`, such as
+    `Folder`) read them from `data_dir`. A DatasetArgumentError (or DatasetNotFoundError)
+    if the dataset refuses them."""
+    cls = get_dataset_class(dataset_name)
+    if not getattr(cls, "ENVIRONMENTS_FROM_DATA", False):
+        return cls.environment_names(hparams)   # (plug-ins may not take data_dir)
+    names = cls.environment_names(hparams, data_dir)
+    if names is None:
+        from domainbed.datasets.base import DatasetArgumentError
+
+        raise DatasetArgumentError(f"dataset {dataset_name} reads its environments from "
+                                   "--data_dir; pass --data_dir")
+    return names
+
+
+def num_environments(dataset_name, hparams=None, data_dir=None):
+    """How many environments `dataset_name` has (see `environment_names`)."""
+    return len(environment_names(dataset_name, hparams, data_dir))

@@ -11,8 +11,12 @@ behind a flag:
 * --format markdown|csv|json (written to results.md / .csv / .json);
 * --compare_upstream: each cell's difference to the published 2020 number, '*' where the
   published runs used another protocol (a legend under each table says which);
-* --plot DIR: PNG bar charts per dataset and selection method (needs matplotlib).
-Record semantics are upstream's: records of incomplete jobs count unless --completed_only.
+* --plot DIR: PNG bar charts per dataset and selection method, and the training curves
+  (held-out accuracy against step, per algorithm) of the runs each method selects (needs
+  matplotlib).
+Datasets that read their environments from --data_dir (`Folder`) get their column names from
+their records' data_dir. Record semantics are upstream's: records of incomplete jobs count
+unless --completed_only.
 """
 import argparse
 import os
@@ -62,9 +66,50 @@ def environments_of(dataset):
     return datasets.get_dataset_class(dataset).ENVIRONMENTS
 
 
-def make_tables(records, selection_method):
+class EnvironmentNames:
+    """`environments_of` for these records: a dataset that reads its environments from
+    --data_dir (`Folder`) takes them from its records' data_dir, read here (torch-free), or,
+    when that is not readable here, names them env0, env1, ... (notes on stderr, once)."""
+
+    def __init__(self, records):
+        self.records = records
+        self.names = {}
+
+    def __call__(self, dataset):
+        if dataset not in self.names:
+            self.names[dataset] = self._names(dataset)
+        return self.names[dataset]
+
+    def _names(self, dataset):
+        if not datasets.get_dataset_class(dataset).ENVIRONMENTS_FROM_DATA:
+            return environments_of(dataset)
+        runs = [r for r in self.records if r["args"]["dataset"] == dataset]
+        n_envs = 0
+        while f"env{n_envs}_out_acc" in runs[0]:
+            n_envs += 1
+        data_dirs = list(dict.fromkeys(str(r["args"].get("data_dir")) for r in runs))
+        if len(data_dirs) > 1:
+            reporting.warn(f"warning: the {dataset} records come from {len(data_dirs)} data "
+                           f"directories ({', '.join(data_dirs[:3])}); their numbers share "
+                           "one table. Collect each dataset's sweep directory on its own")
+        try:
+            names = datasets.environment_names(dataset, None, data_dirs[0])
+        except (datasets.DatasetArgumentError, datasets.DatasetNotFoundError, OSError) as e:
+            names, reason = None, " ".join(str(e).split())
+        else:
+            reason = f"it now has {len(names)} environments, the records {n_envs}"
+        if names is None or len(names) != n_envs:
+            reporting.warn(f"note: {dataset}'s environments are named env0..env{n_envs - 1}: "
+                           f"--data_dir {data_dirs[0]} of its records is not usable here "
+                           f"({reason})")
+            names = [f"env{i}" for i in range(n_envs)]
+        return list(names)
+
+
+def make_tables(records, selection_method, environments=None):
     return reporting.results_tables(records, selection_method, algorithms.ALGORITHMS,
-                                    environments_of, datasets.DATASETS)
+                                    environments or EnvironmentNames(records),
+                                    datasets.DATASETS)
 
 
 def print_results_tables(records, selection_method, latex):
@@ -149,7 +194,8 @@ def parse_args(argv=None):
     parser.add_argument("--compare_upstream", action="store_true",
                         help="show each cell's difference to the published 2020 numbers")
     parser.add_argument("--plot", metavar="DIR", default=None,
-                        help="also write per-dataset PNG bar charts into DIR (needs matplotlib)")
+                        help="also write per-dataset PNG bar charts and the selected runs' "
+                             "training curves into DIR (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.latex and args.format not in (None, "latex"):
         parser.error("--latex and --format {} contradict each other: keep one".format(args.format))
@@ -199,7 +245,8 @@ def main(argv=None):
     report = load(args)
     records = report.records
     methods = selection_methods(args.auto_lr)
-    tables = {method.name: make_tables(records, method) for method in methods}
+    environments = EnvironmentNames(records)
+    tables = {method.name: make_tables(records, method, environments) for method in methods}
     comparison = None
     if args.compare_upstream:
         from domainbed.lib.upstream_results import UpstreamComparison
@@ -210,6 +257,10 @@ def main(argv=None):
     reporting.print_missing_cell_notes(records, methods, tables)
     if args.plot:
         written = plots.plot_tables([t for m in methods for t in tables[m.name]], args.plot)
+        for method in methods:   # training curves of the runs each method selects
+            curves = plots.curve_data(model_selection.selected_runs(records, method))
+            written += plots.plot_curves(curves, method.name, environments, args.plot,
+                                         algorithms.ALGORITHMS)
         print(f"collect_results: wrote {len(written)} plots to {args.plot}", file=sys.stderr)
 
 

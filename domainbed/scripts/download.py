@@ -365,6 +365,9 @@ def resolve_recipes(requested):
                 chosen.append(by_name[name])
         elif name in dataset_names() and get_dataset_class(name).__module__ in NO_DOWNLOAD_MODULES:
             skipped.append(name)
+        elif name in dataset_names() and get_dataset_class(name).ENVIRONMENTS_FROM_DATA:
+            raise UsageError(f"{name} reads your own images (--data_dir of train and sweep): "
+                             "there is nothing to download")
         else:
             known = list(by_name) + dataset_names()
             raise UsageError(f"unknown dataset {name!r}.{did_you_mean(name, known)} "

@@ -24,7 +24,18 @@ and the printed lines are upstream DomainBed's. What this version adds:
   directory should be) reads as "nothing there", never as a crash.
 * Validation. `launch` checks every job's train arguments and the --hparams overrides
   (names, types, ranges; lib/validation.py and hparams_registry.apply_overrides, the same
-  checks as train.py) before it makes a single job directory.
+  checks as train.py), and each dataset's own checks of its arguments and data (for
+  `Folder`, the tree or manifest under --data_dir), before it makes a single job directory.
+* `--selection_method M [M ...]`: only the jobs these model-selection methods read (every
+  single test env for training-domain validation and the oracle; the pairs too for
+  leave-one-domain-out). The kept jobs are the full sweep's, with the same directories, so
+  a later sweep without the flag launches only the rest. Every command takes the flag, and
+  sees the same jobs with it.
+* `--best_hparams_from DIR`: for every selection method (default: collect_results' three),
+  dataset, algorithm and test env of the finished sweep DIR, the hparams the method selected
+  there, run for --n_trials trials as the jobs a hand-written sweep with `--n_hparams_from S
+  --n_hparams S+1 --hparams '<those hparams>'` lists, in OUTPUT_DIR/<method> (one sweep
+  directory per method, so that collect_results reports each method's own choice).
 """
 import argparse
 import copy
@@ -39,10 +50,11 @@ import time
 
 import numpy as np
 
-from domainbed import algorithms, command_launchers, datasets
+from domainbed import algorithms, command_launchers, datasets, model_selection
 from domainbed.algorithms.registry import check_algorithm_name
-from domainbed.lib import jobdir, validation
+from domainbed.lib import jobdir, reporting, validation
 from domainbed.lib.misc import seed_hash
+from domainbed.lib.query import Q
 from domainbed.lib.registry import UnknownNameError
 
 LAUNCH_FILE = "launch.json"
@@ -201,21 +213,30 @@ def all_test_env_combinations(n):
 
 
 def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparams, steps,
-                   data_dir, task, holdout_fraction, single_test_envs, hparams):
+                   data_dir, task, holdout_fraction, single_test_envs, hparams,
+                   test_env_counts=None):
     """Upstream's job list. Ours: the number of environments may depend on the sweep's
-    --hparams (JSON string or None), and each dataset says which test envs a sweep runs
-    (`sweep_test_envs`; upstream's enumeration unless the dataset overrides it). Hparams
-    a dataset refuses are a one-line error (exit 2), before any job is listed."""
+    --hparams (JSON string or None) and, for datasets such as `Folder`, on --data_dir; each
+    dataset says which test envs a sweep runs (`sweep_test_envs`; upstream's enumeration
+    unless the dataset overrides it). `test_env_counts` (from --selection_method): keep only
+    the jobs with that many test envs, the ones those selection methods read (None: all).
+    Hparams or data a dataset refuses are a one-line error (exit 2), before any job is
+    listed."""
     overrides = json.loads(hparams) if hparams is not None else None
+    pairs_needed = test_env_counts is None or 2 in test_env_counts
     test_env_lists = {}
     for dataset in dataset_names:
         try:
-            n_envs = datasets.num_environments(dataset, overrides)
-        except datasets.DatasetArgumentError as error:
-            print(f"sweep.py: error: --hparams: {' '.join(str(error).split())}", file=sys.stderr)
+            n_envs = datasets.num_environments(dataset, overrides, data_dir)
+        except (datasets.DatasetArgumentError, datasets.DatasetNotFoundError) as error:
+            from_data = datasets.get_dataset_class(dataset).ENVIRONMENTS_FROM_DATA
+            flag = "" if from_data else "--hparams: "
+            print(f"sweep.py: error: {flag}{' '.join(str(error).split())}", file=sys.stderr)
             raise SystemExit(2) from None
-        test_env_lists[dataset] = datasets.get_dataset_class(dataset).sweep_test_envs(
-            n_envs, single_test_envs)
+        test_env_lists[dataset] = [
+            test_envs for test_envs in datasets.get_dataset_class(dataset).sweep_test_envs(
+                n_envs, single_test_envs or not pairs_needed)
+            if test_env_counts is None or len(test_envs) in test_env_counts]
     args_list = []
     for trial_seed in range(n_trials):
         for dataset in dataset_names:
@@ -239,7 +260,10 @@ def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparam
 
 
 def default_datasets():
-    return [d for d in datasets.DATASETS if "Debug" not in d]
+    """Upstream's default: every dataset without 'Debug' in its name. Ours: not those that
+    read their environments from --data_dir (`Folder`): name them with --datasets."""
+    return [d for d in datasets.DATASETS if "Debug" not in d
+            and not datasets.get_dataset_class(d).ENVIRONMENTS_FROM_DATA]
 
 
 def ask_for_confirmation():
@@ -432,8 +456,8 @@ def build_parser():
     parser.add_argument("--algorithms", nargs="+", type=str, default=None,
                         help="default: every registered algorithm")
     parser.add_argument("--task", type=str, default="domain_generalization")
-    parser.add_argument("--n_hparams_from", type=int, default=0)
-    parser.add_argument("--n_hparams", type=int, default=20)
+    parser.add_argument("--n_hparams_from", type=int, default=None, help="default: 0")
+    parser.add_argument("--n_hparams", type=int, default=None, help="default: 20")
     parser.add_argument("--output_dir", type=str, required=True)
     parser.add_argument("--data_dir", type=str, required=True)
     parser.add_argument("--seed", type=int, default=0, help="unused (as upstream)")
@@ -448,10 +472,23 @@ def build_parser():
     parser.add_argument("--holdout_fraction", type=float, default=0.2)
     parser.add_argument("--single_test_envs", action="store_true")
     parser.add_argument("--skip_confirmation", action="store_true")
+    parser.add_argument(
+        "--selection_method", nargs="+", default=None, metavar="METHOD",
+        help="only the jobs these model-selection methods read (for every command, so that "
+             "launch, delete_incomplete and status see the same jobs): "
+             "IIDAccuracySelectionMethod and OracleSelectionMethod read the runs with one "
+             "test env, LeaveOneOutSelectionMethod the two-test-env runs too. Default: every "
+             "job (upstream's sweep)")
+    parser.add_argument(
+        "--best_hparams_from", metavar="DIR", default=None,
+        help="re-run the hparams that each --selection_method (default: the three of "
+             "collect_results) selected in the finished sweep DIR, for every dataset, "
+             "algorithm and test env there, with --n_trials trials; the jobs of method M go "
+             "into OUTPUT_DIR/M, a sweep directory of its own for collect_results")
     return parser
 
 
-def check_names(parser, args):
+def check_names(parser, args, methods=None):
     """Validate every name before any job is listed; a "did you mean" error otherwise."""
     known_algorithms = algorithms.ALGORITHMS
     for algorithm in args.algorithms:
@@ -460,12 +497,16 @@ def check_names(parser, args):
                 check_algorithm_name(algorithm)
             except UnknownNameError as error:
                 parser.error(str(error))
+    pairs = (not args.single_test_envs and args.best_hparams_from is None
+             and (methods is None or 2 in model_selection.test_env_counts(methods)))
     for dataset in args.datasets:
         try:
-            n_envs = datasets.num_environments(dataset)
+            n_envs = datasets.num_environments(dataset, data_dir=args.data_dir)
         except UnknownNameError as error:
             parser.error(str(error))
-        if n_envs < 3 and not args.single_test_envs:
+        except (datasets.DatasetArgumentError, datasets.DatasetNotFoundError) as error:
+            parser.error(" ".join(str(error).split()))
+        if n_envs < 3 and pairs:
             parser.error(f"dataset {dataset} has {n_envs} environments; pairs of test envs need "
                          "3 or more: add --single_test_envs")
     if args.command_launcher is None and args.command != "status":
@@ -479,9 +520,30 @@ def check_names(parser, args):
         parser.error(f"--output_dir {args.output_dir} is a file; give the sweep's directory")
 
 
+def resolve_selection_methods(parser, args):
+    """--selection_method as classes (None: not given), each once, in the order given."""
+    if args.selection_method is None:
+        return None
+    methods = []
+    for name in args.selection_method:
+        try:
+            method = model_selection.get_selection_method(name)
+        except UnknownNameError as error:
+            parser.error(f"--selection_method: {error}")
+        if method not in methods:
+            methods.append(method)
+    needs_pairs = [m.__name__ for m in methods if 2 in m.TEST_ENV_COUNTS]
+    if args.single_test_envs and needs_pairs:
+        parser.error(f"--selection_method {needs_pairs[0]} reads the runs with 2 test envs, "
+                     "which --single_test_envs leaves out: drop one of the two")
+    return methods
+
+
 def check_jobs(parser, args, args_list):
-    """Before `launch` makes any directory: every job's train arguments, and the --hparams
-    overrides for each (algorithm, dataset), with train.py's own checks."""
+    """Before `launch` makes any directory: every job's train arguments, the dataset's own
+    checks of its test envs, hparams and data (`check_arguments`; for `Folder`, the tree or
+    manifest under --data_dir, every image opened once), and the --hparams overrides of
+    each (algorithm, dataset), with train.py's own checks."""
     if args.task == "domain_adaptation":
         parser.error("--task domain_adaptation: train.py then needs --uda_holdout_fraction "
                      "above 0, which a sweep does not pass (as upstream); run those jobs with "
@@ -493,17 +555,143 @@ def check_jobs(parser, args, args_list):
             parser.error(f"{error} (in job {train_args['dataset']} / {train_args['algorithm']}"
                          f", from --n_hparams_from / --n_trials / --steps / "
                          f"--holdout_fraction)")
-    if args.hparams is None:
+    checked = set()
+    for train_args in args_list:
+        dataset, test_envs = train_args["dataset"], train_args["test_envs"]
+        key = (dataset, tuple(test_envs), train_args.get("hparams"))
+        if key in checked:
+            continue
+        checked.add(key)
+        dataset_class = datasets.get_dataset_class(dataset)
+        overrides = json.loads(train_args["hparams"]) if train_args.get("hparams") else {}
+        try:
+            if dataset_class.ENVIRONMENTS_FROM_DATA:
+                dataset_class.check_arguments(test_envs, overrides, data_dir=args.data_dir)
+            else:
+                dataset_class.check_arguments(test_envs, overrides)
+        except (datasets.DatasetArgumentError, datasets.DatasetNotFoundError) as error:
+            parser.error(f"{' '.join(str(error).split())} (nothing launched)")
+    with_hparams = sorted({(a["algorithm"], a["dataset"], a["hparams"]) for a in args_list
+                           if a.get("hparams") is not None})
+    if not with_hparams:
         return
     from domainbed import hparams_registry
 
-    overrides = validation.parse_hparams(args.hparams)
-    for algorithm, dataset in sorted({(a["algorithm"], a["dataset"]) for a in args_list}):
+    for algorithm, dataset, text in with_hparams:
         try:
             hparams_registry.apply_overrides(
-                hparams_registry.default_hparams(algorithm, dataset), overrides)
+                hparams_registry.default_hparams(algorithm, dataset),
+                validation.parse_hparams(text))
         except hparams_registry.HparamError as error:
             parser.error(f"--hparams: {error} ({algorithm} on {dataset}; nothing launched)")
+
+
+# ---------------------------------------------------------------------------------------
+# --best_hparams_from: the selected hparams of a finished sweep, re-run with more trials
+
+def note(message):
+    print(f"sweep: note: {message}", file=sys.stderr)
+
+
+def check_best_hparams_flags(parser, args):
+    if args.hparams is not None:
+        parser.error("--hparams and --best_hparams_from contradict each other (the hparams "
+                     "come from the runs in DIR): drop --hparams")
+    if args.n_hparams is not None or args.n_hparams_from is not None:
+        parser.error("--n_hparams and --n_hparams_from do not apply with --best_hparams_from "
+                     "(each job re-runs the hparams_seed a method selected): drop them")
+    if not os.path.isdir(args.best_hparams_from):
+        parser.error(f"--best_hparams_from {args.best_hparams_from!r} is not a directory: give "
+                     "a finished sweep's --output_dir")
+
+
+def load_finished_sweep(parser, args):
+    """The records of --best_hparams_from DIR, read as collect_results reads them."""
+    try:
+        report = reporting.load_sweep(args.best_hparams_from)
+    except OSError as error:
+        parser.error(f"cannot read --best_hparams_from {args.best_hparams_from} "
+                     f"({error.strerror or error}); give a readable sweep directory")
+    if not len(report.records):
+        parser.error(f"--best_hparams_from {args.best_hparams_from} holds no records "
+                     "(results.jsonl in its job directories): give a finished sweep's "
+                     "--output_dir")
+    unfinished = sum(not job.done for job in report.jobs)
+    if unfinished:
+        note(f"{unfinished} of the {len(report.jobs)} jobs in {args.best_hparams_from} are "
+             "not done; selecting among the records there are (as collect_results does)")
+    return report.records
+
+
+def best_hparams_plan(args, methods, records):
+    """[(method, train_args)]: for each method, dataset and algorithm, the run the method
+    selects for every test env in the first trial of DIR (its lowest trial_seed, so that
+    one hparams_seed means one set of hparams), as a hand-written sweep
+    `--n_hparams_from S --n_hparams S+1 --hparams '<those hparams>'` would list its jobs:
+    the test env alone, and for leave-one-domain-out its pairs too, for --n_trials trials."""
+    plan, differs = [], {}
+    for method in methods:
+        pairs = 2 in method.TEST_ENV_COUNTS
+        selected = model_selection.selected_runs(records, method)
+        for dataset in args.datasets:
+            for algorithm in args.algorithms:
+                cell = [c for c in selected
+                        if (c["dataset"], c["algorithm"]) == (dataset, algorithm)]
+                ran = [r for r in records if (r["args"]["dataset"], r["args"]["algorithm"])
+                       == (dataset, algorithm)]
+                if not ran:
+                    continue
+                trial = min(r["args"]["trial_seed"] for r in ran)
+                chosen = {c["test_env"]: c for c in cell if c["trial_seed"] == trial}
+                test_envs = sorted({e for r in ran if r["args"]["trial_seed"] == trial
+                                    for e in r["args"]["test_envs"]})
+                for test_env in test_envs:
+                    if test_env not in chosen:
+                        reason = reporting.missing_cell_reasons(records, method.name, dataset,
+                                                                algorithm)
+                        note(f"{method.__name__} selects no run for {dataset} / {algorithm} / "
+                             f"test env {test_env} in trial {trial} ({reason}); nothing to "
+                             "re-run for it")
+                        continue
+                    plan += _rerun_args(args, method, chosen[test_env], pairs)
+                    for flag in ("steps", "holdout_fraction"):
+                        value = chosen[test_env]["records"][0]["args"].get(flag)
+                        if value != getattr(args, flag):
+                            differs.setdefault(flag, set()).add(value)
+    for flag, values in differs.items():
+        ours = getattr(args, flag)
+        note(f"runs selected in {args.best_hparams_from} ran --{flag} "
+             f"{' / '.join(sorted(map(str, values)))}; these re-runs use "
+             + (f"--{flag} {ours}" if ours is not None else "the dataset's default"))
+    unique, seen = [], set()
+    for method, train_args in plan:
+        key = (method.__name__, json.dumps(train_args, sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            unique.append((method, train_args))
+    return unique
+
+
+def _rerun_args(args, method, choice, pairs):
+    run = choice["records"][0]
+    hparams_seed, test_env = run["args"]["hparams_seed"], choice["test_env"]
+    args_list = make_args_list(
+        n_trials=args.n_trials, dataset_names=[choice["dataset"]],
+        algorithms=[choice["algorithm"]], n_hparams_from=hparams_seed,
+        n_hparams=hparams_seed + 1, steps=args.steps, data_dir=args.data_dir, task=args.task,
+        holdout_fraction=args.holdout_fraction, single_test_envs=not pairs,
+        hparams=json.dumps(run["hparams"], sort_keys=True))
+    def needed(test_envs):   # the test env alone; for leave-one-out, its pairs too
+        return test_envs == [test_env] or (pairs and len(test_envs) == 2 and test_env in test_envs)
+
+    return [(method, a) for a in args_list if needed(a["test_envs"])]
+
+
+def names_in_records(records, field, known):
+    """The `args.<field>` values of the records: known names in their order, then others."""
+    present = Q(records).select(f"args.{field}").unique()
+    return [name for name in known if name in present] + [
+        name for name in present if name not in known]
 
 
 def check_launcher_args(parser, launcher_fn, launcher_args):
@@ -541,24 +729,47 @@ def main(argv=None):
         command_launchers.load_plugins()  # plug-in launchers tell how their jobs behave
     except SystemExit as error:
         parser.error(str(error))
-    args.datasets = args.datasets or default_datasets()
-    args.algorithms = args.algorithms or algorithms.ALGORITHMS
-    check_names(parser, args)
+    methods = resolve_selection_methods(parser, args)
+    records = None
+    if args.best_hparams_from is not None:
+        check_best_hparams_flags(parser, args)
+        methods = methods or [m for m in model_selection.SELECTION_METHODS   # all that fit
+                              if not (args.single_test_envs and 2 in m.TEST_ENV_COUNTS)]
+        records = load_finished_sweep(parser, args)
+        args.datasets = args.datasets or names_in_records(records, "dataset", datasets.DATASETS)
+        args.algorithms = args.algorithms or names_in_records(records, "algorithm",
+                                                              algorithms.ALGORITHMS)
+    else:
+        args.n_hparams_from = 0 if args.n_hparams_from is None else args.n_hparams_from
+        args.n_hparams = 20 if args.n_hparams is None else args.n_hparams
+        args.datasets = args.datasets or default_datasets()
+        args.algorithms = args.algorithms or algorithms.ALGORITHMS
+    check_names(parser, args, methods)
     launcher_fn = resolve_launcher(parser, args)
     try:
         args.launcher_args = command_launchers.parse_launcher_args(args.launcher_args)
     except SystemExit as error:
         parser.error(str(error).replace("sweep: error: ", ""))
 
-    args_list = make_args_list(
-        n_trials=args.n_trials, dataset_names=args.datasets, algorithms=args.algorithms,
-        n_hparams_from=args.n_hparams_from, n_hparams=args.n_hparams, steps=args.steps,
-        data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
-        single_test_envs=args.single_test_envs, hparams=args.hparams)
+    if records is not None:
+        plan = best_hparams_plan(args, methods, records)
+        if not plan:
+            parser.error(f"nothing to re-run: no --selection_method selects a run in "
+                         f"{args.best_hparams_from} (see the notes above)")
+        args_list = [train_args for _, train_args in plan]
+        sweep_dirs = [os.path.join(args.output_dir, method.__name__) for method, _ in plan]
+    else:
+        args_list = make_args_list(
+            n_trials=args.n_trials, dataset_names=args.datasets, algorithms=args.algorithms,
+            n_hparams_from=args.n_hparams_from, n_hparams=args.n_hparams, steps=args.steps,
+            data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
+            single_test_envs=args.single_test_envs, hparams=args.hparams,
+            test_env_counts=model_selection.test_env_counts(methods) if methods else None)
+        sweep_dirs = [args.output_dir] * len(args_list)
     if args.command == "launch":
         check_jobs(parser, args, args_list)
         check_launcher_args(parser, launcher_fn, args.launcher_args)
-    jobs = [Job(train_args, args.output_dir) for train_args in args_list]
+    jobs = [Job(train_args, sweep_dir) for train_args, sweep_dir in zip(args_list, sweep_dirs)]
 
     if args.command == "status":
         cmd_status(args, jobs)
@@ -577,6 +788,10 @@ def main(argv=None):
             cmd_delete_incomplete(args, jobs)
     except SweepError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if records is not None and args.command == "launch":
+        for sweep_dir in dict.fromkeys(sweep_dirs):
+            print(f"Collect them with: python -m domainbed.scripts.collect_results "
+                  f"--input_dir {shlex.quote(sweep_dir)}")
 
 
 def cli(argv=None):

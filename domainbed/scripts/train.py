@@ -13,6 +13,7 @@ results.jsonl, model.pkl and done), made reliable:
 * a non-finite loss stops the run (exit 3) and any crash leaves a `failed` file; neither
   leaves `done`. See docs/reliability.md.
 """
+import argparse
 import collections
 import errno
 import math
@@ -29,7 +30,7 @@ import numpy as np
 
 from domainbed import datasets, hparams_registry, model_files
 from domainbed.algorithms import get_algorithm_class
-from domainbed.lib import checkpoint, jobdir, misc, validation
+from domainbed.lib import checkpoint, jobdir, misc, tensorboard_logs, validation
 from domainbed.lib.progress import progress_bar
 
 EXIT_BAD_INPUT = 2
@@ -70,6 +71,8 @@ def build_parser():
                         help="For domain adaptation, %% of test to use unlabeled for training.")
     parser.add_argument("--skip_model_save", action="store_true")
     parser.add_argument("--save_model_every_checkpoint", action="store_true")
+    parser.add_argument("--tensorboard", action="store_true", default=argparse.SUPPRESS,
+                        help="ours: also log TensorBoard scalars (not one of the job's args)")
     return parser
 
 
@@ -539,6 +542,7 @@ def train(job, stop):
     checkpoint_freq = args.checkpoint_freq or job.dataset.CHECKPOINT_FREQ
 
     start_step, running_lists = start_or_resume(job, n_steps, checkpoint_freq)
+    scalar_log = tensorboard_logs.open_log(out, start_step, getattr(job, "tensorboard", False))
     started = last_beat = time.time()
     jobdir.write_heartbeat(out, start_step, n_steps, started, start_step)
     bar = progress_bar(n_steps, initial=start_step)
@@ -562,6 +566,7 @@ def train(job, stop):
 
             if step % checkpoint_freq == 0 or step == n_steps - 1:
                 record = write_record(job, step, steps_per_epoch, running_lists, bar)
+                scalar_log(record)
                 running_lists.clear()
                 if args.save_model_every_checkpoint:
                     save_model(job, f"model_step{step}.pkl")
@@ -581,6 +586,7 @@ def train(job, stop):
                 return 128 + stop.signum
     finally:
         bar.close()
+        scalar_log.close()
 
     save_model(job, "model.pkl")
     jobdir.write_done(out)
@@ -730,12 +736,14 @@ def acquire_lock(output_dir):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        tensorboard = tensorboard_logs.requested(vars(args).pop("tensorboard", False))
         job = prepare(args)
         if job is None:
             print(already_done_message(args.output_dir), file=sys.stderr)
             return 0
+        job.tensorboard = tensorboard
         lock = acquire_lock(args.output_dir)
-    except BadInput as e:
+    except (BadInput, tensorboard_logs.TensorBoardUnavailable) as e:
         return report_bad_input(e)
     except Exception as e:
         # Nothing is written before the lock: whatever building the dataset, the loaders or
