@@ -35,6 +35,16 @@ def test_presets_size_the_runs_and_explicit_flags_win():
         assert preset["cost"], name
 
 
+def test_the_default_runs_3x3_unit_tests_and_the_iut_suite_alone_its_own_5x5():
+    both = reproduce.parse_args([])
+    assert (both.iut_n_hparams, both.iut_n_trials) == (3, 3)
+    alone = reproduce.parse_args(["--suite", "iut"])
+    assert (alone.iut_n_hparams, alone.iut_n_trials) == (5, 5)
+    assert alone.output_dir == both.output_dir  # the 3 x 3 runs are reused, not redone
+    given = reproduce.parse_args(["--suite", "iut", "--iut_n_trials", "7"])
+    assert given.iut_n_trials == 7
+
+
 def test_full_mode_needs_data_and_launcher(capsys):
     with pytest.raises(SystemExit):
         reproduce.parse_args(["--full"])
