@@ -49,8 +49,8 @@ PRESETS = {
         "iut": {"iut_n_envs": [3], "iut_n_hparams": 2, "iut_n_trials": 2, "iut_steps": 101},
     },
     "default": {
-        "cost": "about 45 minutes on 2 idle CPU cores (digits about 23, unit tests about 20); "
-                "--suite iut alone: the unit tests at 5 draws x 5 seeds, about 50 minutes",
+        "cost": "about 45 minutes on 2 idle CPU cores (digits about 23, unit tests about 17); "
+                "--suite iut alone: the unit tests at 5 draws x 5 seeds, about 48 minutes",
         "datasets": ["RotatedMNIST5k"], "algorithms": ABLATION,
         "n_hparams": 3, "n_trials": 3, "steps": None,
         # Both suites together fit the main job's budget with 3 draws x 3 data seeds of the
