@@ -15,6 +15,9 @@ upstream's optional `domainbed/facebook.py` with `register_command_launchers(REG
 Set `fn.runs_jobs = False` on a launcher that only pretends (like `dummy`), and
 `fn.queues_jobs = True` on one that submits to a queue (like `slurm`); `sweep launch` uses
 both to decide which incomplete jobs to launch again (see `sweep --help`).
+
+A launcher that cannot run (no GPU, no submitit, bad options) raises `LauncherError`;
+`sweep` turns it into one line.
 """
 import atexit
 import importlib
@@ -27,11 +30,16 @@ import sys
 import tempfile
 import time
 
+from domainbed.lib.cli import CommandError
 from domainbed.lib.registry import UnknownNameError
 from domainbed.lib.misc import did_you_mean
 from domainbed.pool_launcher import pool_launcher
 
 REGISTRY = {}
+
+
+class LauncherError(CommandError, ValueError):
+    """A launcher cannot run as asked (the message says what to do)."""
 
 
 def register_launcher(name, runs_jobs=True, queues_jobs=False):
@@ -180,7 +188,7 @@ def multi_gpu_launcher(commands, jobs_per_gpu=None, poll_s=1.0):
     jobs_per_gpu = int(jobs_per_gpu or os.environ.get("DOMAINBED_JOBS_PER_GPU", 1))
     gpus = visible_gpus()
     if not gpus or jobs_per_gpu < 1:
-        raise SystemExit("multi_gpu launcher: no GPU visible (CUDA_VISIBLE_DEVICES / torch) or "
+        raise LauncherError("multi_gpu launcher: no GPU visible (CUDA_VISIBLE_DEVICES / torch) or "
                          "jobs_per_gpu < 1; use --command_launcher local on a CPU machine")
     slots = [gpu for gpu in gpus for _ in range(jobs_per_gpu)]
     running = [None] * len(slots)
@@ -225,14 +233,14 @@ def slurm_options(overrides=None):
     options.update({k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = sorted(set(options) - set(SLURM_DEFAULTS))
     if unknown:
-        raise SystemExit(f"slurm launcher: unknown option(s) {unknown}; "
-                         f"known: {sorted(SLURM_DEFAULTS)}")
+        raise LauncherError(f"slurm launcher: unknown option(s) {unknown}; "
+                            f"known: {sorted(SLURM_DEFAULTS)}")
     for option in INT_OPTIONS:
         try:
             options[option] = int(options[option])
         except (TypeError, ValueError):
-            raise SystemExit(f"slurm launcher: option {option} must be an integer, got "
-                             f"{options[option]!r} (--launcher_args or {SLURM_ENV[option]})")
+            raise LauncherError(f"slurm launcher: option {option} must be an integer, got "
+                                f"{options[option]!r} (--launcher_args or {SLURM_ENV[option]})")
     return options
 
 
@@ -282,8 +290,8 @@ def _import_submitit():
     try:
         import submitit
     except ImportError:
-        raise SystemExit("slurm launcher: needs submitit: pip install submitit "
-                         "(or the package's [slurm] extra)")
+        raise LauncherError("slurm launcher: needs submitit: pip install submitit "
+                            "(or the package's [slurm] extra)")
     return submitit
 
 
@@ -325,17 +333,17 @@ slurm_launcher.check_options = lambda options: slurm_options(
 
 
 def parse_launcher_args(text):
-    """The --launcher_args JSON object (a dict), or a one-line error."""
+    """The --launcher_args JSON object (a dict); a LauncherError otherwise."""
     if not text:
         return {}
     try:
         value = json.loads(text)
     except ValueError as error:
-        raise SystemExit(f"sweep: error: --launcher_args is not valid JSON ({error}); "
-                         'example: --launcher_args \'{"jobs_per_gpu": 2}\'')
+        raise LauncherError(f"--launcher_args is not valid JSON ({error}); "
+                            'example: --launcher_args \'{"jobs_per_gpu": 2}\'') from None
     if not isinstance(value, dict):
-        raise SystemExit("sweep: error: --launcher_args must be a JSON object, e.g. "
-                         '\'{"partition": "gpu"}\'')
+        raise LauncherError("--launcher_args must be a JSON object, e.g. "
+                            '\'{"partition": "gpu"}\'')
     return value
 
 

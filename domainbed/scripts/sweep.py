@@ -42,7 +42,9 @@ import numpy as np
 from domainbed import algorithms, command_launchers, datasets
 from domainbed.algorithms.registry import check_algorithm_name
 from domainbed.lib import jobdir, validation
+from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.misc import seed_hash
+from domainbed.lib.progress import progress
 from domainbed.lib.registry import UnknownNameError
 
 LAUNCH_FILE = "launch.json"
@@ -79,7 +81,7 @@ class Job:
         jobs = jobs.copy()
         np.random.shuffle(jobs)
         print("Making job directories:")
-        for job in _progress(jobs):
+        for job in progress(jobs):
             try:
                 os.makedirs(job.output_dir, exist_ok=True)
                 if launcher_name is not None:
@@ -133,13 +135,6 @@ def command_string(train_args):
             value = shlex.quote(value)
         command.append(f"--{key} {value}")
     return " ".join(command)
-
-
-def _progress(items):
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        return tqdm(items, leave=False)
-    return items
 
 
 class SweepError(Exception):
@@ -415,13 +410,6 @@ Your own launchers: see domainbed/command_launchers.py (DOMAINBED_PLUGINS).
 """
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but an error is one line (no usage block): what went wrong, what to do."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser():
     parser = OneLineErrorParser(
         description="Run a sweep", epilog=EPILOG,
@@ -521,7 +509,7 @@ def check_launcher_args(parser, launcher_fn, launcher_args):
     if check is not None:
         try:
             check(launcher_args)
-        except SystemExit as error:
+        except command_launchers.LauncherError as error:
             parser.error(f"--launcher_args: {error}")
 
 
@@ -547,8 +535,8 @@ def main(argv=None):
     launcher_fn = resolve_launcher(parser, args)
     try:
         args.launcher_args = command_launchers.parse_launcher_args(args.launcher_args)
-    except SystemExit as error:
-        parser.error(str(error).replace("sweep: error: ", ""))
+    except command_launchers.LauncherError as error:
+        parser.error(str(error))
 
     args_list = make_args_list(
         n_trials=args.n_trials, dataset_names=args.datasets, algorithms=args.algorithms,

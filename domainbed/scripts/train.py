@@ -30,6 +30,7 @@ import numpy as np
 from domainbed import datasets, hparams_registry, model_files
 from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import checkpoint, jobdir, misc, validation
+from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.progress import progress_bar
 
 EXIT_BAD_INPUT = 2
@@ -47,7 +48,8 @@ class BadInput(Exception):
 
 
 def build_parser():
-    parser = validation.OneLineErrorParser(prog="train.py", description="Domain generalization")
+    parser = OneLineErrorParser(prog="train.py", description="Domain generalization",
+                                hint="see --help")
     parser.add_argument("--data_dir", type=str)
     parser.add_argument("--dataset", type=str, default="RotatedMNIST")
     parser.add_argument("--algorithm", type=str, default="ERM")
