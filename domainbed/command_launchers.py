@@ -16,11 +16,12 @@ Set `fn.runs_jobs = False` on a launcher that only pretends (like `dummy`), and
 `fn.queues_jobs = True` on one that submits to a queue (like `slurm`); `sweep launch` uses
 both to decide which incomplete jobs to launch again (see `sweep --help`).
 
-A launcher that cannot run (no GPU, no submitit, bad options) raises `LauncherError`;
-`sweep` turns it into one line.
+`REGISTRY` is a `lib.registry.Registry` (the mechanism of the algorithm and dataset
+registries: names read off the decorators here and in `pool_launcher.py`, plug-ins loaded
+first) and a mapping like upstream's dict. A launcher that cannot run (no GPU, no
+submitit, bad options) raises `LauncherError`; `sweep` turns it into one line.
 """
 import atexit
-import importlib
 import json
 import os
 import shlex
@@ -31,11 +32,10 @@ import tempfile
 import time
 
 from domainbed.lib.cli import CommandError
-from domainbed.lib.registry import UnknownNameError
-from domainbed.lib.misc import did_you_mean
-from domainbed.pool_launcher import pool_launcher
+from domainbed.lib.registry import Registry, load_plugins  # noqa: F401 (load_plugins: sweep's)
 
-REGISTRY = {}
+REGISTRY = Registry("command launcher", "domainbed", "register_launcher",
+                    modules=("command_launchers", "pool_launcher"))
 
 
 class LauncherError(CommandError, ValueError):
@@ -45,32 +45,14 @@ class LauncherError(CommandError, ValueError):
 def register_launcher(name, runs_jobs=True, queues_jobs=False):
     """Decorator: make the function available as `--command_launcher name`."""
     def add(fn):
-        if name in REGISTRY and REGISTRY[name] is not fn:
-            raise ValueError(f"command launcher {name!r} is registered twice")
         fn.runs_jobs = getattr(fn, "runs_jobs", runs_jobs)
         fn.queues_jobs = getattr(fn, "queues_jobs", queues_jobs)
-        REGISTRY[name] = fn
-        return fn
+        return REGISTRY.register(fn, name=name)
     return add
-
-
-def load_plugins():
-    """Import the modules named in DOMAINBED_PLUGINS (they register launchers on import)."""
-    for module in filter(None, os.environ.get("DOMAINBED_PLUGINS", "").split(",")):
-        try:
-            importlib.import_module(module.strip())
-        except ImportError as error:
-            raise SystemExit(f"DOMAINBED_PLUGINS: cannot import {module.strip()!r} ({error}); "
-                             "fix the module path or unset the variable")
 
 
 def get_launcher(name):
     """The launcher registered as `name`, after loading plug-ins; a "did you mean" error."""
-    load_plugins()
-    if name not in REGISTRY:
-        raise UnknownNameError(
-            f"unknown command launcher {name!r}.{did_you_mean(name, REGISTRY)} "
-            f"Known: {', '.join(REGISTRY)}.")
     return REGISTRY[name]
 
 
@@ -349,6 +331,7 @@ def parse_launcher_args(text):
 
 # Upstream's hook for site-specific launchers (git-ignored upstream).
 def _load_site_hook():
+    import importlib
     import importlib.util
 
     if importlib.util.find_spec("domainbed.facebook") is None:
@@ -356,5 +339,4 @@ def _load_site_hook():
     importlib.import_module("domainbed.facebook").register_command_launchers(REGISTRY)
 
 
-register_launcher("pool")(pool_launcher)  # warm workers: domainbed/pool_launcher.py
 _load_site_hook()

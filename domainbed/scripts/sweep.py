@@ -45,7 +45,7 @@ from domainbed.lib import jobdir, validation
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.misc import seed_hash
 from domainbed.lib.progress import progress
-from domainbed.lib.registry import UnknownNameError
+from domainbed.lib.registry import PluginError, UnknownNameError
 
 LAUNCH_FILE = "launch.json"
 
@@ -428,7 +428,8 @@ def build_parser():
     parser.add_argument("--n_trials", type=int, default=3)
     parser.add_argument("--command_launcher", type=str, default=None,
                         help="required for launch and delete_incomplete: "
-                             + ", ".join(command_launchers.REGISTRY) + " or a plug-in's")
+                             + ", ".join(command_launchers.REGISTRY.names(plugins=False))
+                             + " or a plug-in's")
     parser.add_argument("--launcher_args", type=str, default=None,
                         help="JSON options for the launcher, e.g. '{\"jobs_per_gpu\": 2}'")
     parser.add_argument("--steps", type=int, default=None)
@@ -527,7 +528,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         command_launchers.load_plugins()  # plug-in launchers tell how their jobs behave
-    except SystemExit as error:
+    except PluginError as error:
         parser.error(str(error))
     args.datasets = args.datasets or default_datasets()
     args.algorithms = args.algorithms or algorithms.ALGORITHMS

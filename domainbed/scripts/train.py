@@ -32,6 +32,7 @@ from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import checkpoint, jobdir, misc, validation
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.progress import progress_bar
+from domainbed.lib.registry import PluginError
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
@@ -81,6 +82,8 @@ def build_parser():
 def lookup_classes(args):
     try:
         algorithm_class = get_algorithm_class(args.algorithm)
+    except PluginError as e:
+        raise BadInput(str(e)) from None
     except NotImplementedError as e:
         raise BadInput(f"--algorithm: {e}") from None
     try:
