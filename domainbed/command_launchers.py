@@ -15,9 +15,13 @@ upstream's optional `domainbed/facebook.py` with `register_command_launchers(REG
 Set `fn.runs_jobs = False` on a launcher that only pretends (like `dummy`), and
 `fn.queues_jobs = True` on one that submits to a queue (like `slurm`); `sweep launch` uses
 both to decide which incomplete jobs to launch again (see `sweep --help`).
+
+`REGISTRY` is a `lib.registry.Registry` (the mechanism of the algorithm and dataset
+registries: names read off the decorators here and in `pool_launcher.py`, plug-ins loaded
+first) and a mapping like upstream's dict. A launcher that cannot run (no GPU, no
+submitit, bad options) raises `LauncherError`; `sweep` turns it into one line.
 """
 import atexit
-import importlib
 import json
 import os
 import shlex
@@ -27,42 +31,28 @@ import sys
 import tempfile
 import time
 
-from domainbed.lib.registry import UnknownNameError
-from domainbed.lib.misc import did_you_mean
-from domainbed.pool_launcher import pool_launcher
+from domainbed.lib.cli import CommandError
+from domainbed.lib.registry import Registry, load_plugins  # noqa: F401 (load_plugins: sweep's)
 
-REGISTRY = {}
+REGISTRY = Registry("command launcher", "domainbed", "register_launcher",
+                    modules=("command_launchers", "pool_launcher"))
+
+
+class LauncherError(CommandError, ValueError):
+    """A launcher cannot run as asked (the message says what to do)."""
 
 
 def register_launcher(name, runs_jobs=True, queues_jobs=False):
     """Decorator: make the function available as `--command_launcher name`."""
     def add(fn):
-        if name in REGISTRY and REGISTRY[name] is not fn:
-            raise ValueError(f"command launcher {name!r} is registered twice")
         fn.runs_jobs = getattr(fn, "runs_jobs", runs_jobs)
         fn.queues_jobs = getattr(fn, "queues_jobs", queues_jobs)
-        REGISTRY[name] = fn
-        return fn
+        return REGISTRY.register(fn, name=name)
     return add
-
-
-def load_plugins():
-    """Import the modules named in DOMAINBED_PLUGINS (they register launchers on import)."""
-    for module in filter(None, os.environ.get("DOMAINBED_PLUGINS", "").split(",")):
-        try:
-            importlib.import_module(module.strip())
-        except ImportError as error:
-            raise SystemExit(f"DOMAINBED_PLUGINS: cannot import {module.strip()!r} ({error}); "
-                             "fix the module path or unset the variable")
 
 
 def get_launcher(name):
     """The launcher registered as `name`, after loading plug-ins; a "did you mean" error."""
-    load_plugins()
-    if name not in REGISTRY:
-        raise UnknownNameError(
-            f"unknown command launcher {name!r}.{did_you_mean(name, REGISTRY)} "
-            f"Known: {', '.join(REGISTRY)}.")
     return REGISTRY[name]
 
 
@@ -180,7 +170,7 @@ def multi_gpu_launcher(commands, jobs_per_gpu=None, poll_s=1.0):
     jobs_per_gpu = int(jobs_per_gpu or os.environ.get("DOMAINBED_JOBS_PER_GPU", 1))
     gpus = visible_gpus()
     if not gpus or jobs_per_gpu < 1:
-        raise SystemExit("multi_gpu launcher: no GPU visible (CUDA_VISIBLE_DEVICES / torch) or "
+        raise LauncherError("multi_gpu launcher: no GPU visible (CUDA_VISIBLE_DEVICES / torch) or "
                          "jobs_per_gpu < 1; use --command_launcher local on a CPU machine")
     slots = [gpu for gpu in gpus for _ in range(jobs_per_gpu)]
     running = [None] * len(slots)
@@ -225,14 +215,14 @@ def slurm_options(overrides=None):
     options.update({k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = sorted(set(options) - set(SLURM_DEFAULTS))
     if unknown:
-        raise SystemExit(f"slurm launcher: unknown option(s) {unknown}; "
-                         f"known: {sorted(SLURM_DEFAULTS)}")
+        raise LauncherError(f"slurm launcher: unknown option(s) {unknown}; "
+                            f"known: {sorted(SLURM_DEFAULTS)}")
     for option in INT_OPTIONS:
         try:
             options[option] = int(options[option])
         except (TypeError, ValueError):
-            raise SystemExit(f"slurm launcher: option {option} must be an integer, got "
-                             f"{options[option]!r} (--launcher_args or {SLURM_ENV[option]})")
+            raise LauncherError(f"slurm launcher: option {option} must be an integer, got "
+                                f"{options[option]!r} (--launcher_args or {SLURM_ENV[option]})")
     return options
 
 
@@ -282,8 +272,8 @@ def _import_submitit():
     try:
         import submitit
     except ImportError:
-        raise SystemExit("slurm launcher: needs submitit: pip install submitit "
-                         "(or the package's [slurm] extra)")
+        raise LauncherError("slurm launcher: needs submitit: pip install submitit "
+                            "(or the package's [slurm] extra)")
     return submitit
 
 
@@ -325,22 +315,23 @@ slurm_launcher.check_options = lambda options: slurm_options(
 
 
 def parse_launcher_args(text):
-    """The --launcher_args JSON object (a dict), or a one-line error."""
+    """The --launcher_args JSON object (a dict); a LauncherError otherwise."""
     if not text:
         return {}
     try:
         value = json.loads(text)
     except ValueError as error:
-        raise SystemExit(f"sweep: error: --launcher_args is not valid JSON ({error}); "
-                         'example: --launcher_args \'{"jobs_per_gpu": 2}\'')
+        raise LauncherError(f"--launcher_args is not valid JSON ({error}); "
+                            'example: --launcher_args \'{"jobs_per_gpu": 2}\'') from None
     if not isinstance(value, dict):
-        raise SystemExit("sweep: error: --launcher_args must be a JSON object, e.g. "
-                         '\'{"partition": "gpu"}\'')
+        raise LauncherError("--launcher_args must be a JSON object, e.g. "
+                            '\'{"partition": "gpu"}\'')
     return value
 
 
 # Upstream's hook for site-specific launchers (git-ignored upstream).
 def _load_site_hook():
+    import importlib
     import importlib.util
 
     if importlib.util.find_spec("domainbed.facebook") is None:
@@ -348,5 +339,4 @@ def _load_site_hook():
     importlib.import_module("domainbed.facebook").register_command_launchers(REGISTRY)
 
 
-register_launcher("pool")(pool_launcher)  # warm workers: domainbed/pool_launcher.py
 _load_site_hook()

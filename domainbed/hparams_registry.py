@@ -3,44 +3,36 @@
 Every hparam draws from its own stream `RandomState(seed_hash(random_seed, name))`, one
 draw each, so a value depends only on (seed, name, distribution): declaring another
 hparam, or adding an algorithm, never changes anybody's draws. Values are native Python
-types (JSON-safe). Algorithm-specific entries are declared next to each algorithm class
-(`declare_hparams`); the unconditional and dataset-dependent ones live here.
+types (JSON-safe).
+
+Each hparam is declared by its owner, with `hparam(name, default, random_fn)`:
+
+1. here, the unconditional ones (the networks' and the training loop's);
+2. the dataset class's own (`declare_hparams(hparam)`: e.g. the invariance unit tests'
+   problem sizes and their lr, weight_decay and batch_size); they hold for every algorithm;
+3. the algorithm class's (`declare_hparams(hparam, dataset)`, next to the class; a
+   wrapped name `ERM+SWAD` declares ERM's, then SWAD's), told the dataset's facts
+   (`datasets.base.DatasetFacts`: its name, `small_images`, its lr and weight_decay
+   distributions) rather than testing dataset names; a name the dataset declared in 2 is
+   left out;
+4. the dataset class's defaults (`declare_default_hparams`: lr, weight_decay and
+   batch_size by upstream's small-image rule, the MLP's sizes on vector inputs), for the
+   names nobody declared.
 """
 import numpy as np
 
 from domainbed.lib import misc, validation
 
-# Upstream's list; datasets of ours declare SMALL_IMAGES = True on their class instead.
-SMALL_IMAGES = ["Debug28", "RotatedMNIST", "ColoredMNIST"]
-
-
-def _dataset_flag(dataset, flag):
-    """A boolean class attribute of a registered dataset (False for unknown names)."""
-    from domainbed import datasets
-
-    try:
-        return bool(getattr(datasets.get_dataset_class(dataset), flag, False))
-    except NotImplementedError:
-        return False
-
-
-def _is_small_images(dataset):
-    return dataset in SMALL_IMAGES or _dataset_flag(dataset, "SMALL_IMAGES")
-
 
 def _dataset_class(dataset):
-    """The registered dataset class, or None for an unknown name."""
+    """The registered dataset class; the base class for an unknown name (upstream accepts
+    any name and draws the large-image distributions for it)."""
     from domainbed import datasets
 
     try:
         return datasets.get_dataset_class(dataset)
     except NotImplementedError:
-        return None
-
-
-def _has_vector_inputs(dataset_class):
-    shape = getattr(dataset_class, "INPUT_SHAPE", None)
-    return shape is not None and len(shape) == 1
+        return datasets.MultipleDomainDataset
 
 
 def _hparams(algorithm, dataset, random_seed):
@@ -53,17 +45,22 @@ def _hparams(algorithm, dataset, random_seed):
         random_state = np.random.RandomState(misc.seed_hash(random_seed, name))
         hparams[name] = (misc.to_native(default_val), misc.to_native(random_val_fn(random_state)))
 
-    # Unconditional hparams.
+    # 1. Unconditional hparams, in upstream's order.
     _hparam("data_augmentation", True, lambda r: True)
     _hparam("resnet18", False, lambda r: False)
     _hparam("resnet50_augmix", True, lambda r: True)
     _hparam("dinov2", False, lambda r: False)
     _hparam("vit", False, lambda r: False)
+    # Compatibility only: read by nothing here (upstream's ViT backbone, which this fork
+    # does not build), declared so that records carry upstream's keys and draws.
     _hparam("vit_attn_tune", False, lambda r: False)
     _hparam("freeze_bn", False, lambda r: False)
+    # Compatibility: upstream declares these for every algorithm although only ERM++ reads
+    # them (`lars` must stay False); kept here so that every record has upstream's keys.
     _hparam("lars", False, lambda r: False)
     _hparam("linear_steps", 500, lambda r: 500)
     _hparam("resnet_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
+    # Compatibility only (upstream's ViT dropout, see vit_attn_tune): its draw is recorded.
     _hparam("vit_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
     _hparam("class_balanced", False, lambda r: False)
     # TODO in upstream too: nonlinear classifiers are disabled for reproducibility.
@@ -71,84 +68,27 @@ def _hparams(algorithm, dataset, random_seed):
     # This fork: train image networks from scratch when ImageNet weights are unavailable.
     _hparam("pretrained", True, lambda r: True)
 
-    # Algorithm-specific hparams, declared next to the algorithm. A wrapped name
-    # ("ERM+SWAD") declares its algorithm's and then the wrapper's own; everything below
-    # depends on the algorithm it trains ("ERM").
     from domainbed.algorithms import get_algorithm_class
-    from domainbed.algorithms.registry import base_algorithm_name
 
-    get_algorithm_class(algorithm).declare_hparams(_hparam, dataset)
-    algorithm = base_algorithm_name(algorithm)
-
-    # Ours: dataset-level hparams, declared by the dataset class (a no-op for upstream's).
     dataset_class = _dataset_class(dataset)
-    if dataset_class is not None:
-        dataset_class.declare_hparams(_hparam, algorithm)
+    unconditional = set(hparams)
 
-    def _generic(name, default_val, random_val_fn):
-        """A generic dataset-dependent hparam, unless the dataset declared its own."""
-        if name not in hparams:
-            _hparam(name, default_val, random_val_fn)
+    # 2. The dataset's own.
+    dataset_class.declare_hparams(_hparam)
+    datasets_own = set(hparams) - unconditional
 
-    # Dataset-dependent hparams (some also depend on the algorithm, as upstream).
-    small = _is_small_images(dataset)
-    if small:
-        if algorithm == "ADRMX":
-            _generic("lr", 3e-3, lambda r: r.choice([5e-4, 1e-3, 2e-3, 3e-3]))
-        _generic("lr", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
-        _generic("weight_decay", 0.0, lambda r: 0.0)
-        _generic("batch_size", 64, lambda r: int(2**r.uniform(3, 9)))
-    else:
-        if algorithm == "ADRMX":
-            _generic("lr", 3e-5, lambda r: r.choice([2e-5, 3e-5, 4e-5, 5e-5]))
-        _generic("lr", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
-        _generic("weight_decay", 0.0, lambda r: 10**r.uniform(-6, -2))
-        if algorithm == "ARM":
-            _generic("batch_size", 8, lambda r: 8)
-        elif algorithm == "RDM":
-            if dataset in ["DomainNet", "TerraIncognita"]:
-                _generic("batch_size", 40, lambda r: int(r.uniform(30, 60)))
-            else:
-                _generic("batch_size", 88, lambda r: int(r.uniform(70, 100)))
-        elif dataset == "DomainNet":
-            _generic("batch_size", 32, lambda r: int(2**r.uniform(3, 5)))
-        else:
-            _generic("batch_size", 32, lambda r: int(2**r.uniform(3, 5.5)))
+    def _hparam_unless_in(names):
+        """_hparam, leaving out a name that is in `names` (when it is called)."""
+        def declare(name, default_val, random_val_fn):
+            if name not in names:
+                _hparam(name, default_val, random_val_fn)
+        return declare
 
-    if _has_vector_inputs(dataset_class):
-        # Ours: vector inputs (no upstream dataset has them). "linear" = identity featurizer,
-        # i.e. a linear model on the inputs; "mlp" = upstream's MLP, whose mlp_* hparams are
-        # declared here unless the algorithm declares them (DANN, CDANN: same distributions).
-        _hparam("vector_featurizer", "linear", lambda r: "linear")
-        _generic("mlp_width", 256, lambda r: int(2**r.uniform(6, 10)))
-        _generic("mlp_depth", 3, lambda r: int(r.choice([3, 4, 5])))
-        _generic("mlp_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
-
-    if _dataset_flag(dataset, "CPU_SIZED"):
-        # Ours: the offline datasets train a CPU-sized network, so that the main job's sweep
-        # (random search, trials, steps to convergence) fits a laptop: by default an MLP on
-        # 14x14-pooled inputs ("mlp", about 40x cheaper per step than the CNN below), or
-        # upstream's MNIST CNN at a quarter width ("cnn", width `mnist_cnn_width`).
-        _hparam("offline_net", "mlp", lambda r: "mlp")
-        _hparam("offline_mlp_width", 128, lambda r: 128)
-        _hparam("mnist_cnn_width", 16, lambda r: 16)
-
-    if algorithm in ["DANN", "CDANN"]:
-        if small:
-            _generic("lr_g", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
-            _generic("lr_d", 1e-3, lambda r: 10**r.uniform(-4.5, -2.5))
-            _generic("weight_decay_g", 0.0, lambda r: 0.0)
-        else:
-            _generic("lr_g", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
-            _generic("lr_d", 5e-5, lambda r: 10**r.uniform(-5, -3.5))
-            _generic("weight_decay_g", 0.0, lambda r: 10**r.uniform(-6, -2))
-
-    if algorithm == "URM":
-        if small:
-            _hparam("urm_discriminator_lr", 1e-3, lambda r: 10**r.uniform(-5.5, -3.5))
-        else:
-            _hparam("urm_discriminator_lr", 5e-5, lambda r: 10**r.uniform(-6, -4.5))
-
+    # 3. The algorithm's, told the dataset's facts.
+    get_algorithm_class(algorithm).declare_hparams(_hparam_unless_in(datasets_own),
+                                                   dataset_class.hparam_facts(dataset))
+    # 4. The dataset's defaults, where nobody declared the name.
+    dataset_class.declare_default_hparams(_hparam_unless_in(hparams))
     return hparams
 
 

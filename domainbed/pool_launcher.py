@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from domainbed.command_launchers import register_launcher
+
 TRAIN_PREFIX = ["python", "-m", "domainbed.scripts.train"]
 MAX_ATTEMPTS = 3
 
@@ -107,6 +109,7 @@ class _Worker:
             self.process.kill()
 
 
+@register_launcher("pool")
 def pool_launcher(commands, workers=None):
     """Run the commands in `workers` warm processes (default DOMAINBED_POOL_WORKERS, else
     the CPU count); a failed job does not stop the others. Returns the number of failures."""

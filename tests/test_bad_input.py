@@ -227,3 +227,21 @@ def test_cli_crash_during_training_is_one_line(tmp_path):
     assert lines[0].startswith("train.py: error: RuntimeError: simulated crash (at step 0;")
     assert "Traceback" in (out / "err.txt").read_text()
     assert jobdir.read_failed(out)["reason"] == "RuntimeError: simulated crash"
+
+
+def test_refusal_under_the_lock_leaves_an_existing_directory_as_it_was(tmp_path, capsys):
+    # A directory `sweep launch` made (launch.json); the data is missing, found while
+    # building under the job's lock: the lock file goes again, nothing else changes.
+    out = tmp_path / "sweep" / "job"
+    out.mkdir(parents=True)
+    (out / "launch.json").write_text("{}")
+    argv = ["--dataset", "PACS", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out)]
+    assert_refused(capsys, argv, out, "dataset PACS not found")
+    assert os.listdir(out) == ["launch.json"]
+
+
+def test_refusal_under_the_lock_removes_every_directory_it_made(tmp_path, capsys):
+    out = tmp_path / "a" / "b" / "job"
+    argv = ["--dataset", "PACS", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out)]
+    assert_refused(capsys, argv, out, "dataset PACS not found")
+    assert os.listdir(tmp_path) == []

@@ -84,3 +84,38 @@ def test_apply_overrides_refuses_bad_input(overrides, message):
     hp = hparams_registry.default_hparams("ERM", "Debug28")
     with pytest.raises(hparams_registry.HparamError, match=message):
         hparams_registry.apply_overrides(hp, overrides)
+
+
+def test_small_images_is_the_dataset_class_flag_told_to_the_algorithms():
+    """No list of dataset names: an algorithm's `dataset` is the name with the class's facts."""
+    from domainbed import datasets
+
+    small = []
+    for name in datasets.DATASETS:
+        cls = datasets.get_dataset_class(name)
+        facts = cls.hparam_facts(name)
+        assert facts == name and facts.small_images is bool(cls.SMALL_IMAGES)
+        assert facts.lr[0] == cls.optimization_hparams()["lr"][0]
+        small += [name] if facts.small_images else []
+    assert {"Debug28", "RotatedMNIST", "ColoredMNIST"} <= set(small)   # upstream's list
+    assert not {"Debug224", "VLCS", "DomainNet", "IUTExample2"} & set(small)
+
+
+def test_a_datasets_own_hparams_hold_for_every_algorithm():
+    """The invariance unit tests declare lr, weight_decay and batch_size themselves: ADRMX's
+    lr grid and ARM's and RDM's batch sizes give way, and DANN's extra optimisers draw like
+    the dataset's lr and weight_decay (as they did before these were the datasets' own)."""
+    import numpy as np
+
+    seed = seed_hash(1, 0)
+    erm = hparams_registry.random_hparams("ERM", "IUTExample2", seed)
+    names = ("lr", "weight_decay", "batch_size")
+    for algorithm in ("ADRMX", "ARM", "RDM"):
+        other = hparams_registry.random_hparams(algorithm, "IUTExample2", seed)
+        assert {n: other[n] for n in names} == {n: erm[n] for n in names}, algorithm
+    dann = hparams_registry.random_hparams("DANN", "IUTExample2", seed)
+    for name, low, high in (("lr_g", -4, -2), ("lr_d", -4, -2), ("weight_decay_g", -6, -2)):
+        expected = 10**np.random.RandomState(seed_hash(seed, name)).uniform(low, high)
+        assert dann[name] == expected, name
+    defaults = hparams_registry.default_hparams("DANN", "IUTExample2")
+    assert defaults["lr_g"] == defaults["lr_d"] == defaults["lr"] == 1e-3

@@ -59,7 +59,7 @@ def test_multi_gpu_jobs_per_gpu_from_environment(tmp_path, monkeypatch):
 
 def test_multi_gpu_without_gpus_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    with pytest.raises(SystemExit, match="no GPU visible"):
+    with pytest.raises(command_launchers.LauncherError, match="no GPU visible"):
         command_launchers.multi_gpu_launcher(["true"], poll_s=0.01)
 
 
@@ -99,9 +99,9 @@ def test_plugin_module_from_environment(tmp_path):
 def test_launcher_args_parsing():
     assert command_launchers.parse_launcher_args('{"jobs_per_gpu": 2}') == {"jobs_per_gpu": 2}
     assert command_launchers.parse_launcher_args(None) == {}
-    with pytest.raises(SystemExit, match="not valid JSON"):
+    with pytest.raises(command_launchers.LauncherError, match="not valid JSON"):
         command_launchers.parse_launcher_args("{jobs")
-    with pytest.raises(SystemExit, match="JSON object"):
+    with pytest.raises(command_launchers.LauncherError, match="JSON object"):
         command_launchers.parse_launcher_args("[1]")
 
 
@@ -111,7 +111,7 @@ def test_slurm_options_precedence(monkeypatch):
     options = command_launchers.slurm_options({"mem_gb": 16, "max_concurrent": 5})
     assert options["partition"] == "gpu" and options["mem_gb"] == 16
     assert options["max_concurrent"] == 5 and options["time_min"] == 24 * 60
-    with pytest.raises(SystemExit, match="unknown option"):
+    with pytest.raises(command_launchers.LauncherError, match="unknown option"):
         command_launchers.slurm_options({"partitoin": "x"})
 
 

@@ -82,3 +82,24 @@ def test_append_json_line_is_whole_and_sorted(tmp_path):
     misc.append_json_line(path, {"c": 3})
     lines = path.read_text().splitlines()
     assert lines == ['{"a": 2, "b": 1}', '{"c": 3}']
+
+
+def test_tee_keep_going_drops_a_failing_file_and_copies_into_another(tmp_path):
+    console = io.StringIO()
+    out = misc.Tee(str(tmp_path / "out.txt"), console=console, keep_going=True)
+    err = misc.Tee(str(tmp_path / "err.txt"), console=console, also=out, keep_going=True)
+    err.write("to both\n")
+    err.log_only("files only\n")
+
+    def full_disk(message):
+        raise OSError(28, "No space left on device")
+    err.file.write = full_disk
+    err.write("console and out.txt\n")   # no exception: err.txt is dropped
+    assert err.file is None
+    for tee in (err, out):
+        tee.close()
+    assert console.getvalue() == "to both\nconsole and out.txt\n"
+    assert (tmp_path / "err.txt").read_text() == "to both\nfiles only\n"
+    assert (tmp_path / "out.txt").read_text() == "to both\nfiles only\nconsole and out.txt\n"
+    with pytest.raises(OSError):   # upstream's Tee (collect_results): errors raise
+        misc.Tee(str(tmp_path / "missing" / "x.txt"))

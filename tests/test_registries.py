@@ -1,4 +1,7 @@
-"""Algorithm and dataset registries: derived lists, upstream order, lazy torch, did-you-mean."""
+"""Algorithm, dataset and launcher registries: derived lists, upstream order, lazy torch,
+did-you-mean, plug-ins."""
+import json
+import os
 import subprocess
 import sys
 
@@ -6,6 +9,8 @@ import pytest
 
 from domainbed import algorithms, datasets
 from domainbed.algorithms.registry import UPSTREAM_ORDER
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_registry_listing_does_not_import_torch():
@@ -58,3 +63,106 @@ def test_plugin_algorithm_is_registered_from_environment(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["MyERM", "MyERM"]
+
+
+PLUGIN = """
+import os
+
+from domainbed.algorithms import register_algorithm
+from domainbed.algorithms.erm import ERM
+from domainbed.command_launchers import register_launcher
+from domainbed.datasets import MultipleDomainDataset, register_dataset
+
+
+@register_dataset
+class MyDS(MultipleDomainDataset):
+    ENVIRONMENTS = ["a", "b", "c"]
+    INPUT_SHAPE = (4,)
+    N_STEPS, CHECKPOINT_FREQ, N_WORKERS = 3, 2, 0
+
+    def __init__(self, root, test_envs, hparams):
+        import torch
+
+        generator = torch.Generator().manual_seed(0)
+        self.datasets = [torch.utils.data.TensorDataset(
+            torch.randn(20, 4, generator=generator), torch.randint(0, 2, (20,), generator=generator))
+            for _ in self.ENVIRONMENTS]
+        self.input_shape, self.num_classes = self.INPUT_SHAPE, 2
+
+
+@register_algorithm
+class MyAlgo(ERM):
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        hparam("my_scale", 1.0, lambda r: r.uniform(0, 2))
+
+
+@register_launcher("mine")
+def mine(commands):
+    with open(os.environ["MY_COMMANDS"], "w") as f:
+        f.write("\\n".join(commands))
+"""
+
+
+@pytest.fixture
+def plugin_env(tmp_path):
+    """The environment of a process that knows the plug-in only from DOMAINBED_PLUGINS."""
+    (tmp_path / "my_plugin.py").write_text(PLUGIN)
+    return {**os.environ, "DOMAINBED_PLUGINS": "my_plugin", "OMP_NUM_THREADS": "1",
+            "MY_COMMANDS": str(tmp_path / "commands.txt"),
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), REPO_ROOT])}
+
+
+def run_python(code, env):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=REPO_ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_plugin_dataset_algorithm_and_launcher_from_the_environment_only(plugin_env):
+    # The dataset first: its registry loads the plug-ins itself (it used to need the
+    # algorithm registry to have been touched).
+    code = ("import json; from domainbed import datasets, algorithms, command_launchers, "
+            "hparams_registry\n"
+            "n = datasets.num_environments('MyDS')\n"
+            "try:\n    datasets.get_dataset_class('MyDs')\nexcept NotImplementedError as e:\n"
+            "    hint = str(e)\n"
+            "print(json.dumps([n, datasets.DATASETS[-1], algorithms.ALGORITHMS[-1], "
+            "algorithms.get_algorithm_class('MyAlgo').__name__, list(command_launchers.REGISTRY)[-1], "
+            "command_launchers.get_launcher('mine').__name__, "
+            "hparams_registry.default_hparams('MyAlgo', 'MyDS')['my_scale'], hint]))")
+    n, dataset, algorithm, cls, launcher, fn, scale, hint = json.loads(run_python(code, plugin_env))
+    assert (n, dataset, algorithm, cls, launcher, fn, scale) == (
+        3, "MyDS", "MyAlgo", "MyAlgo", "mine", "mine", 1.0)
+    assert "Did you mean 'MyDS'?" in hint
+
+
+def test_plugin_sweep_and_train_from_the_command_line(plugin_env, tmp_path):
+    sweep = [sys.executable, "-m", "domainbed.scripts.sweep", "launch", "--datasets", "MyDS",
+             "--algorithms", "MyAlgo", "--command_launcher", "mine", "--n_hparams", "1",
+             "--n_trials", "1", "--single_test_envs", "--data_dir", str(tmp_path),
+             "--output_dir", str(tmp_path / "sweep"), "--skip_confirmation"]
+    out = subprocess.run(sweep, capture_output=True, text=True, env=plugin_env, cwd=REPO_ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    commands = (tmp_path / "commands.txt").read_text().splitlines()
+    assert len(commands) == 3 and all("--algorithm MyAlgo" in c for c in commands)
+    subprocess.run(commands[0], shell=True, check=True, env=plugin_env, cwd=REPO_ROOT,
+                   capture_output=True, timeout=300)
+    job = commands[0].split("--output_dir ")[1].split()[0]
+    records = [json.loads(line) for line in open(os.path.join(job, "results.jsonl"))]
+    assert [r["step"] for r in records] == [0, 2] and os.path.exists(os.path.join(job, "done"))
+    assert records[0]["hparams"]["my_scale"] == 1.0
+
+
+def test_unimportable_plugin_is_one_line(plugin_env):
+    env = {**plugin_env, "DOMAINBED_PLUGINS": "my_plugin,no_such_plugin"}
+    for argv in (["-m", "domainbed.scripts.sweep", "status", "--data_dir", "d", "--output_dir",
+                  "o"],
+                 ["-m", "domainbed.scripts.train", "--output_dir", "o"]):
+        out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env,
+                             cwd=REPO_ROOT, timeout=300)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+        assert "DOMAINBED_PLUGINS: cannot import 'no_such_plugin'" in out.stderr

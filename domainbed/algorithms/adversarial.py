@@ -45,7 +45,11 @@ class _AbstractDANN(Algorithm):
 
     @staticmethod
     def declare_hparams(hparam, dataset):
-        # lr_g, lr_d and weight_decay_g are dataset-dependent: hparams_registry declares them.
+        # The generator's and discriminator's optimizers draw like the dataset's lr and
+        # weight_decay (upstream: the same distributions).
+        hparam("lr_g", *dataset.lr)
+        hparam("lr_d", *dataset.lr)
+        hparam("weight_decay_g", *dataset.weight_decay)
         hparam("lambda", 1.0, lambda r: 10**r.uniform(-2, 2))
         hparam("weight_decay_d", 0.0, lambda r: 10**r.uniform(-6, -2))
         hparam("d_steps_per_g_step", 1, lambda r: int(2**r.uniform(0, 3)))
@@ -163,7 +167,10 @@ def urm_discriminator(n_features, hidden_layers, width=100):
 class URM(Algorithm):
     @staticmethod
     def declare_hparams(hparam, dataset):
-        # urm_discriminator_lr is dataset-dependent: hparams_registry declares it.
+        if dataset.small_images:
+            hparam("urm_discriminator_lr", 1e-3, lambda r: 10**r.uniform(-5.5, -3.5))
+        else:
+            hparam("urm_discriminator_lr", 5e-5, lambda r: 10**r.uniform(-6, -4.5))
         hparam("urm", "adversarial", lambda r: str(r.choice(["adversarial"])))  # unused, as upstream
         hparam("urm_adv_lambda", 0.1, lambda r: float(r.uniform(0, 0.2)))
         hparam("urm_discriminator_label_smoothing", 0, lambda r: float(r.uniform(0, 0)))

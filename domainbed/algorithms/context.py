@@ -85,9 +85,13 @@ class ARM(ERM):
 
     Groups are consecutive runs of `batch_size` samples (one domain each in training,
     since the training batch concatenates equal-sized domain batches); a batch whose size
-    is not a multiple of `batch_size` is a single group. Only the batch_size rule
-    (8 on non-small datasets) is ARM-specific, and it lives in hparams_registry.
+    is not a multiple of `batch_size` is a single group.
     """
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        if not dataset.small_images:   # upstream: groups of 8 on the large images
+            hparam("batch_size", 8, lambda r: 8)
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         context_shape = (1 + input_shape[0],) + tuple(input_shape[1:])

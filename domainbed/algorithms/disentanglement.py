@@ -57,7 +57,10 @@ class ADRMX(Algorithm):
 
     @staticmethod
     def declare_hparams(hparam, dataset):
-        # lr has an ADRMX grid; it is dataset-dependent and lives in hparams_registry.
+        if dataset.small_images:   # upstream's ADRMX lr grids
+            hparam("lr", 3e-3, lambda r: r.choice([5e-4, 1e-3, 2e-3, 3e-3]))
+        else:
+            hparam("lr", 3e-5, lambda r: r.choice([2e-5, 3e-5, 4e-5, 5e-5]))
         hparam("cnt_lambda", 1.0, lambda r: r.choice([1.0]))
         hparam("dclf_lambda", 1.0, lambda r: r.choice([1.0]))
         hparam("disc_lambda", 0.75, lambda r: r.choice([0.75]))

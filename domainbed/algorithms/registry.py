@@ -1,9 +1,9 @@
 """The algorithm registry: names, their order, and lazy class lookup (torch-free).
 
 An algorithm is registered once, with `@register_algorithm` on its class, in its family's
-module under `domainbed/algorithms/`. `ALGORITHMS` is derived from those decorators by
-reading the modules' source (no import), so `collect_results` and `sweep status` can order
-rows without importing torch. Classes are imported only when asked for.
+module under `domainbed/algorithms/`. Names are listed from those decorators without an
+import (lib/registry.py, the mechanism every registry shares), so `collect_results` and
+`sweep status` order rows without importing torch; a class is imported when asked for.
 
 Out-of-tree algorithms: put the module(s) defining them (with `@register_algorithm`) in the
 environment variable DOMAINBED_PLUGINS (comma-separated import paths). They are imported
@@ -15,11 +15,6 @@ suffix (`@register_wrapper`, in `weight_averaging.py`). Such names are not in `A
 (a sweep's default list stays the plain algorithms); `check_algorithm_name` and
 `get_algorithm_class` accept them, and the class is composed once per name.
 """
-import ast
-import importlib
-import os
-import pkgutil
-
 from domainbed.lib.misc import did_you_mean
 from domainbed.lib.registry import Registry, UnknownNameError
 
@@ -32,78 +27,37 @@ UPSTREAM_ORDER = (
     "CausIRL_CORAL", "CausIRL_MMD", "EQRM", "RDM", "ADRMX", "URM",
 )
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-_NOT_FAMILIES = {"base", "registry"}
-_REGISTRY = Registry("algorithm")
-_WRAPPERS = Registry("averaging wrapper")
+ALGORITHM_REGISTRY = Registry("algorithm", "domainbed.algorithms", "register_algorithm",
+                              upstream_order=UPSTREAM_ORDER)
+WRAPPER_REGISTRY = Registry("averaging wrapper", "domainbed.algorithms", "register_wrapper")
 _COMPOSED = {}          # "ERM+SWAD" -> the class composed for it (one per name)
 WRAPPER_SEPARATOR = "+"
 
 
 def register_algorithm(cls):
     """Class decorator: make `cls` available under its class name."""
-    return _REGISTRY.register(cls)
+    return ALGORITHM_REGISTRY.register(cls)
 
 
 def register_wrapper(cls):
     """Class decorator for a weight-averaging wrapper: `<algorithm>+<class name>` becomes
     an algorithm name for every registered algorithm."""
-    return _WRAPPERS.register(cls)
-
-
-def family_modules():
-    """The algorithm family modules shipped in this package, in name order."""
-    return [m.name for m in pkgutil.iter_modules([_PACKAGE_DIR])
-            if m.name not in _NOT_FAMILIES and not m.name.startswith("_")]
-
-
-def _decorated_class_names(path, decorator="register_algorithm"):
-    with open(path) as f:
-        tree = ast.parse(f.read(), filename=path)
-    names = []
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef):
-            for deco in node.decorator_list:
-                deco_name = deco.attr if isinstance(deco, ast.Attribute) else getattr(deco, "id", None)
-                if deco_name == decorator:
-                    names.append(node.name)
-    return names
-
-
-def _declared_names(decorator="register_algorithm"):
-    names = []
-    for module in family_modules():
-        names += _decorated_class_names(os.path.join(_PACKAGE_DIR, module + ".py"), decorator)
-    return names
-
-
-def _import_plugins():
-    for module in filter(None, os.environ.get("DOMAINBED_PLUGINS", "").split(",")):
-        importlib.import_module(module.strip())
+    return WRAPPER_REGISTRY.register(cls)
 
 
 def algorithm_names():
     """Every registered name: upstream's in upstream order, then ours, then plug-ins."""
-    _import_plugins()
-    names = _declared_names()
-    names += [n for n in _REGISTRY.names() if n not in names]
-    upstream_rank = {name: i for i, name in enumerate(UPSTREAM_ORDER)}
-    ours = [n for n in names if n not in upstream_rank]
-    return sorted((n for n in names if n in upstream_rank), key=upstream_rank.get) + ours
+    return ALGORITHM_REGISTRY.names()
 
 
 def load_all():
     """Import every family module (and plug-in), so that every class is registered."""
-    _import_plugins()
-    for module in family_modules():
-        importlib.import_module(f"domainbed.algorithms.{module}")
+    ALGORITHM_REGISTRY.load_all()
 
 
 def wrapper_names():
     """The averaging wrappers' suffixes (`SWAD`, `MA`, plug-ins'), without importing torch."""
-    _import_plugins()
-    names = _declared_names("register_wrapper")
-    return names + [n for n in _WRAPPERS.names() if n not in names]
+    return WRAPPER_REGISTRY.names()
 
 
 def split_algorithm_name(algorithm_name):
@@ -154,13 +108,9 @@ def get_algorithm_class(algorithm_name):
     with X's class (the same class object every time); a "did you mean" error otherwise."""
     base, wrapper = split_algorithm_name(algorithm_name)
     if wrapper is None:
-        if algorithm_name not in _REGISTRY:
-            load_all()
-        return _REGISTRY.get(algorithm_name)
+        return ALGORITHM_REGISTRY[algorithm_name]
     if algorithm_name not in _COMPOSED:
         check_algorithm_name(algorithm_name)
         base_class = get_algorithm_class(base)
-        if wrapper not in _WRAPPERS:
-            load_all()
-        _COMPOSED[algorithm_name] = _WRAPPERS.get(wrapper).compose(base_class, algorithm_name)
+        _COMPOSED[algorithm_name] = WRAPPER_REGISTRY[wrapper].compose(base_class, algorithm_name)
     return _COMPOSED[algorithm_name]

@@ -156,7 +156,11 @@ def _unbiased_variance(values):
 class RDM(ERM):
     @staticmethod
     def declare_hparams(hparam, dataset):
-        # batch_size has an RDM rule too; it is dataset-dependent and in hparams_registry.
+        if not dataset.small_images:   # upstream's RDM batch sizes on the large images
+            if dataset in ("DomainNet", "TerraIncognita"):
+                hparam("batch_size", 40, lambda r: int(r.uniform(30, 60)))
+            else:
+                hparam("batch_size", 88, lambda r: int(r.uniform(70, 100)))
         if dataset == "DomainNet":
             hparam("rdm_lambda", 0.5, lambda r: r.uniform(0.1, 1.0))
         elif dataset in ("PACS", "TerraIncognita"):

@@ -3,12 +3,9 @@
 Upstream spellings work: `datasets.DATASETS`, `datasets.get_dataset_class(name)`,
 `datasets.num_environments(name)` (ours: `num_environments(name, hparams, data_dir)` for
 datasets whose environments depend on hparams or, like `Folder`, on the data). Importing this
-package does not import torch.
+package does not import torch, nor the dataset modules: a class's module is imported when
+the class is asked for.
 """
-# Modules register their classes; import order = registration order for names not in upstream's list.
-from domainbed.datasets import debug, mnist, image_folder, wilds, offline, iut  # noqa: F401,E401
-from domainbed.datasets import spawrious  # noqa: F401
-from domainbed.datasets import folder  # noqa: F401  (`Folder`: your own images)
 from domainbed.datasets.base import (  # noqa: F401
     DatasetArgumentError,
     DatasetNotFoundError,

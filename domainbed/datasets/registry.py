@@ -1,4 +1,10 @@
-"""The dataset registry (torch-free): `@register_dataset` on the class, where it is defined."""
+"""The dataset registry (torch-free): `@register_dataset` on the class, where it is defined.
+
+Names are read off the decorators in the modules below without importing them (the
+mechanism of lib/registry.py); a class's module is imported when the class is asked for.
+Dataset modules import torch inside their constructors only, so a class, its
+`ENVIRONMENTS` and `num_environments` are torch-free too.
+"""
 from domainbed.lib.registry import Registry
 
 # Upstream's DATASETS order (b93c22a); collect_results orders tables by it. Ours follow.
@@ -8,23 +14,24 @@ UPSTREAM_ORDER = (
     "SpawriousO2O_easy", "SpawriousO2O_medium", "SpawriousO2O_hard",
     "SpawriousM2M_easy", "SpawriousM2M_medium", "SpawriousM2M_hard",
 )
+# The modules that define datasets; names not in upstream's list follow in this order.
+MODULES = ("debug", "mnist", "image_folder", "wilds", "offline", "iut", "spawrious", "folder")
 
-_REGISTRY = Registry("dataset")
+DATASET_REGISTRY = Registry("dataset", "domainbed.datasets", "register_dataset",
+                            modules=MODULES, upstream_order=UPSTREAM_ORDER)
 
 
 def register_dataset(cls):
-    return _REGISTRY.register(cls)
+    return DATASET_REGISTRY.register(cls)
 
 
 def dataset_names():
-    names = _REGISTRY.names()
-    rank = {name: i for i, name in enumerate(UPSTREAM_ORDER)}
-    return sorted((n for n in names if n in rank), key=rank.get) + [n for n in names if n not in rank]
+    return DATASET_REGISTRY.names()
 
 
 def get_dataset_class(dataset_name):
     """The class registered as `dataset_name`; a "did you mean" error otherwise."""
-    return _REGISTRY.get(dataset_name)
+    return DATASET_REGISTRY[dataset_name]
 
 
 def environment_names(dataset_name, hparams=None, data_dir=None):

@@ -176,9 +176,27 @@ class JobLock:
         self.output_dir = output_dir
         self.path = os.path.join(output_dir, LOCK_FILE)
         self._fd = None
+        self._created = []     # what acquire() made: folders, then the lock file
 
-    def acquire(self):
+    def acquire(self, write_holder=True):
+        """Take the lock (making the folder and the lock file if needed). `write_holder`
+        False leaves an existing lock file unchanged until `write_holder()`."""
+        missing, folder = [], os.path.abspath(self.output_dir)
+        while not os.path.exists(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
         os.makedirs(self.output_dir, exist_ok=True)
+        self._created = missing[::-1] + ([] if os.path.lexists(self.path) else [self.path])
+        try:
+            self._fd = self._lock()
+        except BaseException:
+            self._remove_created()
+            raise
+        if write_holder:
+            self.write_holder()
+        return self
+
+    def _lock(self):
         try:
             fd = _open_lock_file(self.path, create=True)
         except OSError as e:
@@ -194,11 +212,10 @@ class JobLock:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise JobRunningError(_already_running_message(self.output_dir)) from None
             raise
-        self._fd = fd
-        self._write_holder()
-        return self
+        return fd
 
-    def _write_holder(self):
+    def write_holder(self):
+        """Write {"pid", "host"} into the lock file, for "already running" messages."""
         try:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, json.dumps({"pid": os.getpid(),
@@ -206,11 +223,27 @@ class JobLock:
         except OSError:
             pass  # read-only lock file, full disk: the lock itself holds
 
-    def release(self):
+    def release(self, remove_created=False):
+        """Unlock. With `remove_created`, also remove what acquire() made (the lock file,
+        and the folders it created if they are empty again): a job refused after taking
+        its lock leaves the file system as it found it."""
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+        if remove_created:
+            self._remove_created()
+        self._created = []
+
+    def _remove_created(self):
+        for path in reversed(self._created):
+            try:
+                if path == self.path:
+                    os.remove(path)
+                else:
+                    os.rmdir(path)
+            except OSError:
+                break   # not empty (somebody else's files), or gone: leave the rest
 
     def __enter__(self):
         return self.acquire()

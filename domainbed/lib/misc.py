@@ -162,26 +162,59 @@ def accuracy(network, loader, weights, device):
 # Console and files
 
 class Tee:
-    """Write everything to the previous stream and to `fname` (append by default)."""
+    """Write everything to a console stream and append it to the file `fname`: upstream's
+    `Tee(fname, mode)` (the console is the current sys.stdout; errors raise).
 
-    def __init__(self, fname, mode="a"):
-        self.stdout = sys.stdout
-        self.file = open(fname, mode)
+    console: the stream echoed to. also: another Tee whose file gets a copy of everything
+    (train.py's stderr goes into out.txt too). keep_going: logging never stops the program
+    (train.py): a file that cannot be opened is left out, a file write that fails (a full
+    disk) drops the file, a console write that fails is skipped."""
+
+    def __init__(self, fname, mode="a", console=None, also=None, keep_going=False):
+        self.stdout = sys.stdout if console is None else console
+        self.also = also
+        self.keep_going = keep_going
+        self.file = None
+        try:
+            self.file = open(fname, mode)
+        except OSError:
+            if not keep_going:
+                raise
 
     def write(self, message):
-        self.stdout.write(message)
-        self.file.write(message)
-        self.flush()
+        self._write(self.stdout, message)
+        self.log_only(message)
+
+    def log_only(self, message):
+        """Into the file (and `also`'s), not the console."""
+        for tee in (self, self.also):
+            if tee is not None and tee.file is not None:
+                tee._write(tee.file, message)
+
+    def _write(self, stream, message):
+        try:
+            stream.write(message)
+            stream.flush()
+        except (OSError, ValueError):
+            if not self.keep_going:
+                raise
+            if stream is self.file:
+                self.close()
 
     def flush(self):
-        self.stdout.flush()
-        self.file.flush()
+        pass  # every write is flushed
 
     def isatty(self):
         return False
 
     def close(self):
-        self.file.close()
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                if not self.keep_going:
+                    raise
+            self.file = None
 
 
 def format_cell(value, colwidth=10, latex=False):

@@ -4,14 +4,20 @@ import collections
 import os
 import re
 
+from domainbed.lib.cli import CommandError
+
+
+class MatplotlibMissing(CommandError, ImportError):
+    """Plotting was asked for and matplotlib is not installed (the message says what to do)."""
+
 
 def require_matplotlib():
-    """Import matplotlib with a non-interactive backend, or exit with what to install."""
+    """Import matplotlib with a non-interactive backend; MatplotlibMissing without it."""
     try:
         import matplotlib
     except ImportError:
-        raise SystemExit("collect_results: error: --plot needs matplotlib: "
-                         "pip install matplotlib (or leave out --plot)")
+        raise MatplotlibMissing("--plot needs matplotlib: pip install matplotlib (or leave "
+                                "out --plot)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

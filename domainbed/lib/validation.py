@@ -12,7 +12,6 @@ is a `ValidationError` whose message is one line that says what is wrong and wha
 * `check_hparam_value(name, value)`: the value ranges of known hparams (used by
   `hparams_registry.apply_overrides`, which also refuses unknown names and wrong types).
 """
-import argparse
 import math
 import numbers
 
@@ -22,13 +21,6 @@ TASKS = ("domain_generalization", "domain_adaptation")
 
 class ValidationError(ValueError):
     """Bad input; the message (one line) says what to do."""
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but an error is one line (no usage block): what went wrong, what to do."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from typing import Callable
 from domainbed.datasets import fetch, get_dataset_class, spawrious, verify
 from domainbed.datasets.base import DatasetNotFoundError
 from domainbed.datasets.registry import dataset_names
+from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.misc import did_you_mean
-from domainbed.lib.validation import OneLineErrorParser
 
 
 @dataclass(frozen=True)
@@ -387,7 +387,7 @@ def parse_sources(values):
 
 def build_parser():
     parser = OneLineErrorParser(
-        prog="python -m domainbed.scripts.download", description=__doc__,
+        prog="python -m domainbed.scripts.download", description=__doc__, hint="see --help",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", required=True, help="where the datasets go")
     parser.add_argument("--datasets", nargs="+", metavar="NAME",

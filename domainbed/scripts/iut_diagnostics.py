@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from domainbed.lib.plots import MatplotlibMissing
 from domainbed.scripts.iut_suite import ALGORITHMS, ORACLE, summarise
 
 MIXING = ["InterpMix", "ExtrapMix", "GMix", "FGMix", "AntiGMix"]
@@ -308,6 +309,6 @@ def run(cells, output_dir):
     try:
         paths = plot(cells, diagnostics, output_dir)
         print("\nPlots: " + ", ".join(paths))
-    except SystemExit as error:  # matplotlib missing: the tables stand
+    except MatplotlibMissing as error:  # the tables stand
         print(f"\nPlots skipped: {error}")
     return {f"{n}/{p}/{a}": values for (n, p, a), values in diagnostics.items()}

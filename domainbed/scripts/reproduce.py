@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from domainbed.lib.plots import MatplotlibMissing
 from domainbed.scripts import iut_suite
 
 FULL_DATASETS = ["ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
@@ -294,7 +295,7 @@ def write_plots(args, records):
         return
     try:
         paths = plot_learning_curves(records, plot_dir)
-    except SystemExit as error:
+    except MatplotlibMissing as error:
         print(f"\nLearning curves skipped: {error}")
         paths = []
     print(f"\nPlots: {plot_dir}/ ({len(paths)} learning-curve figures)")

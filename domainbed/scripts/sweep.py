@@ -53,9 +53,11 @@ import numpy as np
 from domainbed import algorithms, command_launchers, datasets, model_selection
 from domainbed.algorithms.registry import check_algorithm_name
 from domainbed.lib import jobdir, reporting, validation
+from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.misc import seed_hash
+from domainbed.lib.progress import progress
 from domainbed.lib.query import Q
-from domainbed.lib.registry import UnknownNameError
+from domainbed.lib.registry import PluginError, UnknownNameError
 
 LAUNCH_FILE = "launch.json"
 
@@ -91,7 +93,7 @@ class Job:
         jobs = jobs.copy()
         np.random.shuffle(jobs)
         print("Making job directories:")
-        for job in _progress(jobs):
+        for job in progress(jobs):
             try:
                 os.makedirs(job.output_dir, exist_ok=True)
                 if launcher_name is not None:
@@ -145,13 +147,6 @@ def command_string(train_args):
             value = shlex.quote(value)
         command.append(f"--{key} {value}")
     return " ".join(command)
-
-
-def _progress(items):
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        return tqdm(items, leave=False)
-    return items
 
 
 class SweepError(Exception):
@@ -439,13 +434,6 @@ Your own launchers: see domainbed/command_launchers.py (DOMAINBED_PLUGINS).
 """
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but an error is one line (no usage block): what went wrong, what to do."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser():
     parser = OneLineErrorParser(
         description="Run a sweep", epilog=EPILOG,
@@ -464,7 +452,8 @@ def build_parser():
     parser.add_argument("--n_trials", type=int, default=3)
     parser.add_argument("--command_launcher", type=str, default=None,
                         help="required for launch and delete_incomplete: "
-                             + ", ".join(command_launchers.REGISTRY) + " or a plug-in's")
+                             + ", ".join(command_launchers.REGISTRY.names(plugins=False))
+                             + " or a plug-in's")
     parser.add_argument("--launcher_args", type=str, default=None,
                         help="JSON options for the launcher, e.g. '{\"jobs_per_gpu\": 2}'")
     parser.add_argument("--steps", type=int, default=None)
@@ -709,7 +698,7 @@ def check_launcher_args(parser, launcher_fn, launcher_args):
     if check is not None:
         try:
             check(launcher_args)
-        except SystemExit as error:
+        except command_launchers.LauncherError as error:
             parser.error(f"--launcher_args: {error}")
 
 
@@ -727,7 +716,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         command_launchers.load_plugins()  # plug-in launchers tell how their jobs behave
-    except SystemExit as error:
+    except PluginError as error:
         parser.error(str(error))
     methods = resolve_selection_methods(parser, args)
     records = None
@@ -748,8 +737,8 @@ def main(argv=None):
     launcher_fn = resolve_launcher(parser, args)
     try:
         args.launcher_args = command_launchers.parse_launcher_args(args.launcher_args)
-    except SystemExit as error:
-        parser.error(str(error).replace("sweep: error: ", ""))
+    except command_launchers.LauncherError as error:
+        parser.error(str(error))
 
     if records is not None:
         plan = best_hparams_plan(args, methods, records)

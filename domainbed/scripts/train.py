@@ -12,9 +12,17 @@ results.jsonl, model.pkl and done), made reliable:
   (143 / 138) so that a launcher can requeue the job;
 * a non-finite loss stops the run (exit 3) and any crash leaves a `failed` file; neither
   leaves `done`. See docs/reliability.md.
+
+`main` is a straight line: cheap validation (flags, names, hparams, test environments;
+nothing read from or written to the output directory) -> the job's lock (which also
+checks the directory's identity) -> build (dataset, splits, loaders, algorithm) -> the
+training loop -> the finish. A refusal anywhere before the loop leaves the file system
+as it was (what the lock made is removed again); a failure in the loop goes through
+`record_failure`, the one failure path.
 """
 import argparse
 import collections
+import contextlib
 import errno
 import math
 import numbers
@@ -31,7 +39,9 @@ import numpy as np
 from domainbed import datasets, hparams_registry, model_files
 from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import checkpoint, jobdir, misc, tensorboard_logs, validation
+from domainbed.lib.cli import CommandError, OneLineErrorParser, one_line_errors, report, squeeze
 from domainbed.lib.progress import progress_bar
+from domainbed.lib.registry import PluginError
 
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
@@ -43,12 +53,26 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)   # exit code: 128 + signal numb
 NON_IDENTIFYING_ARGS = ("output_dir", "data_dir", "skip_model_save", "save_model_every_checkpoint")
 
 
-class BadInput(Exception):
+class JobError(CommandError):
+    """A reason to stop with one line on the console (after the logs are closed) and
+    `exit_code`; the message says what to do."""
+
+
+class BadInput(JobError):
     """A problem with the command line or the output directory; the message says what to do."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class WriteError(JobError):
+    """Writing the job directory failed (a full disk, permissions...)."""
+
+    exit_code = EXIT_IO_ERROR
 
 
 def build_parser():
-    parser = validation.OneLineErrorParser(prog="train.py", description="Domain generalization")
+    parser = OneLineErrorParser(prog="train.py", description="Domain generalization",
+                                hint="see --help")
     parser.add_argument("--data_dir", type=str)
     parser.add_argument("--dataset", type=str, default="RotatedMNIST")
     parser.add_argument("--algorithm", type=str, default="ERM")
@@ -77,11 +101,13 @@ def build_parser():
 
 
 # ---------------------------------------------------------------------------------------
-# Validation (writes nothing)
+# 1. Validation (reads and writes nothing in the output directory)
 
 def lookup_classes(args):
     try:
         algorithm_class = get_algorithm_class(args.algorithm)
+    except PluginError as e:
+        raise BadInput(str(e)) from None
     except NotImplementedError as e:
         raise BadInput(f"--algorithm: {e}") from None
     try:
@@ -132,17 +158,97 @@ def identifying_args(args):
     return {k: v for k, v in sorted(vars(args).items()) if k not in NON_IDENTIFYING_ARGS}
 
 
-def check_output_dir(args):
-    """Refuse a directory of another job. Returns True when this job is already done."""
+class Plan:
+    """What validation found: the classes, the hparams and the environment names."""
+
+    def __init__(self, args, algorithm_class, dataset_class, hparams, env_names):
+        self.args = args
+        self.algorithm_class = algorithm_class
+        self.dataset_class = dataset_class
+        self.hparams = hparams
+        self.env_names = env_names   # None: known only once the dataset is built
+
+
+def validate(args):
+    """Every check that needs neither the output directory nor the data. Returns a Plan."""
+    check_plain_args(args)
+    algorithm_class, dataset_class = lookup_classes(args)
+    hparams = choose_hparams(args)
+    # Ours: a dataset's environments may depend on hparams, and it may refuse arguments.
     try:
-        jobdir.check_job_identity(args.output_dir, identifying_args(args))
-    except jobdir.JobIdentityError as e:
+        dataset_class.check_arguments(args.test_envs, hparams)
+        env_names = dataset_class.environment_names(hparams)
+    except datasets.DatasetArgumentError as e:
         raise BadInput(str(e)) from None
-    return jobdir.is_done(args.output_dir)
+    if env_names:
+        check_test_envs(args.test_envs, len(env_names), env_names, args.dataset)
+    return Plan(args, algorithm_class, dataset_class, hparams, env_names or None)
+
+
+@contextlib.contextmanager
+def setting_up():
+    """An unforeseen error while validating or building comes from this combination of
+    arguments and hparams (nothing is written yet): a BadInput, one line, exit 2."""
+    try:
+        yield
+    except JobError:
+        raise
+    except Exception as e:
+        raise BadInput(f"cannot set up this job ({type(e).__name__}: {squeeze(e)}); check "
+                       "--hparams and the other arguments (see docs/reliability.md)") from None
 
 
 # ---------------------------------------------------------------------------------------
-# Set-up, in upstream's order (everything stays in memory until the job is accepted)
+# 2. The job's lock and directory
+
+class JobDirectoryLock:
+    """`with JobDirectoryLock(args) as lock:` holds the job's lock (made in the directory,
+    which is created if needed) and checks that the directory is this job's. Until
+    `lock.keep()` (the job is accepted) a refusal removes what the lock made, so a
+    refused job leaves no trace."""
+
+    def __init__(self, args):
+        self.args = args
+        self.lock = jobdir.JobLock(args.output_dir)
+        self.kept = False
+
+    def __enter__(self):
+        output_dir = self.args.output_dir
+        try:
+            self.lock.acquire(write_holder=False)   # a refused job changes no file
+        except jobdir.JobRunningError as e:
+            raise BadInput(str(e)) from None
+        except jobdir.JobLockError as e:
+            raise BadInput(e.strerror) from None
+        except OSError as e:
+            raise BadInput(f"cannot use --output_dir {output_dir} ({e.strerror}); "
+                           f"choose a writable directory") from None
+        return self
+
+    def is_done(self):
+        """Refuse a directory of another job; True when this job is already done."""
+        try:
+            jobdir.check_job_identity(self.args.output_dir, identifying_args(self.args))
+        except jobdir.JobIdentityError as e:
+            raise BadInput(str(e)) from None
+        return jobdir.is_done(self.args.output_dir)
+
+    def keep(self):
+        self.kept = True
+        self.lock.write_holder()
+
+    def __exit__(self, *exc):
+        self.lock.release(remove_created=not self.kept)
+        return False
+
+
+def already_done_message(output_dir):
+    return (f"train.py: {output_dir} is already done (see its results.jsonl); nothing to do. "
+            f"Delete that directory to run the job again.")
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Build, in upstream's order (everything stays in memory until the job is accepted)
 
 def seed_everything(seed):
     import torch
@@ -167,8 +273,6 @@ def build_dataset(dataset_class, args, hparams):
         raise BadInput(str(e)) from None
     except ValueError as e:  # upstream's 'Data directory not specified!'
         raise BadInput(f"{e} Pass --data_dir DIR (see python -m domainbed.scripts.download).") from None
-    check_test_envs(args.test_envs, len(dataset), dataset_class.environment_names(hparams),
-                    args.dataset)
     return dataset
 
 
@@ -237,6 +341,49 @@ def build_algorithm(algorithm_class, dataset, args, hparams, device):
     return algorithm.to(device)
 
 
+class Job:
+    """Everything one run needs, built before anything is written."""
+
+    def __init__(self, args, hparams, dataset, in_split_lengths, algorithm, train_loaders,
+                 uda_loaders, evals, device):
+        self.args = args
+        self.hparams = hparams
+        self.dataset = dataset
+        self.in_split_lengths = in_split_lengths  # all envs' (test envs too), for epochs
+        self.algorithm = algorithm
+        self.train_loaders = train_loaders
+        self.uda_loaders = uda_loaders
+        self.evals = evals
+        self.device = device
+
+    @property
+    def streams(self):
+        return self.train_loaders + self.uda_loaders
+
+
+def prepare(args):
+    """Validation and build without the output directory: the Job in memory (benchmark)."""
+    return build(validate(args))
+
+
+def build(plan):
+    """The dataset, its splits and loaders and the algorithm, in memory. Returns a Job."""
+    from domainbed.lib.device import get_device
+
+    args, hparams = plan.args, plan.hparams
+    seed_everything(args.seed)
+    device = get_device()
+    dataset = build_dataset(plan.dataset_class, args, hparams)
+    if plan.env_names is None:   # the environments are known now
+        check_test_envs(args.test_envs, len(dataset), None, args.dataset)
+    splits = make_splits(dataset, args, hparams)
+    train_loaders, uda_loaders, evals = make_loaders(dataset, args, hparams, splits)
+    algorithm = build_algorithm(plan.algorithm_class, dataset, args, hparams, device)
+    in_split_lengths = [len(split) for split, _ in splits[0]]
+    return Job(args, hparams, dataset, in_split_lengths, algorithm, train_loaders, uda_loaders,
+               evals, device)
+
+
 # ---------------------------------------------------------------------------------------
 # Output
 
@@ -269,76 +416,35 @@ def print_sorted_block(title, mapping):
         print(f"\t{key}: {value}")
 
 
-class LogTee:
-    """Console plus log file(s). A write that fails (a full disk, a closed console) never
-    stops the run: the stream is dropped and the first error kept in `error`."""
+class Logs:
+    """`with Logs(output_dir):` upstream's out.txt and err.txt through `misc.Tee`: stdout
+    into out.txt, stderr into err.txt and out.txt, as upstream's, and to the console's
+    *stderr* (upstream's went to its stdout, which hid tracebacks from launchers' error
+    logs). Logging never stops the run (a full disk drops the file). The console streams
+    are restored on exit."""
 
-    def __init__(self, console, path):
-        self.console = console
-        self.error = None
-        self.file = None
-        try:
-            self.file = open(path, "a")
-        except OSError as e:
-            self.error = e
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
 
-    def _write_file(self, stream, message):
-        if stream is None or stream.closed:
-            return
-        try:
-            stream.write(message)
-            stream.flush()
-        except (OSError, ValueError) as e:
-            self.error = self.error or e
-            if stream is self.file:
-                try:
-                    self.file.close()
-                except OSError:
-                    pass
-                self.file = None
-
-    def _write_console(self, message):
-        try:
-            self.console.write(message)
-            self.console.flush()
-        except (OSError, ValueError):
-            pass
-
-    def write(self, message):
-        self._write_console(message)
-        self._write_file(self.file, message)
-
-    def flush(self):
-        pass  # every write is flushed
-
-    def isatty(self):
-        return False
-
-    def close(self):
-        if self.file is not None:
-            try:
-                self.file.close()
-            except OSError:
-                pass
-            self.file = None
-
-
-class StderrTee(LogTee):
-    """stderr goes to err.txt and out.txt, as upstream's, and to the console's *stderr*
-    (upstream's went to its stdout, which hid tracebacks from launchers' error logs)."""
-
-    def __init__(self, err_path, out_tee):
-        super().__init__(sys.stderr, err_path)
-        self.out_tee = out_tee
-
-    def write(self, message):
-        self._write_console(message)
-        self.log_only(message)
+    def __enter__(self):
+        self.saved = sys.stdout, sys.stderr
+        console_out, console_err = self.saved
+        self.out = misc.Tee(os.path.join(self.output_dir, "out.txt"), console=console_out,
+                            keep_going=True)
+        self.err = misc.Tee(os.path.join(self.output_dir, "err.txt"), console=console_err,
+                            also=self.out, keep_going=True)
+        sys.stdout, sys.stderr = self.out, self.err
+        return self
 
     def log_only(self, message):
-        """Into the log files but not the console."""
-        self._write_file(self.file, message)
-        self.out_tee._write_file(self.out_tee.file, message)
+        """Into err.txt and out.txt, not the console."""
+        self.err.log_only(message)
+
+    def __exit__(self, *exc):
+        for tee in (self.err, self.out):
+            tee.close()
+        sys.stdout, sys.stderr = self.saved
+        return False
 
 
 def save_model(job, filename, **extra):
@@ -361,21 +467,22 @@ def save_model(job, filename, **extra):
     checkpoint.save_atomic(dump, os.path.join(job.args.output_dir, filename))
 
 
-def save_selected_model(job, record):
+def save_selected_model(job, record, best_val_acc):
     """With DOMAINBED_SAVE_SELECTED set: model_iid.pkl is the model of the record with the
     best training-domain validation accuracy so far (the first of equals), the checkpoint
-    training-domain validation selects in this run; the oracle's is the last, model.pkl."""
+    training-domain validation selects in this run; the oracle's is the last, model.pkl.
+    Returns the best accuracy so far."""
     if not model_files.save_selected_enabled():
-        return
+        return best_val_acc
     val_acc = model_files.training_domain_val_acc(record, job.args.test_envs)
-    if job.best_val_acc is not None and not val_acc > job.best_val_acc:
-        return
+    if best_val_acc is not None and not val_acc > best_val_acc:
+        return best_val_acc
     save_model(job, model_files.SELECTED_MODEL_FILE, step=record["step"], val_acc=val_acc)
-    job.best_val_acc = val_acc
+    return val_acc
 
 
 # ---------------------------------------------------------------------------------------
-# Training
+# 4. The training loop and 5. the finish
 
 class StopRequest:
     """Remembers a SIGTERM / SIGUSR1; the loop checks it between steps."""
@@ -408,29 +515,6 @@ def check_finite(step_vals, step):
             raise NonFiniteLoss(f"non-finite {key} ({value}) at step {step}")
 
 
-class Job:
-    """Everything one run needs, built before anything is written."""
-
-    def __init__(self, args, hparams, dataset, in_split_lengths, algorithm, train_loaders,
-                 uda_loaders, evals, device):
-        self.args = args
-        self.hparams = hparams
-        self.dataset = dataset
-        self.in_split_lengths = in_split_lengths  # all envs' (test envs too), for epochs
-        self.algorithm = algorithm
-        self.train_loaders = train_loaders
-        self.uda_loaders = uda_loaders
-        self.evals = evals
-        self.device = device
-        self.step = 0            # the step being run (for `failed`)
-        self.last_header = None
-        self.best_val_acc = None  # of the records so far (DOMAINBED_SAVE_SELECTED)
-
-    @property
-    def streams(self):
-        return self.train_loaders + self.uda_loaders
-
-
 def next_minibatches(job):
     device = job.device
     minibatches = [(x.to(device), y.to(device)) for x, y in
@@ -439,32 +523,6 @@ def next_minibatches(job):
     if job.args.task == "domain_adaptation":
         unlabeled = [x.to(device) for x, _ in (next(loader) for loader in job.uda_loaders)]
     return minibatches, unlabeled
-
-
-def write_record(job, step, steps_per_epoch, running_lists, bar):
-    from domainbed.lib.device import peak_memory_gb
-
-    results = {"step": step, "epoch": step / steps_per_epoch}
-    for key, values in running_lists.items():
-        results[key] = np.mean(values)
-    before_record = getattr(job.algorithm, "before_record", None)
-    if before_record is not None:   # SWAD: choose the averaged model this record evaluates
-        results.update(before_record(job.evals, job.args.test_envs, job.device))
-    for name, loader in job.evals:
-        results[name + "_acc"] = misc.accuracy(job.algorithm, loader, None, job.device)
-    results["mem_gb"] = peak_memory_gb(job.device)
-
-    keys = sorted(results)
-    bar.clear()
-    if keys != job.last_header:
-        misc.print_row(keys, colwidth=12)
-        job.last_header = keys
-    misc.print_row([results[key] for key in keys], colwidth=12)
-    bar.refresh()
-
-    results.update({"hparams": job.hparams, "args": vars(job.args)})
-    misc.append_json_line(os.path.join(job.args.output_dir, "results.jsonl"), results)
-    return results
 
 
 def warn(message):
@@ -485,7 +543,7 @@ def missing_record_steps(output_dir, next_step, n_steps, checkpoint_freq, identi
 
 def start_or_resume(job, n_steps, checkpoint_freq):
     """Load checkpoint.pt if there is one; trim results.jsonl to match. Returns
-    (first step to run, running lists).
+    (first step to run, running lists, best training-domain validation accuracy so far).
 
     A checkpoint that cannot be read or does not fit the job is set aside as
     `checkpoint.pt.corrupt-N` (never deleted) and the job starts from step 0. So does a
@@ -528,156 +586,172 @@ def start_or_resume(job, n_steps, checkpoint_freq):
     if kept_as:
         warn(f"{jobdir.RESULTS_FILE} had lines that are not records; dropped them, the "
              f"original is kept as {kept_as}")
+    best_val_acc = None
     if model_files.save_selected_enabled():   # the best so far is that of the records kept
-        job.best_val_acc = model_files.best_val_acc_of_records(
+        best_val_acc = model_files.best_val_acc_of_records(
             os.path.join(out, jobdir.RESULTS_FILE), job.args.test_envs)
-    return next_step, collections.defaultdict(list, running_lists)
+    return next_step, collections.defaultdict(list, running_lists), best_val_acc
 
 
-def train(job, stop):
-    """Run the remaining steps. Returns the exit code."""
-    args, out = job.args, job.args.output_dir
-    steps_per_epoch = min(n / job.hparams["batch_size"] for n in job.in_split_lengths)
-    n_steps = args.steps or job.dataset.N_STEPS
-    checkpoint_freq = args.checkpoint_freq or job.dataset.CHECKPOINT_FREQ
+class TrainingLoop:
+    """4. The steps from the last checkpoint (or 0) to the end, a record at every
+    checkpoint step; 5. the finish. `step` is the step being run, for the failure path."""
 
-    start_step, running_lists = start_or_resume(job, n_steps, checkpoint_freq)
-    scalar_log = tensorboard_logs.open_log(out, start_step, getattr(job, "tensorboard", False))
-    started = last_beat = time.time()
-    jobdir.write_heartbeat(out, start_step, n_steps, started, start_step)
-    bar = progress_bar(n_steps, initial=start_step)
+    def __init__(self, job):
+        self.job = job
+        self.step = 0
+        args = job.args
+        self.n_steps = args.steps or job.dataset.N_STEPS
+        self.checkpoint_freq = args.checkpoint_freq or job.dataset.CHECKPOINT_FREQ
+        self.steps_per_epoch = min(n / job.hparams["batch_size"] for n in job.in_split_lengths)
+        self.last_header = None    # the record table's header printed last
+        self.best_val_acc = None   # of the records so far (DOMAINBED_SAVE_SELECTED)
+        self.started = self.start_step = None   # this process's start (heartbeats)
 
-    def save_state(next_step):
+    def run(self, stop):
+        """Train the remaining steps, then finish. Returns the exit code."""
+        job, out = self.job, self.job.args.output_dir
+        n_steps, checkpoint_freq = self.n_steps, self.checkpoint_freq
+        start_step, running_lists, self.best_val_acc = start_or_resume(job, n_steps,
+                                                                       checkpoint_freq)
+        self.scalar_log = tensorboard_logs.open_log(out, start_step,
+                                                    getattr(job, "tensorboard", False))
+        self.started = last_beat = time.time()
+        self.start_step = start_step
+        jobdir.write_heartbeat(out, start_step, n_steps, self.started, start_step)
+        bar = progress_bar(n_steps, initial=start_step)
+        try:
+            for step in range(start_step, n_steps):
+                self.step = step
+                step_start_time = time.time()
+                minibatches, unlabeled = next_minibatches(job)
+                step_vals = job.algorithm.update(minibatches, unlabeled)
+                check_finite(step_vals, step)
+                running_lists["step_time"].append(time.time() - step_start_time)
+                for key, value in step_vals.items():
+                    running_lists[key].append(value)
+                bar.update(1)
+
+                if step % checkpoint_freq == 0 or step == n_steps - 1:
+                    self.write_checkpoint(step, running_lists, bar)
+                    last_beat = time.time()
+                elif stop.signum is not None:
+                    self.save_state(step + 1, running_lists)
+                elif time.time() - last_beat >= jobdir.HEARTBEAT_PERIOD_S:
+                    jobdir.write_heartbeat(out, step + 1, n_steps, self.started, start_step)
+                    last_beat = time.time()
+
+                if stop.signum is not None:
+                    name = signal.Signals(stop.signum).name
+                    print(f"train.py: {name} received: stopped after step {step} with a "
+                          f"checkpoint; rerun the same command to resume", file=sys.stderr)
+                    return 128 + stop.signum
+        finally:
+            bar.close()
+            self.scalar_log.close()
+        return self.finish()
+
+    def write_checkpoint(self, step, running_lists, bar):
+        """A checkpoint step's results: the record (results.jsonl, the out.txt table), the
+        models asked for, and the training state (checkpoint.pt, heartbeat.json)."""
+        job = self.job
+        record = self.write_record(step, running_lists, bar)
+        self.scalar_log(record)
+        running_lists.clear()
+        if job.args.save_model_every_checkpoint:
+            save_model(job, f"model_step{step}.pkl")
+        self.best_val_acc = save_selected_model(job, record, self.best_val_acc)
+        self.save_state(step + 1, running_lists)
+
+    def write_record(self, step, running_lists, bar):
+        """The record of `step`: means of the step values, accuracies; a row of the out.txt
+        table (its header when the keys change) and one line of results.jsonl."""
+        from domainbed.lib.device import peak_memory_gb
+
+        job = self.job
+        results = {"step": step, "epoch": step / self.steps_per_epoch}
+        for key, values in running_lists.items():
+            results[key] = np.mean(values)
+        before_record = getattr(job.algorithm, "before_record", None)
+        if before_record is not None:   # SWAD: choose the averaged model this record evaluates
+            results.update(before_record(job.evals, job.args.test_envs, job.device))
+        for name, loader in job.evals:
+            results[name + "_acc"] = misc.accuracy(job.algorithm, loader, None, job.device)
+        results["mem_gb"] = peak_memory_gb(job.device)
+
+        keys = sorted(results)
+        bar.clear()
+        if keys != self.last_header:
+            misc.print_row(keys, colwidth=12)
+            self.last_header = keys
+        misc.print_row([results[key] for key in keys], colwidth=12)
+        bar.refresh()
+
+        results.update({"hparams": job.hparams, "args": vars(job.args)})
+        misc.append_json_line(os.path.join(job.args.output_dir, "results.jsonl"), results)
+        return results
+
+    def save_state(self, next_step, running_lists):
+        out = self.job.args.output_dir
         checkpoint.save_checkpoint(out, checkpoint.training_state(
-            job.algorithm, job.streams, next_step, running_lists))
-        jobdir.write_heartbeat(out, next_step, n_steps, started, start_step)
+            self.job.algorithm, self.job.streams, next_step, running_lists))
+        jobdir.write_heartbeat(out, next_step, self.n_steps, self.started, self.start_step)
 
-    try:
-        for step in range(start_step, n_steps):
-            job.step = step
-            step_start_time = time.time()
-            minibatches, unlabeled = next_minibatches(job)
-            step_vals = job.algorithm.update(minibatches, unlabeled)
-            check_finite(step_vals, step)
-            running_lists["step_time"].append(time.time() - step_start_time)
-            for key, value in step_vals.items():
-                running_lists[key].append(value)
-            bar.update(1)
-
-            if step % checkpoint_freq == 0 or step == n_steps - 1:
-                record = write_record(job, step, steps_per_epoch, running_lists, bar)
-                scalar_log(record)
-                running_lists.clear()
-                if args.save_model_every_checkpoint:
-                    save_model(job, f"model_step{step}.pkl")
-                save_selected_model(job, record)
-                save_state(step + 1)
-                last_beat = time.time()
-            elif stop.signum is not None:
-                save_state(step + 1)
-            elif time.time() - last_beat >= jobdir.HEARTBEAT_PERIOD_S:
-                jobdir.write_heartbeat(out, step + 1, n_steps, started, start_step)
-                last_beat = time.time()
-
-            if stop.signum is not None:
-                name = signal.Signals(stop.signum).name
-                print(f"train.py: {name} received: stopped after step {step} with a checkpoint;"
-                      f" rerun the same command to resume", file=sys.stderr)
-                return 128 + stop.signum
-    finally:
-        bar.close()
-        scalar_log.close()
-
-    save_model(job, "model.pkl")
-    jobdir.write_done(out)
-    checkpoint.remove_checkpoint(out)  # a done job never resumes; spare the disk
-    jobdir.write_heartbeat(out, n_steps, n_steps, started, start_step)
-    return 0
-
-
-# ---------------------------------------------------------------------------------------
-# Main
-
-def prepare(args):
-    """Validate and build everything in memory. Returns a Job, or None when already done."""
-    check_plain_args(args)
-    algorithm_class, dataset_class = lookup_classes(args)
-    hparams = choose_hparams(args)
-    # Ours: a dataset's environments may depend on hparams, and it may refuse arguments.
-    try:
-        dataset_class.check_arguments(args.test_envs, hparams)
-        env_names = dataset_class.environment_names(hparams)
-    except datasets.DatasetArgumentError as e:
-        raise BadInput(str(e)) from None
-    if env_names:
-        check_test_envs(args.test_envs, len(env_names), env_names, args.dataset)
-    if check_output_dir(args):
-        return None
-
-    from domainbed.lib.device import get_device
-
-    seed_everything(args.seed)
-    device = get_device()
-    dataset = build_dataset(dataset_class, args, hparams)
-    splits = make_splits(dataset, args, hparams)
-    train_loaders, uda_loaders, evals = make_loaders(dataset, args, hparams, splits)
-    algorithm = build_algorithm(algorithm_class, dataset, args, hparams, device)
-    in_split_lengths = [len(split) for split, _ in splits[0]]
-    return Job(args, hparams, dataset, in_split_lengths, algorithm, train_loaders, uda_loaders,
-               evals, device)
-
-
-def already_done_message(output_dir):
-    return (f"train.py: {output_dir} is already done (see its results.jsonl); nothing to do. "
-            f"Delete that directory to run the job again.")
-
-
-def run_locked(job):
-    """Inside the job's lock: Tee the logs, record the job's identity, train."""
-    args, out = job.args, job.args.output_dir
-    if check_output_dir(args):  # finished while we were building
-        print(already_done_message(out), file=sys.stderr)
+    def finish(self):
+        """5. model.pkl, then `done`; the checkpoint is removed (a done job never resumes)."""
+        out = self.job.args.output_dir
+        save_model(self.job, "model.pkl")
+        jobdir.write_done(out)
+        checkpoint.remove_checkpoint(out)  # spare the disk
+        jobdir.write_heartbeat(out, self.n_steps, self.n_steps, self.started, self.start_step)
         return 0
-    saved_streams = sys.stdout, sys.stderr
-    sys.stdout = LogTee(sys.stdout, os.path.join(out, "out.txt"))
-    sys.stderr = StderrTee(os.path.join(out, "err.txt"), sys.stdout)
-    io_error = None
-    try:
-        print_environment()
-        print_sorted_block("Args", vars(args))
-        print_sorted_block("HParams", job.hparams)
-        jobdir.write_job_identity(out, identifying_args(args))
-        jobdir.clear_failed(out)
-        return train_guarded(job)
-    except OSError as e:
-        # Writing the job directory failed (a full disk, permissions...): one line on the
-        # console, `failed` when there is room for it, no temporary file left behind.
-        sys.stderr.log_only(traceback.format_exc())
-        checkpoint.remove_own_temporaries(out)
-        recorded = jobdir.try_write_failed(out, f"{type(e).__name__}: {e}", job.step)
-        io_error = io_error_message(e, job, recorded)
-    except BadInput:
-        raise
-    except Exception as e:
-        # Re-raised below, after the streams are restored; the console gets one line from
-        # cli(), the log files the traceback (as upstream's Tee gave).
-        sys.stderr.log_only(traceback.format_exc())
-        checkpoint.remove_own_temporaries(out)
-        e.train_py_where = (f"at step {job.step}; `failed` written, the traceback is in "
+
+
+def run(job):
+    """4-5 in the job's logs: the header blocks, job.json, the loop and the finish. Returns
+    the exit code; every failure goes through `record_failure`."""
+    out = job.args.output_dir
+    loop = TrainingLoop(job)
+    with Logs(out) as logs, StopRequest() as stop:
+        try:
+            print_environment()
+            print_sorted_block("Args", vars(job.args))
+            print_sorted_block("HParams", job.hparams)
+            jobdir.write_job_identity(out, identifying_args(job.args))
+            jobdir.clear_failed(out)
+            return loop.run(stop)
+        except BadInput:
+            raise
+        except Exception as error:
+            return record_failure(job, error, loop.step, stop, logs)
+
+
+def record_failure(job, error, step, stop, logs):
+    """The one failure path: what a run that stopped on `error` at `step` leaves (`failed`,
+    the traceback in err.txt and out.txt, no temporary) and how it exits. Returns the exit
+    code, or raises the JobError or the error itself that main() and cli() report."""
+    out = job.args.output_dir
+    if isinstance(error, NonFiniteLoss):
+        jobdir.try_write_failed(out, str(error), step)
+        print(f"train.py: error: {error}; the run stopped (no 'done'). Try a smaller learning "
+              f"rate, e.g. --hparams '{{\"lr\": 1e-4}}'", file=sys.stderr)
+        return EXIT_NON_FINITE
+    if stop.signum is not None:
+        # Stopping anyway (e.g. the launcher also killed the data workers): the last
+        # checkpoint stands, and this is no failure of the job.
+        return 128 + stop.signum
+    logs.log_only(traceback.format_exc())   # the console gets one line, after the logs close
+    checkpoint.remove_own_temporaries(out)
+    recorded = jobdir.try_write_failed(out, f"{type(error).__name__}: {error}", step)
+    if isinstance(error, OSError):
+        # Writing the job directory failed (a full disk, permissions...).
+        raise WriteError(io_error_message(error, step, recorded)) from None
+    error.train_py_where = (f"at step {step}; `failed` written, the traceback is in "
                             f"{os.path.join(out, 'err.txt')}")
-        raise
-    finally:
-        log_error = sys.stdout.error or sys.stderr.error
-        for tee in (sys.stderr, sys.stdout):
-            tee.close()
-        sys.stdout, sys.stderr = saved_streams
-    if log_error is not None and io_error is None:
-        warn(f"could not write the logs in {out} ({log_error})")
-    print(f"train.py: error: {io_error}", file=sys.stderr)
-    return EXIT_IO_ERROR
+    raise error
 
 
-def io_error_message(error, job, recorded):
+def io_error_message(error, step, recorded):
     filename = getattr(error, "filename", None)
     where = f" ({re.sub(r'[.]tmp[.][0-9]+$', '', str(filename))})" if filename else ""
     if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
@@ -687,83 +761,43 @@ def io_error_message(error, job, recorded):
         what = f"{type(error).__name__}: {error.strerror or error}{where}"
         todo = "fix the cause, then rerun the same command: it resumes from the last checkpoint"
     marker = "`failed` written" if recorded else "no `failed` written (no room)"
-    return f"{what} at step {job.step}; {marker}; {todo}"
+    return f"{what} at step {step}; {marker}; {todo}"
 
 
-def train_guarded(job):
-    """train() with SIGTERM/SIGUSR1 caught, and `failed` written when it stops on an error."""
-    with StopRequest() as stop:
-        return _train_or_record_failure(job, stop)
-
-
-def _train_or_record_failure(job, stop):
-    out = job.args.output_dir
-    try:
-        return train(job, stop)
-    except NonFiniteLoss as e:
-        jobdir.try_write_failed(out, str(e), job.step)
-        print(f"train.py: error: {e}; the run stopped (no 'done'). Try a smaller learning "
-              f"rate, e.g. --hparams '{{\"lr\": 1e-4}}'", file=sys.stderr)
-        return EXIT_NON_FINITE
-    except Exception as e:
-        if stop.signum is not None:
-            # Stopping anyway (e.g. the launcher also killed the data workers): the last
-            # checkpoint stands, and this is no failure of the job.
-            return 128 + stop.signum
-        if not isinstance(e, (OSError, BadInput)):  # run_locked records an OSError
-            jobdir.try_write_failed(out, f"{type(e).__name__}: {e}", job.step)
-        raise
-
-
-def report_bad_input(message):
-    print(f"train.py: error: {' '.join(str(message).split())}", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
-def acquire_lock(output_dir):
-    lock = jobdir.JobLock(output_dir)
-    try:
-        return lock.acquire()
-    except jobdir.JobRunningError as e:
-        raise BadInput(str(e)) from None
-    except jobdir.JobLockError as e:
-        raise BadInput(e.strerror) from None
-    except OSError as e:
-        raise BadInput(f"cannot use --output_dir {output_dir} ({e.strerror}); "
-                       f"choose a writable directory") from None
-
+# ---------------------------------------------------------------------------------------
+# Main
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        tensorboard = tensorboard_logs.requested(vars(args).pop("tensorboard", False))
-        job = prepare(args)
-        if job is None:
-            print(already_done_message(args.output_dir), file=sys.stderr)
-            return 0
-        job.tensorboard = tensorboard
-        lock = acquire_lock(args.output_dir)
-    except (BadInput, tensorboard_logs.TensorBoardUnavailable) as e:
-        return report_bad_input(e)
-    except Exception as e:
-        # Nothing is written before the lock: whatever building the dataset, the loaders or
-        # the algorithm raised comes from this combination of arguments and hparams.
-        return report_bad_input(
-            f"cannot set up this job ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
-            "check --hparams and the other arguments (see docs/reliability.md)")
+        tensorboard = tensorboard_requested(args)            # ours: not one of the job's args
+        with setting_up():
+            plan = validate(args)                            # 1
+        with JobDirectoryLock(args) as lock:                 # 2
+            with setting_up():
+                if lock.is_done():
+                    print(already_done_message(args.output_dir), file=sys.stderr)
+                    return 0
+                job = build(plan)                            # 3
+                job.tensorboard = tensorboard
+            lock.keep()
+            return run(job)                                  # 4, 5
+    except JobError as e:
+        return report("train.py", e)
+
+
+def tensorboard_requested(args):
+    """Whether to log TensorBoard scalars (--tensorboard, popped from the args so that it
+    never reaches records or the job hash, or DOMAINBED_TENSORBOARD)."""
     try:
-        return run_locked(job)
-    except BadInput as e:
-        return report_bad_input(e)
-    finally:
-        lock.release()
+        return tensorboard_logs.requested(vars(args).pop("tensorboard", False))
+    except tensorboard_logs.TensorBoardUnavailable as e:
+        raise BadInput(str(e)) from None
 
 
 def cli(argv=None):
     """The command line: main() with no traceback on the console. An unexpected error is
     one line (the traceback is in the job's err.txt), exit code 1."""
-    from domainbed.lib.cli import one_line_errors, squeeze
-
     def describe(error):
         where = getattr(error, "train_py_where", "before training started")
         return (f"{type(error).__name__}: {squeeze(error)} ({where}); rerun the same command "
