@@ -293,11 +293,12 @@ def test_sweep_and_status_are_torch_free(tmp_path):
 # runs): it is opt-in (DOMAINBED_SLOW_TESTS=1); the test before it covers the same path
 # with 8 runs.
 
-def sweep_and_collect(out, launcher, *launcher_flags, algorithms=("ERM", "Mixup"), launched):
+def sweep_and_collect(out, launcher, *launcher_flags, algorithms=("ERM", "Mixup"), launched,
+                      hparams=()):
     """A real sweep on Debug28 (3 steps, every test-env pair), then the tables; the sweep
     must launch `launched` jobs and leave every job done."""
     args = ["--data_dir", "unused", "--algorithms", *algorithms, "--datasets",
-            "Debug28", "--n_hparams", "1", "--n_trials", "1", "--steps", "3",
+            "Debug28", "--n_hparams", "1", "--n_trials", "1", "--steps", "3", *hparams,
             "--skip_confirmation", "--command_launcher", launcher, *launcher_flags]
     result = run_sweep("launch", out, *args,
                        env_extra={"OMP_NUM_THREADS": "1", "DOMAINBED_LOCAL_JOBS": "2"})
@@ -317,10 +318,13 @@ SLURM_LOCAL = ["--launcher_args", '{"cluster": "local", "wait": true}']
 
 
 def test_slurm_finishes_a_local_sweep_and_the_tables_do_not_change(tmp_path):
-    """A real local sweep (ERM: 6 jobs); in a copy, one single- and one two-test-env job are
-    deleted and the slurm launcher (submitit's local executor) runs them again."""
+    """A real local sweep (ERM: 6 jobs, small batches); in a copy, one single- and one
+    two-test-env job are deleted and the slurm launcher (submitit's local executor) runs
+    them again."""
     pytest.importorskip("submitit")
-    local = sweep_and_collect(tmp_path / "local", "local", algorithms=("ERM",), launched=6)
+    small = ("--hparams", '{"batch_size": 8}')
+    local = sweep_and_collect(tmp_path / "local", "local", algorithms=("ERM",), launched=6,
+                              hparams=small)
     assert "Total records: 12" in local   # steps 0 and 2 for 6 jobs
     assert " X " not in local             # all three selection methods have every cell
     assert sum(line.startswith("ERM ") for line in local.splitlines()) == 6
@@ -333,7 +337,8 @@ def test_slurm_finishes_a_local_sweep_and_the_tables_do_not_change(tmp_path):
             by_n_test_envs.setdefault(len(record["args"]["test_envs"]), job)
     for job in by_n_test_envs.values():
         shutil.rmtree(job)
-    slurm = sweep_and_collect(copy, "slurm", *SLURM_LOCAL, algorithms=("ERM",), launched=2)
+    slurm = sweep_and_collect(copy, "slurm", *SLURM_LOCAL, algorithms=("ERM",), launched=2,
+                              hparams=small)
     assert slurm == local   # same jobs, same seeds: the same tables, whatever the launcher
 
 
