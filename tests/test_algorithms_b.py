@@ -26,6 +26,7 @@ NUM_DOMAINS = 3
 def make_algorithm(name, seed=0, **overrides):
     torch.manual_seed(seed)
     hparams = hparams_registry.default_hparams(name, "Debug28")
+    hparams["mnist_cnn_width"] = 8  # a narrow MNIST CNN: the methods, not the network, are tested
     hparams.update(overrides)
     return get_algorithm_class(name)(SMALL_SHAPE, 2, NUM_DOMAINS, hparams)
 
