@@ -1,4 +1,5 @@
-"""Shared test set-up: small thread pools, the repository root and ../shared."""
+"""Shared test set-up: small thread pools, the repository root and ../shared, and the
+opt-in `slow` tests (run with DOMAINBED_SLOW_TESTS=1)."""
 import os
 import pathlib
 
@@ -53,3 +54,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: minutes of real training; skipped unless DOMAINBED_SLOW_TESTS=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.slow` tests run only with DOMAINBED_SLOW_TESTS=1: each has a cheaper
+    test beside it that covers the same path, so CI's suite stays short."""
+    if os.environ.get("DOMAINBED_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: opt in with DOMAINBED_SLOW_TESTS=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

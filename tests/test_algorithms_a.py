@@ -1,14 +1,12 @@
 """Baselines A: IRM, VREx, GroupDRO, MLDG, CORAL, MMD, DANN, CDANN, MTL, ARM, SagNet, RSC.
 
-Every algorithm: updates on minibatches of different sizes (28x28 and 224x224), finite
-float logs, logits of shape [n, 2], an exact state_dict round trip; plus a cheap check of
-what each method is supposed to do, and its hparams (defaults, JSON-safe seeded draws).
+A cheap check of what each method is supposed to do, and its default hparams against
+upstream's. The contract every algorithm keeps (updates, predict, exact resume, hparam
+draws; the 224x224 path for a few) is in test_algorithms_upstream2.py, over the registry.
 """
 import copy
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,16 +20,14 @@ from domainbed.algorithms.rsc import top_gradient_mask
 from domainbed.datasets import get_dataset_class
 from domainbed.lib.misc import seed_hash
 
-ALGORITHMS_A = ["IRM", "VREx", "GroupDRO", "MLDG", "CORAL", "MMD", "DANN", "CDANN", "MTL",
-                "ARM", "SagNet", "RSC"]
 NUM_CLASSES = 2
 DEBUG28_SHAPE = get_dataset_class("Debug28").INPUT_SHAPE
-SMALL_224 = {"pretrained": False, "resnet50_augmix": False, "resnet18": True}
 
 
 def make_algorithm(name, dataset="Debug28", num_domains=3, overrides=None, seed=0):
     hparams = hparams_registry.default_hparams(name, dataset)
     hparams = hparams_registry.apply_overrides(hparams, overrides or {})
+    hparams["mnist_cnn_width"] = 8  # a narrow MNIST CNN: the methods, not the network, are tested
     torch.manual_seed(seed)
     input_shape = get_dataset_class(dataset).INPUT_SHAPE
     return get_algorithm_class(name)(input_shape, NUM_CLASSES, num_domains, hparams)
@@ -41,73 +37,6 @@ def make_minibatches(input_shape, sizes, seed):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(n, *input_shape, generator=g),
              torch.randint(0, NUM_CLASSES, (n,), generator=g)) for n in sizes]
-
-
-def assert_finite_floats(logs):
-    assert logs and all(isinstance(k, str) for k in logs)
-    for key, value in logs.items():
-        assert type(value) is float, (key, type(value))
-        assert math.isfinite(value), (key, value)
-
-
-# -- 224x224 (ResNet-18, from scratch) --------------------------------------------------
-
-@pytest.mark.parametrize("name", ALGORITHMS_A)
-def test_update_and_predict_on_debug224(name):
-    # One update only, on tiny batches (one with a single sample): ResNet-18 at 224x224
-    # costs about a second per step on one CPU core.
-    algorithm = make_algorithm(name, "Debug224", overrides=SMALL_224)
-    shape = get_dataset_class("Debug224").INPUT_SHAPE
-    assert_finite_floats(algorithm.update(make_minibatches(shape, (2, 1, 2), seed=0)))
-    algorithm.eval()
-    with torch.no_grad():
-        logits = algorithm.predict(torch.randn(3, *shape))
-    assert logits.shape == (3, NUM_CLASSES)
-    assert torch.isfinite(logits).all()
-
-
-# -- exact resume -----------------------------------------------------------------------
-
-# Overrides that put a special event into the round trip: IRM resets Adam before the
-# checkpoint, VREx right after it; DANN does discriminator, generator, discriminator steps.
-ROUND_TRIP_OVERRIDES = {
-    "IRM": {"irm_penalty_anneal_iters": 1},
-    "VREx": {"vrex_penalty_anneal_iters": 2},
-    "DANN": {"d_steps_per_g_step": 2},
-    "CDANN": {"d_steps_per_g_step": 2},
-    "MLDG": {"n_meta_test": 1},
-    "ARM": {"batch_size": 4},
-}
-
-
-@pytest.mark.parametrize("name", ALGORITHMS_A)
-def test_debug28_updates_predict_and_exact_state_dict_round_trip(name):
-    """3 updates (finite float logs), predict [n, 2]; a copy restored from the state after
-    update 2 makes exactly the same update 3 (logs and every tensor) as the original."""
-    overrides = ROUND_TRIP_OVERRIDES.get(name, {})
-    shape = DEBUG28_SHAPE
-    # ARM: whole groups of batch_size=4 (one context per domain) and a ragged step too.
-    sizes = [(4, 4, 4), (3, 4, 5), (4, 4, 4)] if name == "ARM" else [(3, 4, 5)] * 3
-    steps = [make_minibatches(shape, n, seed=s) for s, n in enumerate(sizes)]
-
-    original = make_algorithm(name, overrides=overrides, seed=0)
-    for minibatches in steps[:2]:
-        assert_finite_floats(original.update(minibatches))
-    saved = copy.deepcopy(original.state_dict())
-    expected_logs = original.update(steps[2])
-    assert_finite_floats(expected_logs)
-    expected_params = {k: v.clone() for k, v in original.state_dict().items() if torch.is_tensor(v)}
-
-    restored = make_algorithm(name, overrides=overrides, seed=1)
-    restored.load_state_dict(saved)
-    assert restored.update(steps[2]) == expected_logs
-    actual = restored.state_dict()
-    for key, value in expected_params.items():
-        assert torch.equal(actual[key], value), key
-
-    logits = original.predict(torch.randn(4, *shape))
-    assert logits.shape == (4, NUM_CLASSES)
-    assert torch.isfinite(logits).all()
 
 
 # -- behaviour: invariance ----------------------------------------------------------------
@@ -377,22 +306,11 @@ UPSTREAM_DEFAULTS = {
 UPSTREAM_DEFAULTS["CDANN"] = UPSTREAM_DEFAULTS["DANN"]
 
 
-@pytest.mark.parametrize("name", ALGORITHMS_A)
+@pytest.mark.parametrize("name", list(UPSTREAM_DEFAULTS))
 def test_default_hparams_match_upstream(name):
     defaults = hparams_registry.default_hparams(name, "VLCS")
     for key, value in UPSTREAM_DEFAULTS[name].items():
         assert defaults[key] == value, key
-
-
-@pytest.mark.parametrize("name", ALGORITHMS_A)
-def test_random_hparams_are_native_json_and_reproducible(name):
-    seed = seed_hash(3, 1)
-    drawn = hparams_registry.random_hparams(name, "VLCS", seed)
-    assert drawn == hparams_registry.random_hparams(name, "VLCS", seed)
-    assert json.loads(json.dumps(drawn)) == drawn
-    for key, value in drawn.items():
-        assert not isinstance(value, np.generic), key
-    assert set(drawn) == set(hparams_registry.default_hparams(name, "VLCS"))
 
 
 def test_random_hparams_fixtures_and_ranges():

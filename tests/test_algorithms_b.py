@@ -1,7 +1,9 @@
 """Baselines B: Fish, Fishr, ANDMask, SANDMask, IGA (gradient_matching), SD, SelfReg
-(regularizers), SAM, and the helpers of domainbed.lib.param_utils."""
+(regularizers), SAM, and the helpers of domainbed.lib.param_utils.
+
+What each method is supposed to do and its hparams against upstream's; the contract every
+algorithm keeps is in test_algorithms_upstream2.py, over the registry."""
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -17,29 +19,16 @@ from domainbed.algorithms.sam import sharpness_perturbation
 from domainbed.lib.misc import seed_hash
 from domainbed.lib.param_utils import MovingAverage, ParamDict, l2_between_dicts
 
-ALGORITHMS = ["Fish", "Fishr", "ANDMask", "SANDMask", "IGA", "SD", "SelfReg", "SAM"]
 SMALL_SHAPE = (3, 28, 28)
-LARGE_SHAPE = (3, 224, 224)
-LARGE_OVERRIDES = {"pretrained": False, "resnet50_augmix": False, "resnet18": True}
 NUM_DOMAINS = 3
-# Fishr: reach the penalty and the Adam reset. SANDMask: upstream's default tau = 1 masks
-# (almost) every component, so that the weights would barely move.
-CONTRACT_OVERRIDES = {"Fishr": {"penalty_anneal_iters": 1}, "SANDMask": {"tau": 0.5}}
 
 
-def make_hparams(name, dataset="Debug28", **overrides):
-    hparams = hparams_registry.default_hparams(name, dataset)
-    if dataset == "Debug224":
-        hparams.update(LARGE_OVERRIDES)
-    hparams.update(overrides)
-    return hparams
-
-
-def make_algorithm(name, shape=SMALL_SHAPE, seed=0, **overrides):
-    dataset = "Debug224" if shape == LARGE_SHAPE else "Debug28"
+def make_algorithm(name, seed=0, **overrides):
     torch.manual_seed(seed)
-    hparams = make_hparams(name, dataset, **overrides)
-    return get_algorithm_class(name)(shape, 2, NUM_DOMAINS, hparams)
+    hparams = hparams_registry.default_hparams(name, "Debug28")
+    hparams["mnist_cnn_width"] = 8  # a narrow MNIST CNN: the methods, not the network, are tested
+    hparams.update(overrides)
+    return get_algorithm_class(name)(SMALL_SHAPE, 2, NUM_DOMAINS, hparams)
 
 
 def make_minibatches(seed, sizes=(5, 3, 4), shape=SMALL_SHAPE):
@@ -51,58 +40,6 @@ def make_minibatches(seed, sizes=(5, 3, 4), shape=SMALL_SHAPE):
         y[:2] = torch.tensor([0, 1])[:n]
         batches.append((torch.randn(n, *shape, generator=g), y))
     return batches
-
-
-def parameters_of(algorithm):
-    return [p.detach().clone() for p in algorithm.parameters()]
-
-
-# ---------------------------------------------------------------------------------------
-# The contract: update / predict on both input sizes, exact resume
-
-@pytest.mark.parametrize("name", ALGORITHMS)
-def test_updates_and_predicts_on_small_images(name):
-    algorithm = make_algorithm(name, **CONTRACT_OVERRIDES.get(name, {}))
-    before = parameters_of(algorithm)
-    for step in range(3):
-        result = algorithm.update(make_minibatches(step))
-        assert result and all(type(v) is float and np.isfinite(v) for v in result.values()), result
-    assert any(not torch.equal(a, b) for a, b in zip(before, parameters_of(algorithm)))
-    algorithm.eval()
-    with torch.no_grad():
-        logits = algorithm.predict(torch.randn(7, *SMALL_SHAPE))
-    assert logits.shape == (7, 2) and torch.isfinite(logits).all()
-
-
-@pytest.mark.parametrize("name", ALGORITHMS)
-def test_updates_and_predicts_on_224_images(name):
-    overrides = {"penalty_anneal_iters": 0} if name == "Fishr" else {}
-    algorithm = make_algorithm(name, shape=LARGE_SHAPE, **overrides)
-    # ResNet-18 on CPU is slow: one step on tiny batches covers the path.
-    result = algorithm.update(make_minibatches(0, sizes=(1, 2, 1), shape=LARGE_SHAPE))
-    assert all(type(v) is float and np.isfinite(v) for v in result.values()), result
-    algorithm.eval()
-    with torch.no_grad():
-        logits = algorithm.predict(torch.randn(2, *LARGE_SHAPE))
-    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
-
-
-@pytest.mark.parametrize("name", ALGORITHMS)
-def test_state_dict_round_trip_resumes_exactly(name):
-    # Fishr: the penalty and the Adam reset both happen before the checkpoint.
-    overrides = CONTRACT_OVERRIDES.get(name, {})
-    algorithm = make_algorithm(name, **overrides)
-    for step in range(2):
-        algorithm.update(make_minibatches(step))
-    state = copy.deepcopy(algorithm.state_dict())
-    expected_loss = algorithm.update(make_minibatches(2))
-    expected_params = parameters_of(algorithm)
-
-    resumed = make_algorithm(name, seed=123, **overrides)
-    resumed.load_state_dict(state)
-    assert resumed.update(make_minibatches(2)) == expected_loss
-    for a, b in zip(expected_params, parameters_of(resumed)):
-        assert torch.equal(a, b)
 
 
 # ---------------------------------------------------------------------------------------
@@ -124,16 +61,7 @@ DECLARED = {
 }
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
-def test_random_hparams_are_native_and_reproducible(name):
-    for seed in (0, seed_hash(1, 0), seed_hash(2, 1)):
-        first = hparams_registry.random_hparams(name, "VLCS", seed)
-        assert first == hparams_registry.random_hparams(name, "VLCS", seed)
-        assert json.loads(json.dumps(first)) == first
-        assert all(type(v) in (bool, int, float, str) for v in first.values()), first
-
-
-@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("name", list(DECLARED))
 def test_algorithm_hparams_follow_upstream_distributions(name):
     defaults = hparams_registry.default_hparams(name, "PACS")
     erm = hparams_registry.default_hparams("ERM", "PACS")

@@ -1,6 +1,7 @@
 """Every registered algorithm (parametrized over the registry, so a new one is covered
-without editing this file): 3 updates and predict on Debug28, an exact state_dict round trip,
-hparam draws. Then upstream's hparams for the second batch of upstream algorithms (ERM++,
+without editing this file): 3 updates on domains of equal and of different sizes and
+predict on Debug28, an exact state_dict round trip, hparam draws; one update at 224x224
+for a few algorithms that use the ResNet in different ways. Then upstream's hparams for the second batch of upstream algorithms (ERM++,
 TRM, IB_ERM, IB_IRM, CAD, CondCAD, Transfer, CausIRL_*, EQRM, RDM, ADRMX, URM), re-stated
 from upstream's registry, and a cheap behaviour check of each of them.
 """
@@ -89,9 +90,11 @@ def assert_finite_float_logs(logs):
 @pytest.mark.parametrize("name", algorithms.ALGORITHMS)
 def test_three_updates_predict_and_exact_resume(name):
     """3 updates (finite float logs) that move the weights, predict [n, 2]; a fresh copy
-    restored from the state after update 2 makes exactly the same update 3."""
+    restored from the state after update 2 makes exactly the same update 3. The domains'
+    batches are of equal sizes in update 1 and of different sizes in updates 2 and 3."""
     overrides = EVENTS.get(name, {})
-    steps = [make_minibatches(seed) for seed in range(3)]
+    steps = [make_minibatches(seed, sizes)
+             for seed, sizes in enumerate([(4, 4, 4), (5, 3, 4), (3, 4, 5)])]
     original = make_algorithm(name, seed=0, **overrides)
     before = [p.detach().clone() for p in original.parameters()]
     for minibatches in steps[:2]:
@@ -125,6 +128,38 @@ def test_hparam_draws_are_deterministic_native_and_complete(name):
             assert set(drawn) == set(defaults)
             assert json.loads(json.dumps(drawn)) == drawn
             assert not any(isinstance(v, np.generic) for v in drawn.values()), drawn
+            assert all(type(v) in (bool, int, float, str) for v in drawn.values()), drawn
+
+
+# The 224x224 path (ResNet-18 from scratch; one update on tiny batches, one domain of a
+# single sample) costs seconds per algorithm on a CPU, so it is run for algorithms that
+# use the ResNet in different ways; the contract above covers every algorithm on 28x28.
+RESNET_PATHS = {
+    "ERM": "featurizer then classifier",
+    "CORAL": "feature statistics compared across domains",
+    "DANN": "an adversarial discriminator on the features",
+    "SAM": "a second forward-backward at perturbed weights",
+}
+LARGE_SHAPE = (3, 224, 224)
+RESNET18_FROM_SCRATCH = {"pretrained": False, "resnet50_augmix": False, "resnet18": True}
+
+
+@pytest.mark.parametrize("name", list(RESNET_PATHS))
+def test_one_update_and_predict_at_224(name):
+    hparams = hparams_registry.default_hparams(name, "Debug224")
+    hparams.update(RESNET18_FROM_SCRATCH)
+    torch.manual_seed(0)
+    algorithm = get_algorithm_class(name)(LARGE_SHAPE, NUM_CLASSES, NUM_DOMAINS, hparams)
+    g = torch.Generator().manual_seed(0)
+    minibatches = [(torch.randn(n, *LARGE_SHAPE, generator=g), torch.arange(n) % NUM_CLASSES)
+                   for n in (2, 1, 2)]
+    before = [p.detach().clone() for p in algorithm.parameters()]
+    assert_finite_float_logs(algorithm.update(minibatches))
+    assert any(not torch.equal(a, b) for a, b in zip(before, algorithm.parameters()))
+    algorithm.eval()
+    with torch.no_grad():
+        logits = algorithm.predict(torch.randn(3, *LARGE_SHAPE, generator=g))
+    assert logits.shape == (3, NUM_CLASSES) and torch.isfinite(logits).all()
 
 
 def test_algorithms_are_upstreams_34_in_order_then_ours():

@@ -11,17 +11,51 @@ TINY = ["--device", "cpu", "--batch_size", "4", "--steps", "2", "--warmup", "0",
         "--repeats", "2", "--num_classes", "3"]
 
 
-def test_tiny_run_prints_a_table_with_ratios_to_erm(capsys):
-    assert benchmark.main(["--algorithms", "ERM,FGMix"] + TINY) == 0
-    out = capsys.readouterr().out
-    header = next(line for line in out.splitlines() if line.startswith("algorithm"))
-    assert "ratio to ERM" in header
-    rows = {line.split()[0]: line.split() for line in out.splitlines()
-            if line.split() and line.split()[0] in {"ERM", "FGMix"}}
-    assert set(rows) == {"ERM", "FGMix"}
-    ratio_column = 3  # cells: algorithm, ms/step, IQR, ratio, min-max
-    assert float(rows["ERM"][ratio_column]) == 1.0
-    assert float(rows["FGMix"][ratio_column]) > 0
+def test_time_steps_cycles_the_batches_and_divides_by_the_steps():
+    import torch
+
+    seen = []
+
+    class Recorder:
+        def update(self, minibatches):
+            seen.append(minibatches)
+
+    ticks = iter([100.0, 106.0])
+    seconds = benchmark.time_steps(Recorder(), ["a", "b"], 3, torch.device("cpu"),
+                                   clock=lambda: next(ticks))
+    assert seconds == 2.0 and seen == ["a", "b", "a"]
+
+
+def test_rounds_rotate_and_ratios_are_per_round_medians(monkeypatch, capsys):
+    """A scripted clock: FGMix takes 3x, 1x, 3x ERM's time in the three rounds, so its
+    ratio is 3 (the median of the per-round ratios; the ratio of medians would be 1.5)."""
+    script = {"ERM": [0.010, 0.020, 0.040], "FGMix": [0.030, 0.020, 0.120]}
+    calls = []
+
+    def scripted(algorithm, batches, steps, device, clock=None):
+        name = type(algorithm).__name__
+        calls.append((name, steps))
+        timed_before = sum(1 for n, s in calls[:-1] if n == name and s == 2)
+        return script[name][timed_before] if steps == 2 else 0.0
+
+    monkeypatch.setattr(benchmark, "time_steps", scripted)
+    argv = ["--algorithms", "FGMix", "--device", "cpu", "--batch_size", "4", "--steps", "2",
+            "--warmup", "1", "--repeats", "3", "--num_classes", "3"]
+    assert benchmark.main(argv + ["--json"]) == 0
+    rows = {row["algorithm"]: row for row in json.loads(capsys.readouterr().out)["training"]}
+    assert calls[:2] == [("ERM", 1), ("FGMix", 1)]  # warm-up first, ERM added in front
+    assert [n for n, _ in calls[2:]] == ["ERM", "FGMix", "FGMix", "ERM", "ERM", "FGMix"]
+    assert rows["FGMix"]["ratio_to_erm"] == pytest.approx(3.0)
+    assert (rows["FGMix"]["ratio_min"], rows["FGMix"]["ratio_max"]) == pytest.approx((1.0, 3.0))
+    assert rows["FGMix"]["median_ms"] == pytest.approx(30.0)
+    assert (rows["FGMix"]["q1_ms"], rows["FGMix"]["q3_ms"]) == pytest.approx((25.0, 75.0))
+    assert rows["ERM"]["median_ms"] == pytest.approx(20.0)
+
+    calls.clear()
+    assert benchmark.main(argv) == 0
+    fgmix = next(line.split() for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("FGMix"))
+    assert fgmix[1:] == ["30.0", "25.0-75.0", "3.000", "1.000-3.000"]
 
 
 def test_json_report_and_erm_added_when_missing(capsys):
@@ -41,9 +75,11 @@ def test_compatibility_timing_agrees_with_autograd(capsys):
     assert (row["N"], row["F"], row["C"]) == (192, 128, 10)
     for kind in ["full", "grouped"]:
         assert row[kind]["max_abs_difference"] < 1e-4
-        assert row[kind]["speedup"] > 0
+        assert row[kind]["speedup"] == pytest.approx(
+            row[kind]["autograd_ms"] / row[kind]["closed_form_ms"])
     assert row["full"]["loop_max_abs_difference"] < 1e-4
-    assert row["full"]["speedup_vs_loop"] > 0
+    assert row["full"]["speedup_vs_loop"] == pytest.approx(
+        row["full"]["loop_autograd_ms"] / row["full"]["closed_form_ms"])
 
 
 def test_unknown_algorithm_is_a_one_line_error(capsys):

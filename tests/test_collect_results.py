@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -282,6 +283,28 @@ def test_markdown_csv_json(tmp_path):
     assert {t["table"] for t in document["tables"]} == {"Debug28", "Averages"}
 
 
+def test_one_build_every_rendering_reads_the_same_cells(tmp_path, capsys):
+    from domainbed import results
+
+    debug_sweep(tmp_path, algorithms=("ERM", "Mixup"))
+    built = results.build(reporting.load_records(str(tmp_path)))
+    assert [t.name for t in built.all_tables()] == ["Debug28", "Averages"] * 3
+    for table in built.all_tables():
+        for row, algorithm in enumerate(table.row_labels):
+            text, latex, markdown = (table.text_rows(style)[row]
+                                     for style in ("text", "latex", "markdown"))
+            for col, cell in enumerate(table.cells[row]):
+                assert text[col] == collect_results.format_mean(cell.values, False)[2]
+                assert latex[col] == collect_results.format_mean(cell.values, True)[2]
+                assert markdown[col] == text[col].replace("+/-", "±")
+            assert text[-1] == latex[-1] == markdown[-1] == "{:.1f}".format(table.averages[row])
+    reporting.render(built, "csv")
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    first = built.all_tables()[0]
+    assert float(rows[0]["mean"]) == first.cells[0][0].mean
+    assert float(rows[0]["stderr"]) == first.cells[0][0].err
+
+
 def test_latex_and_other_format_conflict(tmp_path):
     result = run_collect("--input_dir", str(tmp_path), "--latex", "--format", "csv")
     assert result.returncode != 0
@@ -336,13 +359,27 @@ def test_plots(tmp_path):
     assert (tmp_path / "plots" / pngs[0]).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_results_side_is_torch_free():
-    code = ("import sys; import domainbed.scripts.collect_results, "
-            "domainbed.scripts.list_top_hparams, domainbed.lib.results_formats; "
-            "print('torch' in sys.modules)")
+def test_reading_results_imports_no_torch_wilds_or_timm(tmp_path):
+    """Every command that reads results, run in-process on a sweep, in every format."""
+    debug_sweep(tmp_path, trials=(0,))
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from domainbed.scripts import collect_results, list_top_hparams, reproduce
+        with contextlib.redirect_stdout(io.StringIO()):
+            for fmt in collect_results.FORMATS:
+                collect_results.main(["--input_dir", {str(tmp_path)!r}, "--format", fmt,
+                                      "--compare_upstream"])
+            list_top_hparams.main(["--input_dir", {str(tmp_path)!r}, "--dataset", "Debug28",
+                                   "--algorithm", "ERM", "--test_env", "0"])
+            records = reproduce.load_records({str(tmp_path)!r})
+            reproduce.print_tables(records)
+            reproduce.selected_accuracies(records)
+        print(sorted(m for m in ("torch", "torchvision", "wilds", "timm") if m in sys.modules))
+        """)
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                             text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-    assert result.stdout.strip() == "False", result.stderr
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stderr
 
 
 def test_list_top_hparams(tmp_path):

@@ -88,7 +88,22 @@ def test_tiny_offline_run_prints_tables_and_ablation_then_reuses_jobs(tmp_path):
     assert "Ablation" in first.stdout and "FGMix" in first.stdout.split("Ablation")[1]
     assert "Smallest paired difference" in first.stdout
     assert "Learning curves, ColoredMNIST5k" in first.stdout
-    assert (tmp_path / "plots" / "ColoredMNIST5k_learning_curves.png").exists()
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert plots == ["ColoredMNIST5k_learning_curves.png",
+                     "ColoredMNIST5k_leave_one_domain_out_cross_validation.png",
+                     "ColoredMNIST5k_test_domain_validation_set_oracle.png",
+                     "ColoredMNIST5k_training_domain_validation_set.png"]
+    assert all((tmp_path / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in plots)
+    assert "(3 bar charts, 1 learning-curve figures)" in first.stdout
+    # The tables are collect_results' own: the same text as the command's.
+    collected = subprocess.run([sys.executable, "-m", "domainbed.scripts.collect_results",
+                                "--input_dir", str(tmp_path / "sweep")],
+                               capture_output=True, text=True, env=env, timeout=600)
+    assert collected.returncode == 0, collected.stderr
+    assert (tmp_path / "collect_results.txt").read_text() == collected.stdout
+    oracle = collected.stdout.index("-------- Dataset: ColoredMNIST5k, model selection method: "
+                                    "test-domain validation set (oracle)")
+    assert collected.stdout[oracle:] in first.stdout
     assert (tmp_path / "ablation.json").exists()
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0

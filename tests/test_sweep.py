@@ -2,6 +2,7 @@
 import fcntl
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -288,18 +289,24 @@ def test_sweep_and_status_are_torch_free(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# With real training (slow on a shared CPU: opt in with DOMAINBED_SLOW_TESTS=1)
+# With real training. The whole two-launcher sweep is slow on a shared CPU (24 train.py
+# runs): it is opt-in (DOMAINBED_SLOW_TESTS=1); the test before it covers the same path
+# with 8 runs.
 
-def sweep_and_collect(out, launcher, *launcher_flags):
-    """A real sweep (ERM and Mixup on Debug28, 3 steps: 12 train.py runs), then the tables."""
-    args = ["--data_dir", "unused", "--algorithms", "ERM", "Mixup", "--datasets",
-            "Debug28", "--n_hparams", "1", "--n_trials", "1", "--steps", "3",
+def sweep_and_collect(out, launcher, *launcher_flags, algorithms=("ERM", "Mixup"), launched,
+                      hparams=()):
+    """A real sweep on Debug28 (3 steps, every test-env pair), then the tables; the sweep
+    must launch `launched` jobs and leave every job done."""
+    args = ["--data_dir", "unused", "--algorithms", *algorithms, "--datasets",
+            "Debug28", "--n_hparams", "1", "--n_trials", "1", "--steps", "3", *hparams,
             "--skip_confirmation", "--command_launcher", launcher, *launcher_flags]
     result = run_sweep("launch", out, *args,
                        env_extra={"OMP_NUM_THREADS": "1", "DOMAINBED_LOCAL_JOBS": "2"})
     assert result.returncode == 0, result.stderr
+    assert f"About to launch {launched} jobs." in result.stdout
     status = run_sweep("status", out, *args)
-    assert "12 jobs: 12 done" in status.stdout
+    n_jobs = 6 * len(algorithms)
+    assert f"{n_jobs} jobs: {n_jobs} done" in status.stdout
     collected = subprocess.run(
         [sys.executable, "-m", "domainbed.scripts.collect_results", "--input_dir", str(out)],
         cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True, text=True)
@@ -307,12 +314,40 @@ def sweep_and_collect(out, launcher, *launcher_flags):
     return collected.stdout
 
 
+SLURM_LOCAL = ["--launcher_args", '{"cluster": "local", "wait": true}']
+
+
+def test_slurm_finishes_a_local_sweep_and_the_tables_do_not_change(tmp_path):
+    """A real local sweep (ERM: 6 jobs, small batches); in a copy, one single- and one
+    two-test-env job are deleted and the slurm launcher (submitit's local executor) runs
+    them again."""
+    pytest.importorskip("submitit")
+    small = ("--hparams", '{"batch_size": 8}')
+    local = sweep_and_collect(tmp_path / "local", "local", algorithms=("ERM",), launched=6,
+                              hparams=small)
+    assert "Total records: 12" in local   # steps 0 and 2 for 6 jobs
+    assert " X " not in local             # all three selection methods have every cell
+    assert sum(line.startswith("ERM ") for line in local.splitlines()) == 6
+    copy = tmp_path / "slurm"
+    shutil.copytree(tmp_path / "local", copy)
+    by_n_test_envs = {}
+    for job in sorted(copy.iterdir()):
+        if (job / "done").exists():
+            record = json.loads((job / "results.jsonl").read_text().splitlines()[0])
+            by_n_test_envs.setdefault(len(record["args"]["test_envs"]), job)
+    for job in by_n_test_envs.values():
+        shutil.rmtree(job)
+    slurm = sweep_and_collect(copy, "slurm", *SLURM_LOCAL, algorithms=("ERM",), launched=2,
+                              hparams=small)
+    assert slurm == local   # same jobs, same seeds: the same tables, whatever the launcher
+
+
+@pytest.mark.slow
 def test_end_to_end_sweep_local_and_slurm_collect_identically(tmp_path):
     pytest.importorskip("submitit")
-    local = sweep_and_collect(tmp_path / "local", "local")
+    local = sweep_and_collect(tmp_path / "local", "local", launched=12)
     assert "Total records: 24" in local   # steps 0 and 2 for 12 jobs
     assert " X " not in local             # all three selection methods have every cell
     assert sum(line.startswith(("ERM ", "Mixup ")) for line in local.splitlines()) == 12
-    slurm = sweep_and_collect(tmp_path / "slurm", "slurm",
-                              "--launcher_args", '{"cluster": "local", "wait": true}')
+    slurm = sweep_and_collect(tmp_path / "slurm", "slurm", *SLURM_LOCAL, launched=12)
     assert slurm == local   # same jobs, same seeds: the same tables, whatever the launcher

@@ -18,10 +18,12 @@ CPU cores, see README). Any sizing flag given explicitly overrides the preset.
 --full: the DomainBed protocol (all test-environment combinations, 20 hparam draws, 3 trials)
 on the real datasets through a launcher, then `collect_results --compare_upstream`.
 
-This module drives the public commands (`sweep`, `collect_results`) and reads records
-through `lib.reporting`; it imports no torch itself (the iut diagnostics do).
+This module launches the public `sweep` command, reads records and builds its tables
+in-process through `lib.reporting` (`domainbed.results`), and for --full hands over to
+`collect_results --compare_upstream`; it imports no torch itself (the iut diagnostics do).
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -184,12 +186,12 @@ def print_tables(records):
 
     (Leave-one-domain-out needs the two-test-environment runs, which the offline sweep
     skips with --single_test_envs to halve its cost.)"""
-    from domainbed import model_selection
-    from domainbed.scripts import collect_results
+    from domainbed import model_selection, results
+    from domainbed.lib import reporting
 
-    for name in REPORTED_METHODS:
-        method = getattr(model_selection, name)
-        collect_results.render_text_tables(collect_results.make_tables(records, method), latex=False)
+    tables = results.build(records, [getattr(model_selection, name) for name in REPORTED_METHODS])
+    for method in tables.methods:
+        reporting.print_text_tables(tables.tables[method.name])
 
 
 def selected_accuracies(records):
@@ -281,24 +283,23 @@ def print_ablation(rows):
 
 
 def write_plots(args, records):
-    """collect_results' bar charts and full output (all three methods), and the learning
-    curves of the default-hparams runs."""
+    """collect_results' bar charts and text tables (all three methods, in
+    collect_results.txt), and the learning curves of the default-hparams runs."""
+    from domainbed import results
+    from domainbed.lib import plots, reporting
+
     plot_dir = os.path.join(args.output_dir, "plots")
-    log_path = os.path.join(args.output_dir, "collect_results.txt")
-    with open(log_path, "w") as log:
-        rc = subprocess.call(
-            [sys.executable, "-m", "domainbed.scripts.collect_results",
-             "--input_dir", os.path.join(args.output_dir, "sweep"), "--plot", plot_dir],
-            stdout=log, stderr=subprocess.STDOUT)
-    if rc != 0:
-        print(f"\nPlots failed: see {log_path}")
-        return
+    tables = results.build(records)
+    with open(os.path.join(args.output_dir, "collect_results.txt"), "w") as log:
+        with contextlib.redirect_stdout(log):
+            reporting.render(tables, "text")
     try:
+        bars = plots.plot_tables(tables.all_tables(), plot_dir)
         paths = plot_learning_curves(records, plot_dir)
     except MatplotlibMissing as error:
-        print(f"\nLearning curves skipped: {error}")
-        paths = []
-    print(f"\nPlots: {plot_dir}/ ({len(paths)} learning-curve figures)")
+        print(f"\nPlots skipped: {error}")
+        return
+    print(f"\nPlots: {plot_dir}/ ({len(bars)} bar charts, {len(paths)} learning-curve figures)")
 
 
 def learning_curves(records):
