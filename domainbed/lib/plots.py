@@ -23,6 +23,15 @@ def require_matplotlib():
     return plt
 
 
+def save_figure(figure, path):
+    """Lay out, write (PNG, 100 dpi) and close `figure`; returns `path`. Every plot of the
+    package is saved here."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    require_matplotlib().close(figure)
+    return path
+
+
 def _slug(text):
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
@@ -43,9 +52,7 @@ def plot_table(table, path):
     axis.set_ylabel("test accuracy (%)")
     axis.set_title(f"{table.dataset}: {table.method}", fontsize=9)
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_tables(tables, out_dir):
@@ -107,9 +114,6 @@ def plot_curves(curves, method_name, environments_of, out_dir, algorithm_order=(
         axes[0][0].set_ylabel("test-domain accuracy (%)")
         axes[0][-1].legend(fontsize=7)
         figure.suptitle(f"{dataset}: runs selected by {method_name}", fontsize=9)
-        figure.tight_layout()
-        path = os.path.join(out_dir, f"{dataset}_{_slug(method_name)}_curves.png")
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(save_figure(
+            figure, os.path.join(out_dir, f"{dataset}_{_slug(method_name)}_curves.png")))
     return written

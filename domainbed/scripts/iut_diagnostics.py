@@ -234,10 +234,10 @@ def format_mixing_table(diagnostics):
 
 def plot(cells, diagnostics, out_dir):
     """iut_errors.png (test error against environments) and iut_diagnostics.png."""
-    from domainbed.lib.plots import require_matplotlib
+    from domainbed.lib import plots
     from domainbed.scripts.iut_suite import PUBLISHED, PUBLISHED_METHODS, error_table
 
-    plt = require_matplotlib()
+    plt = plots.require_matplotlib()
     table = error_table(cells)
     problems = sorted({p for _, p in table}, key=lambda p: (p.rstrip("s"), p))
     algorithms = [a for a in ALGORITHMS + [ORACLE] if any(a in row for row in table.values())]
@@ -262,10 +262,7 @@ def plot(cells, diagnostics, out_dir):
         axis.set_ylim(-0.02, 0.6)
     axes[0][0].set_ylabel("test error")
     axes[0][-1].legend(fontsize=6)
-    figure.tight_layout()
-    paths = [os.path.join(out_dir, "iut_errors.png")]
-    figure.savefig(paths[0], dpi=100)
-    plt.close(figure)
+    paths = [plots.save_figure(figure, os.path.join(out_dir, "iut_errors.png"))]
 
     if diagnostics:
         keys = sorted(diagnostics)
@@ -291,10 +288,7 @@ def plot(cells, diagnostics, out_dir):
         right.set_xticklabels([f"{p}\n{n} envs" for n, p in labels], fontsize=6, rotation=90)
         right.set_ylabel("share of groups pushed against spurious")
         right.legend(fontsize=6)
-        figure.tight_layout()
-        paths.append(os.path.join(out_dir, "iut_diagnostics.png"))
-        figure.savefig(paths[1], dpi=100)
-        plt.close(figure)
+        paths.append(plots.save_figure(figure, os.path.join(out_dir, "iut_diagnostics.png")))
     return paths
 
 

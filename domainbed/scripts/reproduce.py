@@ -358,9 +358,9 @@ def print_learning_curves(records, reference="ERM"):
 
 
 def plot_learning_curves(records, plot_dir):
-    from domainbed.lib.plots import require_matplotlib
+    from domainbed.lib import plots
 
-    plt = require_matplotlib()
+    plt = plots.require_matplotlib()
     os.makedirs(plot_dir, exist_ok=True)
     paths = []
     for dataset, algorithms in sorted(learning_curves(records).items()):
@@ -376,11 +376,8 @@ def plot_learning_curves(records, plot_dir):
             axis.set_xlabel("step")
             axis.set_ylabel("accuracy (%), default hparams")
         right.legend(fontsize=7)
-        figure.tight_layout()
-        path = os.path.join(plot_dir, f"{dataset}_learning_curves.png")
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        paths.append(path)
+        paths.append(plots.save_figure(
+            figure, os.path.join(plot_dir, f"{dataset}_learning_curves.png")))
     return paths
 
 
