@@ -52,7 +52,7 @@ PRESETS = {
         "iut": {"iut_n_envs": [3], "iut_n_hparams": 2, "iut_n_trials": 2, "iut_steps": 101},
     },
     "default": {
-        "cost": "about 45 minutes on 2 idle CPU cores (digits about 23, unit tests about 17); "
+        "cost": "about 36 minutes on 2 idle CPU cores (measured: digits 25, unit tests 11); "
                 "--suite iut alone: the unit tests at 5 draws x 5 seeds, about 48 minutes",
         "datasets": ["RotatedMNIST5k"], "algorithms": ABLATION,
         "n_hparams": 3, "n_trials": 3, "steps": None,
