@@ -18,6 +18,7 @@ from domainbed.algorithms.weight_averaging import (LossValley, averaged_tensors,
                                                    recompute_batchnorm)
 from domainbed.lib.registry import UnknownNameError
 from domainbed.scripts import train
+from test_resume import comparable_records  # the records minus timing and paths
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -238,27 +239,9 @@ def job_argv(output_dir, algorithm, steps=16, freq=2, hparams=None):
 
 
 SWAD_HPARAMS = {"swad_n_converge": 3, "swad_n_tolerance": 3, "lr": 0.01}
+# As the subprocesses (OMP_NUM_THREADS=1): the same kernels.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RESUMED = {"ERM+SWAD": SWAD_HPARAMS, "FGMix+SWAD": SWAD_HPARAMS, "ERM+MA": {"ma_start": 5}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # as the subprocesses (OMP_NUM_THREADS=1): the same kernels
-    yield
-    torch.set_num_threads(threads)
-
-
-def comparable_records(output_dir):
-    records = []
-    with open(output_dir / "results.jsonl") as f:
-        for line in f:
-            record = json.loads(line)
-            for key in ("step_time", "mem_gb"):
-                record.pop(key)
-            record["args"].pop("output_dir")
-            records.append(record)
-    return records
 
 
 def assert_same_run(reference, resumed):
