@@ -127,6 +127,78 @@ def test_antigmix_reverses_gmix_preference_for_the_conflicting_domain():
         assert torch.allclose(w.sum(1), torch.ones(4))
 
 
+def test_mean_compatibility_is_the_mean_over_the_other_members():
+    z, r, y = _random_signature(30, 5, 2, seed=7)
+    domains = torch.arange(30) % 5
+    y[domains == 3] = 0
+    y[domains == 4] = 1      # some groups miss domain 3 or 4
+    index, mask = _groups(y, domains, 5, 2)
+    cosine = per_sample.grouped_head_gradient_cosine(z, r, index)
+    ours = fgmix.mean_compatibility(cosine, mask)
+    reference = torch.zeros_like(ours)
+    for g in range(len(y)):
+        members = mask[g].nonzero().flatten().tolist()
+        for k in members:
+            others = [cosine[g, k, l] for l in members if l != k]
+            reference[g, k] = sum(others) / len(others) if others else 0.0
+    assert (~mask).any() and (reference != 0).any()
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_policy_is_the_softmax_over_members():
+    g = torch.Generator().manual_seed(8)
+    compatibility = torch.randn(50, 6, generator=g, dtype=torch.float64)
+    mask = torch.rand(50, 6, generator=g) > 0.3
+    mask[:, 0] = True
+    expected = torch.softmax((compatibility / 0.3).masked_fill(~mask, float("-inf")), dim=1)
+    torch.testing.assert_close(fgmix.compatibility_policy(compatibility, mask, 0.3), expected,
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("nonlinear", [False, True])
+def test_mixed_logits_equal_the_head_of_the_mixed_features(nonlinear):
+    """A linear head mixes logits (weights sum to one); a non-linear one mixes features.
+    Both are h(z̃) to float64 rounding, with the same gradients for the features, the
+    policy's scores and the head."""
+    from domainbed import networks
+
+    g = torch.Generator().manual_seed(9)
+    torch.manual_seed(9)
+    head = networks.Classifier(6, 3, nonlinear).double()
+    z = torch.randn(24, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 3, (24,), generator=g)
+    index, mask = _groups(y, torch.arange(24) % 3, 3, 3)
+    # Weights from a learnable policy, as FGMix's: gradients are compared for its scores
+    # (the raw λ of the two forms differ in gradient by the bias, a direction that keeps
+    # Σλ = 1 fixed and so no policy can move along).
+    scores = torch.randn(mask.shape, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = fgmix.affine_weights(fgmix.compatibility_policy(scores, mask, 0.5), mask, 0.5)
+    affine = isinstance(head, torch.nn.Linear)
+    assert affine == (not nonlinear)
+    ours = fgmix.mixed_logits(head, z, index, weights, affine, logits=head(z) if affine else None)
+    reference = head(torch.einsum("gk,gkf->gf", weights, z[index]))
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((ours * upstream).sum(), (z, scores, *head.parameters()),
+                                retain_graph=True)
+    expected = torch.autograd.grad((reference * upstream).sum(),
+                                   (z, scores, *head.parameters()))
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("nonlinear", [False, True])
+def test_call_head_is_functional_call(nonlinear):
+    from domainbed import networks
+
+    torch.manual_seed(10)
+    head = networks.Classifier(6, 3, nonlinear)
+    params = {name: p.detach() * 2 for name, p in head.named_parameters()}
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(fgmix.call_head(head, params, x),
+                               torch.func.functional_call(head, params, (x,)))
+
+
 # -- the policy's meta-gradient -------------------------------------------------------------
 def test_meta_gradient_matches_finite_differences():
     algorithm = _algorithm("FGMix", "Debug28", num_classes=3,

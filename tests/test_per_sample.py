@@ -50,8 +50,9 @@ def test_head_gradients_equal_autograd():
     torch.testing.assert_close(closed_b, grad_b, rtol=1e-12, atol=1e-12)
 
 
-def test_grouped_cosine_equals_gathered_full_cosine():
-    z, y, weight, bias, metric = _problem(n=9, seed=2)
+@pytest.mark.parametrize("n_classes", [2, 4])  # 2: the residuals are zero-padded
+def test_grouped_cosine_equals_gathered_full_cosine(n_classes):
+    z, y, weight, bias, metric = _problem(n=9, n_classes=n_classes, seed=2)
     residuals = per_sample.head_residuals(F.linear(z, weight, bias), y)
     full = per_sample.cosine_from_gram(per_sample.head_gradient_gram(z, residuals, metric))
     index = torch.tensor([[0, 3, 5], [1, 1, 8], [7, 2, 4]])
@@ -72,3 +73,26 @@ def test_grouped_cosine_zero_residual_gives_zero_and_finite_gradient():
     cosine.sum().backward()
     assert torch.isfinite(metric.grad).all()
     assert metric.grad.abs().sum() > 0
+
+
+def test_grouped_cosine_without_metric_is_the_unit_metric():
+    z, y, weight, bias, _ = _problem(n=9, n_classes=2, seed=5)
+    residuals = per_sample.head_residuals(F.linear(z, weight, bias), y)
+    index = torch.tensor([[0, 3, 5], [1, 6, 8]])
+    torch.testing.assert_close(
+        per_sample.grouped_head_gradient_cosine(z, residuals, index),
+        per_sample.grouped_head_gradient_cosine(z, residuals, index, torch.ones(5, dtype=z.dtype)),
+        rtol=1e-12, atol=1e-12)
+
+
+def test_gather_rows_is_advanced_indexing_with_its_gradient():
+    g = torch.Generator().manual_seed(6)
+    values = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([[0, 6, 6], [2, 2, 1]])
+    gathered = per_sample.gather_rows(values, index)
+    assert gathered.shape == (2, 3, 3)
+    assert torch.equal(gathered, values[index])
+    upstream = torch.randn(2, 3, 3, generator=g, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((gathered * upstream).sum(), values)
+    (reference,) = torch.autograd.grad((values[index] * upstream).sum(), values)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-15)
