@@ -68,6 +68,30 @@ def test_json_report_and_erm_added_when_missing(capsys):
     assert report["environment"]["batch_size_per_domain"] == 4
 
 
+def test_vector_arch_times_the_unit_tests_linear_model(capsys):
+    argv = ["--arch", "vector", "--input_dim", "7", "--num_domains", "4", "--algorithms",
+            "FGMix", "--json"] + TINY
+    assert benchmark.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["algorithm"] for row in report["training"]] == ["ERM", "FGMix"]
+    assert all(row["median_ms"] > 0 for row in report["training"])
+    assert benchmark.input_shape(benchmark.parse_args(["--arch", "vector", "--input_dim", "7"])) \
+        == (7,)
+
+
+def test_seed_batching_times_the_three_ways(capsys):
+    argv = ["--seed_batching", "3", "--steps", "2", "--num_domains", "2", "--batch_size", "4",
+            "--num_classes", "2", "--json"]
+    assert benchmark.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["seeds"] == 3 and report["instances_per_step"] == 8
+    assert sorted(report["cpu_seconds"]) == ["one after another", "stacked by hand",
+                                             "vmap over seeds"]
+    assert all(value > 0 for value in report["cpu_seconds"].values())
+    assert benchmark.main(argv[:-1]) == 0
+    assert "stacked by hand" in capsys.readouterr().out
+
+
 def test_compatibility_timing_agrees_with_autograd(capsys):
     argv = ["--compat_only", "--compat_shapes", "0", "--repeats", "1", "--device", "cpu", "--json"]
     assert benchmark.main(argv) == 0

@@ -5,6 +5,8 @@
     python -m domainbed.scripts.benchmark --compat               # closed form vs autograd
     python -m domainbed.scripts.benchmark --device cpu --clock cpu  # on a shared machine
     python -m domainbed.scripts.benchmark --run_cost --dataset RotatedMNIST5k  # one run's costs
+    python -m domainbed.scripts.benchmark --arch vector --num_domains 10 --num_classes 2
+                                                                 # the unit tests' linear model
 
 Step times: every algorithm is built in the same process on the same synthetic
 minibatches, warmed up, then timed in interleaved rounds (the order rotates each round),
@@ -22,6 +24,9 @@ import time
 
 DEFAULT_ALGORITHMS = "ERM,Mixup,InterpMix,ExtrapMix,GMix,FGMix"
 ARCH_IMAGE_SIZE = {"mnist_cnn": 28, "resnet18": 224, "resnet50": 224}
+# "vector": inputs of --input_dim numbers and the vector featurizer the dataset declares
+# (IUTExample*: a linear model), e.g. the invariance unit tests' steps.
+ARCHS = sorted(ARCH_IMAGE_SIZE) + ["vector"]
 # (label, N = domains x batch, F = features, C = classes): DomainBed's default batches.
 COMPAT_SHAPES = [
     ("MNIST CNN, RotatedMNIST", 3 * 64, 128, 10),
@@ -39,7 +44,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--algorithms", default=DEFAULT_ALGORITHMS,
                         help="comma-separated; ERM is added when missing (ratios are to ERM)")
-    parser.add_argument("--arch", choices=sorted(ARCH_IMAGE_SIZE), default="mnist_cnn")
+    parser.add_argument("--arch", choices=ARCHS, default="mnist_cnn")
+    parser.add_argument("--input_dim", type=int, default=10,
+                        help="input size for --arch vector (default %(default)s)")
     parser.add_argument("--channels", type=int, default=None,
                         help="input channels (default 1 for mnist_cnn, 3 for ResNets)")
     parser.add_argument("--num_classes", type=int, default=10)
@@ -68,6 +75,10 @@ def parse_args(argv):
                              "steps, evaluation, checkpoints), in a new process and in a warm "
                              "pool worker")
     parser.add_argument("--hparams", default=None, help="--run_cost: JSON hparams overrides")
+    parser.add_argument("--seed_batching", type=int, default=None, metavar="S",
+                        help="what training S data seeds as one batched model would save: "
+                             "ERM on an --input_dim -> --num_classes linear model, --steps "
+                             "steps, as S runs, vmapped over seeds, and stacked by hand")
     args = parser.parse_args(argv)
     for name in ["steps", "repeats", "num_classes", "num_domains"]:
         if getattr(args, name) < 1:
@@ -99,7 +110,8 @@ def algorithm_names(args):
 def build_hparams(name, args):
     from domainbed import hparams_registry
 
-    dataset = args.dataset or ("Debug28" if args.arch == "mnist_cnn" else "Debug224")
+    dataset = args.dataset or {"mnist_cnn": "Debug28", "vector": "IUTExample3"}.get(
+        args.arch, "Debug224")
     hparams = hparams_registry.default_hparams(name, dataset)
     # Synthetic data, no downloads: random initial weights, torchvision's ResNets.
     hparams.update({"pretrained": False, "resnet50_augmix": False,
@@ -110,6 +122,8 @@ def build_hparams(name, args):
 
 
 def input_shape(args):
+    if args.arch == "vector":
+        return (args.input_dim,)
     channels = args.channels or (1 if args.arch == "mnist_cnn" else 3)
     size = ARCH_IMAGE_SIZE[args.arch]
     return (channels, size, size)
@@ -492,9 +506,78 @@ def print_run_cost(report):
     print(format_table(header, rows))
 
 
+# -- training several data seeds as one model (a design question of the unit tests) -----
+def seed_batching(args):
+    """CPU seconds of S ERM runs of a linear model: one after another with torch.optim.Adam,
+    as one `vmap` over seeds (hand-written Adam), and as batched matrices (baddbmm, one
+    Adam over the stacked parameters: elementwise, so S independent Adams)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads or 1)
+    n_seeds, n = args.seed_batching, args.num_domains * (args.batch_size or 64)
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(n_seeds, n, args.input_dim, generator=g)
+    y = torch.randint(0, args.num_classes, (n_seeds, n), generator=g)
+
+    def one_after_another():
+        for seed in range(n_seeds):
+            model = torch.nn.Linear(args.input_dim, args.num_classes)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            for _ in range(args.steps):
+                loss = F.cross_entropy(model(x[seed]), y[seed])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+    def vmapped():
+        params = [torch.zeros(n_seeds, args.num_classes, args.input_dim),
+                  torch.zeros(n_seeds, args.num_classes)]
+        moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        step = torch.func.vmap(torch.func.grad(
+            lambda w, b, xs, ys: F.cross_entropy(F.linear(xs, w, b), ys), argnums=(0, 1)))
+        for t in range(1, args.steps + 1):
+            for p, grad, (m, v) in zip(params, step(*params, x, y), moments):
+                m.mul_(0.9).add_(grad, alpha=0.1)
+                v.mul_(0.999).addcmul_(grad, grad, value=0.001)
+                p.sub_(1e-3 * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8))
+
+    def stacked():
+        weight = torch.zeros(n_seeds, args.input_dim, args.num_classes, requires_grad=True)
+        bias = torch.zeros(n_seeds, 1, args.num_classes, requires_grad=True)
+        optimizer = torch.optim.Adam([weight, bias], lr=1e-3)
+        for _ in range(args.steps):
+            logits = torch.baddbmm(bias, x, weight).reshape(-1, args.num_classes)
+            # The sum over seeds of each seed's mean loss: each seed gets its own gradient.
+            loss = F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    seconds = {}
+    for name, fn in [("one after another", one_after_another), ("vmap over seeds", vmapped),
+                     ("stacked by hand", stacked)]:
+        fn()  # warm-up
+        _, seconds[name] = timed(fn, time.process_time)
+    return {"seeds": n_seeds, "steps": args.steps, "instances_per_step": n,
+            "cpu_seconds": seconds}
+
+
+def print_seed_batching(report):
+    print(f"ERM, {report['seeds']} seeds x {report['steps']} steps, "
+          f"{report['instances_per_step']} instances per step (CPU seconds):")
+    base = report["cpu_seconds"]["one after another"]
+    for name, value in report["cpu_seconds"].items():
+        print(f"  {name:<18} {value:7.3f}  ({base / value:.1f}x)")
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
+        if args.seed_batching:
+            report = seed_batching(args)
+            print(json.dumps(report, indent=2)) if args.json else print_seed_batching(report)
+            return 0
         if args.run_cost:
             report = run_cost(args)
             if args.json:

@@ -53,7 +53,7 @@ PRESETS = {
     },
     "default": {
         "cost": "about 36 minutes on 2 idle CPU cores (measured: digits 25, unit tests 11); "
-                "--suite iut alone: the unit tests at 5 draws x 5 seeds, about 31 minutes",
+                "--suite iut alone: the unit tests at 5 draws x 5 seeds, 23-38 minutes",
         "datasets": ["RotatedMNIST5k"], "algorithms": ABLATION,
         "n_hparams": 3, "n_trials": 3, "steps": None,
         # Both suites together fit the main job's budget with 3 draws x 3 data seeds of the
