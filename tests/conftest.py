@@ -2,6 +2,8 @@
 opt-in `slow` tests (run with DOMAINBED_SLOW_TESTS=1)."""
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -22,6 +24,19 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"../shared not found at {SHARED}: reference data unavailable")
     return SHARED
+
+
+@pytest.fixture
+def fresh_python():
+    """run(code): `python -c code` in a new interpreter at the repository root with the
+    repository importable (what a user's shell sees, no module of this test process), checked
+    to exit 0; returns the CompletedProcess (text stdout/stderr)."""
+    def run(code):
+        result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                                text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+        assert result.returncode == 0, result.stderr
+        return result
+    return run
 
 
 def _train_in_this_process(commands):

@@ -359,7 +359,7 @@ def test_plots(tmp_path):
     assert (tmp_path / "plots" / pngs[0]).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_reading_results_imports_no_torch_wilds_or_timm(tmp_path):
+def test_reading_results_imports_no_torch_wilds_or_timm(fresh_python, tmp_path):
     """Every command that reads results, run in-process on a sweep, in every format."""
     debug_sweep(tmp_path, trials=(0,))
     code = textwrap.dedent(f"""
@@ -376,9 +376,7 @@ def test_reading_results_imports_no_torch_wilds_or_timm(tmp_path):
             reproduce.selected_accuracies(records)
         print(sorted(m for m in ("torch", "torchvision", "wilds", "timm") if m in sys.modules))
         """)
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                            text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-    assert result.returncode == 0, result.stderr
+    result = fresh_python(code)
     assert result.stdout.strip() == "[]", result.stderr
 
 

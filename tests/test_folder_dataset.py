@@ -4,8 +4,6 @@ import csv
 import json
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +13,6 @@ from domainbed.datasets.base import DatasetArgumentError, DatasetNotFoundError
 from domainbed.scripts import collect_results, sweep, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # steadier on a busy CPU
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOMAINS = ["sketch", "art", "photo"]       # environments: art, photo, sketch (sorted)
 CLASSES = ["dog", "cat"]
 # The 224x224 path, made cheap: ResNet-18 from scratch (no ImageNet weights offline), one
@@ -155,15 +152,13 @@ def test_default_sweep_datasets_leave_folder_out():
         download.resolve_recipes(["Folder"])
 
 
-def test_sweep_status_reads_the_tree_without_torch(tmp_path):
+def test_sweep_status_reads_the_tree_without_torch(fresh_python, tmp_path):
     root = make_tree(tmp_path / "tree")
     code = ("import sys; from domainbed.scripts import sweep; "
             f"sweep.main(['status', '--output_dir', {str(tmp_path / 'sweep')!r}, '--data_dir', "
             f"{root!r}, '--datasets', 'Folder', '--algorithms', 'ERM', '--n_trials', '1', "
             "'--n_hparams', '1']); print('torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                            text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-    assert result.returncode == 0, result.stderr
+    result = fresh_python(code)
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == "False" and "6 jobs:" in result.stdout   # 3 single + 3 pairs
 

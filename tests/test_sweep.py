@@ -277,14 +277,12 @@ def test_status(tmp_path, recorder):
     assert "ETA: 18m at the current rate (1 running jobs, 20.00 steps/s in total" in result.stdout
 
 
-def test_sweep_and_status_are_torch_free(tmp_path):
+def test_sweep_and_status_are_torch_free(fresh_python, tmp_path):
     code = ("import sys; from domainbed.scripts import sweep; "
             f"sweep.main(['status', '--output_dir', {str(tmp_path)!r}, '--data_dir', 'd', "
             "'--datasets', 'Debug28', '--algorithms', 'ERM', '--n_trials', '1', "
             "'--n_hparams', '1']); print('torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                            text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-    assert result.returncode == 0, result.stderr
+    result = fresh_python(code)
     assert result.stdout.strip().splitlines()[-1] == "False"
 
 

@@ -4,7 +4,6 @@ training curves of the selected runs."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 import types
 
@@ -16,7 +15,6 @@ from domainbed.lib import reporting
 from domainbed.scripts import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # a 128-unit MLP
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ["--dataset", "ColoredMNIST5k", "--data_dir", "offline", "--test_envs", "2",
        "--steps", "3", "--checkpoint_freq", "1"]          # records at steps 0, 1, 2
 
@@ -123,16 +121,14 @@ def test_curve_data_of_the_selected_runs(tmp_path):
     assert [acc for _, acc in points] == pytest.approx([65.0, 85.0])   # mean of the 2 trials
 
 
-def test_collect_results_plots_curves_without_torch(tmp_path):
+def test_collect_results_plots_curves_without_torch(fresh_python, tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install -e '.[plots]'")
     write_sweep(tmp_path / "sweep")
     code = ("import sys; from domainbed.scripts import collect_results; "
             f"collect_results.main(['--input_dir', {str(tmp_path / 'sweep')!r}, '--plot', "
             f"{str(tmp_path / 'plots')!r}]); "
             "print(sorted(m for m in ('torch', 'tensorboard') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                            text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-    assert result.returncode == 0, result.stderr
+    result = fresh_python(code)
     assert result.stdout.strip().splitlines()[-1] == "[]"
     written = sorted(os.listdir(tmp_path / "plots"))
     assert "ColoredMNIST5k_training_domain_validation_set_curves.png" in written

@@ -571,20 +571,21 @@ def print_seed_batching(report):
         print(f"  {name:<18} {value:7.3f}  ({base / value:.1f}x)")
 
 
+def show(report, as_json, print_table):
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return 0
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
         if args.seed_batching:
-            report = seed_batching(args)
-            print(json.dumps(report, indent=2)) if args.json else print_seed_batching(report)
-            return 0
+            return show(seed_batching(args), args.json, print_seed_batching)
         if args.run_cost:
-            report = run_cost(args)
-            if args.json:
-                print(json.dumps(report, indent=2))
-            else:
-                print_run_cost(report)
-            return 0
+            return show(run_cost(args), args.json, print_run_cost)
         report = run(args)
     except BenchmarkError as error:
         print(f"benchmark: error: {error}", file=sys.stderr)
