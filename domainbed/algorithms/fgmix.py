@@ -63,14 +63,37 @@ def gradient_signature(classifier, features, logits, y):
             per_sample.head_residuals(logits.detach(), y)
 
 
+def cross_domain_compatibility(cosine, y, domains, num_domains, num_classes):
+    """c_i = cos(g_i, Σ_{j∈A_i} ĝ_j) [N]: instance i's head gradient against the summed unit
+    gradients of its class in the *other* domains (A_i: y_j = y_i, d_j ≠ d_i); 0 if A_i is empty.
+
+    From the all-pairs cosines S [N, N]: the numerator is Σ_{j∈A_i} S_ij, and the norm
+    ‖Σ_{j∈A} ĝ_j‖² = Σ_{j,l∈A} S_jl is formed once per (domain, class) cell. Unlike the
+    mean over a group's other members, this is not symmetric in a pair, so it still ranks
+    the two members of a two-domain group.
+    """
+    cells = torch.arange(num_domains * num_classes, device=y.device)
+    others = ((y.unsqueeze(0) == (cells % num_classes).unsqueeze(1))
+              & (domains.unsqueeze(0) != (cells // num_classes).unsqueeze(1))).to(cosine.dtype)
+    against_cell = cosine @ others.T                      # [N, cells]: Σ_{j∈A_c} S_ij
+    squared_norm = (others * against_cell.T).sum(1)       # [cells]: ‖Σ_{j∈A_c} ĝ_j‖²
+    cell = (domains * num_classes + y).unsqueeze(1)
+    numerator = against_cell.gather(1, cell).squeeze(1)
+    squared = squared_norm.gather(0, cell.squeeze(1))
+    nonzero = squared > 1e-12
+    # sqrt only of positive numbers: keeps the gradient to the metric finite.
+    norm = torch.sqrt(torch.where(nonzero, squared, torch.ones_like(squared)))
+    return torch.where(nonzero, numerator / norm, torch.zeros_like(numerator))
+
+
 # -- §2 mixing groups ------------------------------------------------------------------
-Groups = collections.namedtuple("Groups", "index mask valid gamma_draws")
+Groups = collections.namedtuple("Groups", "index mask valid draws")
 Groups.__doc__ = """One group per anchor instance.
 
 index [N, D]: column d holds the member from domain d (the anchor sits in its own
 domain's column and fills the columns of absent members); mask [N, D]: real members;
 valid [N]: 1.0 for groups of two or more members (groups of one are masked out of the
-loss); gamma_draws [N, D]: Gamma(α) draws for the Dirichlet variants, else None."""
+loss); draws [N, D]: Gamma(α) draws for the Dirichlet variants, else None."""
 
 
 def concat_with_domains(minibatches):
@@ -127,9 +150,9 @@ def compatibility_policy(compatibility, mask, tau):
     return torch.softmax(scores.T, dim=0).T
 
 
-def dirichlet_policy(gamma_draws, mask):
+def dirichlet_policy(draws, mask):
     """π ~ Dirichlet(α·1) over each group's members, from Gamma(α, 1) draws [N, D]."""
-    draws = torch.where(mask, gamma_draws, torch.zeros_like(gamma_draws))
+    draws = torch.where(mask, draws, torch.zeros_like(draws))
     total = draws.sum(1, keepdim=True)
     uniform = mask.to(draws.dtype) / mask.sum(1, keepdim=True)
     # All draws underflowing to 0 (tiny α) is nearly impossible; then fall back to uniform.
@@ -141,6 +164,33 @@ def affine_weights(policy, mask, kappa):
     size = mask.sum(1, keepdim=True).to(policy.dtype)
     weights = (1.0 + kappa) * policy - kappa / size
     return torch.where(mask, weights, torch.zeros_like(weights))
+
+
+def standardized(scores, mask):
+    """(s − mean) / std over each group's members; 0 off-group and where all members tie."""
+    members = mask.to(scores.dtype)
+    count = members.sum(1, keepdim=True).clamp(min=1)
+    centred = (scores - (scores * members).sum(1, keepdim=True) / count) * members
+    variance = (centred * centred).sum(1, keepdim=True) / count
+    spread = variance > 1e-12
+    std = torch.sqrt(torch.where(spread, variance, torch.ones_like(variance)))
+    return torch.where(spread, centred / std, torch.zeros_like(centred))
+
+
+def directed_weights(scores, mask, tau, kappa):
+    """(p, λ) with λ = (1 + κ)·p − κ·q, p = softmax(ŝ/τ), q = softmax(−ŝ/τ) over members,
+    ŝ the standardized scores.
+
+    The mixed point Σ λ_k z_k = z_p + κ·(z_p − z_q) starts where the policy points (z_p,
+    inside the hull) and is pushed κ times further, away from the members it disfavours
+    (z_q): every group with unequal scores extrapolates, by an amount set by κ (Σ λ = 1,
+    λ ≥ −κ), whatever the scores' scale. The scores choose only the direction.
+    """
+    unit = standardized(scores, mask)
+    toward = compatibility_policy(unit, mask, tau)
+    away = compatibility_policy(-unit, mask, tau)
+    weights = (1.0 + kappa) * toward - kappa * away
+    return toward, torch.where(mask, weights, torch.zeros_like(weights))
 
 
 # -- §4 the model's objective ----------------------------------------------------------
@@ -188,43 +238,141 @@ def sharpness_perturbation(head, params, features, labels, rho):
     return {name: g * scale for name, g in zip(frozen, grads)}
 
 
-def flatness_meta_loss(head, params, features, labels, groups, weights, inner_lr, rho,
+def sgd_lookahead(inner_lr):
+    """Version 1's virtual step: θ' = θ − η ∇_θ L_mix(θ), a plain SGD step on the mixed loss."""
+    def step(params, source_loss, mixed_loss):
+        grads = torch.autograd.grad(mixed_loss, list(params.values()), create_graph=True)
+        return {n: p - inner_lr * g for (n, p), g in zip(params.items(), grads)}
+    return step
+
+
+def optimizer_lookahead(optimizer, parameters, gamma):
+    """The virtual step the model's own optimizer would take: θ' = Adam(θ, ∇(L_src + γ L_mix)).
+
+    `parameters` maps the head's names to the model's Parameters, whose current Adam moments,
+    step count, learning rate and weight decay are read, so that θ' is where the model's
+    next step actually takes the head (to the rounding of float arithmetic). The gradient
+    stays in the graph (the policy is learned through the first moment); the second moment
+    is a constant preconditioner, as it is for one step of Adam.
+    """
+    def step(params, source_loss, mixed_loss):
+        grads = torch.autograd.grad(source_loss + gamma * mixed_loss, list(params.values()),
+                                    create_graph=True)
+        return {n: adam_step(optimizer, parameters[n], params[n], g)
+                for n, g in zip(params, grads)}
+    return step
+
+
+def adam_step(optimizer, parameter, value, grad):
+    """torch.optim.Adam's update of `parameter` (its group and state) applied to `value`."""
+    group = next(g for g in optimizer.param_groups if any(p is parameter for p in g["params"]))
+    if group.get("amsgrad") or group.get("maximize") or group.get("decoupled_weight_decay"):
+        raise NotImplementedError("the look-ahead mirrors plain Adam only")
+    beta1, beta2 = group["betas"]
+    state = optimizer.state.get(parameter, {})
+    step = float(state["step"]) + 1 if "step" in state else 1.0
+    if group["weight_decay"]:
+        grad = grad + group["weight_decay"] * value.detach()
+    first = (1 - beta1) * grad
+    second = (1 - beta2) * grad.detach() ** 2
+    if "exp_avg" in state:
+        first = first + beta1 * state["exp_avg"]
+        second = second + beta2 * state["exp_avg_sq"]
+    denominator = (second / (1 - beta2 ** step)).sqrt() + group["eps"]
+    return value - group["lr"] * (first / (1 - beta1 ** step)) / denominator
+
+
+def flatness_meta_loss(head, params, features, labels, groups, weights, virtual_step, rho,
                        epsilon=None):
-    """(L_meta, ε): L_meta = L_src(θ' + ε), θ' = θ − η ∇_θ L_mix(θ), differentiable w.r.t.
+    """(L_meta, ε): L_meta = L_src(θ' + ε), θ' = virtual_step(θ), differentiable w.r.t.
     `weights`; ε is a constant (SAM's convention), recomputed at θ' unless given.
 
     `params` are the head's parameters (leaves requiring grad), `features` the detached
-    source features, `weights` the policy's λ for `groups`.
+    source features, `weights` the policy's λ for `groups`; `virtual_step(params, L_src,
+    L_mix)` is `sgd_lookahead` (version 1) or `optimizer_lookahead`.
     """
-    names = list(params)
-
     def head_at(values):
         return lambda inputs: call_head(head, values, inputs)
 
     affine = isinstance(head, torch.nn.Linear)
-    mixed = mixed_logits(head_at(params), features, groups.index, weights, affine)
+    logits = head_at(params)(features)
+    mixed = mixed_logits(head_at(params), features, groups.index, weights, affine, logits)
     mixed_loss = mixed_cross_entropy(mixed, labels, groups)
-    grads = torch.autograd.grad(mixed_loss, [params[n] for n in names], create_graph=True)
-    virtual = {n: params[n] - inner_lr * g for n, g in zip(names, grads)}
+    virtual = virtual_step(params, F.cross_entropy(logits, labels), mixed_loss)
     if epsilon is None:
         epsilon = sharpness_perturbation(head, virtual, features, labels, rho)
-    perturbed = {n: virtual[n] + epsilon[n] for n in names}
+    perturbed = {n: virtual[n] + epsilon[n] for n in params}
     loss = F.cross_entropy(head_at(perturbed)(features), labels)
     return loss, epsilon
 
 
-# -- §6 one implementation with switches -----------------------------------------------
-class GroupMixBase(Algorithm):
-    """Feature-level mixup of same-label groups across domains (§2-§5).
+# -- diagnostics: is each mechanism at work? -------------------------------------------
+def extrapolation_measures(values, index, weights, valid):
+    """(negative mass, outside norm, outside ratio) per group, from features `values` [N, F].
 
-    Switches set by the registered variants: WEIGHTS ("dirichlet" or "gradient"),
-    EXTRAPOLATE (κ from hparams, else 0), LEARN_POLICY (§5 meta-step for the metric),
-    COMPATIBILITY_SIGN (-1: favour the least compatible members, AntiGMix).
+    With s = Σ max(−λ_k, 0), the mixed point is z̃ = (1 + s)·a − s·b with a and b in the
+    members' hull, so s·(a − b) is the part of z̃ outside the hull: its norm is how far the
+    mixed point leaves it (an upper bound on the distance). The ratio divides by the group's
+    radius (mean distance of the members to their centroid).
+    """
+    members = per_sample.gather_rows(values, index)                   # [N, D, F]
+    positive, negative = weights.clamp(min=0), (-weights).clamp(min=0)
+    mass = negative.sum(1)
+    outside = (mass / (1 + mass)).unsqueeze(1) * (positive.unsqueeze(2) * members).sum(1) \
+        - (negative.unsqueeze(2) * members).sum(1)
+    outside_norm = outside.norm(dim=1)
+    in_group = (weights != 0).to(values.dtype)
+    size = in_group.sum(1, keepdim=True).clamp(min=1)
+    centroid = (in_group.unsqueeze(2) * members).sum(1) / size
+    radius = ((members - centroid.unsqueeze(1)).norm(dim=2) * in_group).sum(1) / size.squeeze(1)
+    ratio = torch.where(radius > 0, outside_norm / radius.clamp(min=1e-12),
+                        torch.zeros_like(radius))
+    return mass, outside_norm, ratio * (valid > 0)
+
+
+def normalized_entropy(policy, mask):
+    """H(π) / log K per group (1 = uniform over the K members; 0 for groups of one)."""
+    logs = torch.where(mask & (policy > 0), policy.clamp(min=1e-30).log(),
+                       torch.zeros_like(policy))
+    size = mask.sum(1).to(policy.dtype)
+    return torch.where(size > 1, -(policy * logs).sum(1) / size.clamp(min=2).log(),
+                       torch.zeros_like(size))
+
+
+def policy_kl(policy, reference, mask):
+    """KL(π ‖ π_ref) over each group's members."""
+    ratio = torch.where(mask & (policy > 0),
+                        policy.clamp(min=1e-30).log() - reference.clamp(min=1e-30).log(),
+                        torch.zeros_like(policy))
+    return (policy * ratio).sum(1)
+
+
+# -- §6 one implementation with switches -----------------------------------------------
+Mixing = collections.namedtuple("Mixing", "policy weights")
+Mixing.__doc__ = "The policy π [N, D] (sum 1 over members) and the mixing weights λ [N, D]."
+
+
+class GroupMixBase(Algorithm):
+    """Same-label groups across domains, mixed with weights from a policy (§2-§5).
+
+    Switches set by the registered variants:
+      WEIGHTS: "dirichlet" (π ~ Dir(α), affine map of §3), "gradient" (π = softmax(c/τ) of
+        the pairwise compatibility, affine map: version 1), or "directed" (scores →
+        `directed_weights`: extrapolation by design, version 2);
+      SCORES (directed only): "compatibility" (`cross_domain_compatibility`) or "random"
+        (standard normal scores: a random direction at the same extrapolation);
+      EXTRAPOLATE: κ from hparams, else 0; LEARN_POLICY: the §5 meta-step for the metric;
+      LOOKAHEAD: "sgd" (version 1's virtual step) or "optimizer" (the model's own Adam step);
+      COMPATIBILITY_SIGN: −1 favours the least compatible members (AntiGMix).
+    Version 2 variants also read `fgmix_space`: "features" mixes z (one backbone pass), "inputs"
+    mixes the images with the same weights (a second backbone pass, as upstream's Mixup).
     """
 
     WEIGHTS = "dirichlet"
+    SCORES = None
     EXTRAPOLATE = False
     LEARN_POLICY = False
+    LOOKAHEAD = "sgd"
     COMPATIBILITY_SIGN = 1.0
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
@@ -251,6 +399,9 @@ class GroupMixBase(Algorithm):
     def _metric(self):
         return F.softplus(self.policy_omega) if self.LEARN_POLICY else None
 
+    def _in_input_space(self):
+        return self.hparams.get("fgmix_space", "features") == "inputs"
+
     # -- one training step ----------------------------------------------------------
     def update(self, minibatches, unlabeled=None):
         x, y, domains = concat_with_domains(minibatches)
@@ -260,24 +411,31 @@ class GroupMixBase(Algorithm):
         zero = torch.zeros((), device=z.device)
         if len(minibatches) < 2:  # no other domain to mix with: plain ERM
             loss, mixed_loss, meta_loss = nll, zero, zero
-            weights = groups = None
+            mixing = groups = signature = None
         else:
             groups = self._draw_groups(y, domains, len(minibatches), z.dtype)
             signature = gradient_signature(self.classifier, z, logits, y) \
-                if self.WEIGHTS == "gradient" else None
-            meta_loss = self._update_policy(z.detach(), y, groups, signature) \
+                if self.WEIGHTS != "dirichlet" else None
+            meta_loss = self._update_policy(z.detach(), y, domains, groups, signature) \
                 if self.LEARN_POLICY else zero
             with torch.no_grad():  # λ is a constant for the model (§4)
-                weights = self._weights(groups, signature)
-            mixed = mixed_logits(self.classifier, z, groups.index, weights,
-                                 isinstance(self.classifier, torch.nn.Linear), logits)
-            mixed_loss = mixed_cross_entropy(mixed, y, groups)
+                mixing = self._mixing(y, domains, groups, signature)
+            mixed_loss = mixed_cross_entropy(self._mixed_logits(x, z, logits, groups, mixing),
+                                             y, groups)
             loss = nll + self.hparams["fgmix_gamma"] * mixed_loss
 
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return self._diagnostics(loss, nll, mixed_loss, meta_loss, weights, groups)
+        return self._diagnostics(loss, nll, mixed_loss, meta_loss, z.detach(), y, domains,
+                                 groups, signature, mixing)
+
+    def _mixed_logits(self, x, z, logits, groups, mixing):
+        if self._in_input_space():  # the same weights on the images; one more backbone pass
+            mixed_x = mix(x.flatten(1), groups.index, mixing.weights).view_as(x)
+            return self.classifier(self.featurizer(mixed_x))
+        return mixed_logits(self.classifier, z, groups.index, mixing.weights,
+                            isinstance(self.classifier, torch.nn.Linear), logits)
 
     def _draw_groups(self, y, domains, num_domains, dtype):
         """`Groups`, drawn from the algorithm's own generators (torch, then numpy)."""
@@ -286,59 +444,121 @@ class GroupMixBase(Algorithm):
         index, mask = build_groups(y, domains, num_domains, self.num_classes,
                                    uniform.to(device=y.device))
         valid = (mask.sum(1) >= 2).to(dtype)  # groups of size 1 are dropped
-        gammas = None
+        draws = None
         if self.WEIGHTS == "dirichlet":
-            draws = self.numpy_rng.gamma(self.hparams["fgmix_alpha"], size=(n, num_domains))
-            gammas = torch.from_numpy(draws).to(device=y.device, dtype=dtype)
-        return Groups(index, mask, valid, gammas)
+            gammas = self.numpy_rng.gamma(self.hparams["fgmix_alpha"], size=(n, num_domains))
+            draws = torch.from_numpy(gammas).to(device=y.device, dtype=dtype)
+        elif self.SCORES == "random":
+            draws = torch.randn((n, num_domains), generator=self.generator).to(
+                device=y.device, dtype=dtype)
+        return Groups(index, mask, valid, draws)
 
-    def _weights(self, groups, signature):
-        """λ for every group (§3), from the Dirichlet draws or the gradient signatures."""
+    def _mixing(self, y, domains, groups, signature, metric="learned"):
+        """`Mixing` for every group (§3). metric="learned" uses the policy's metric (FGMix),
+        None the fixed m = 1 (GMix's weights on the same batch)."""
+        metric = self._metric() if metric == "learned" else metric
         if self.WEIGHTS == "dirichlet":
-            policy = dirichlet_policy(groups.gamma_draws, groups.mask)
-        else:
+            policy = dirichlet_policy(groups.draws, groups.mask)
+        elif self.WEIGHTS == "gradient":
             features, residuals = signature
             cosine = per_sample.grouped_head_gradient_cosine(features, residuals, groups.index,
-                                                             self._metric())
+                                                             metric)
             compatibility = self.COMPATIBILITY_SIGN * mean_compatibility(cosine, groups.mask)
             policy = compatibility_policy(compatibility, groups.mask, self.hparams["fgmix_tau"])
-        return affine_weights(policy, groups.mask, self._kappa())
+        else:
+            return Mixing(*directed_weights(self._scores(y, domains, groups, signature, metric),
+                                            groups.mask, self.hparams["fgmix_tau"],
+                                            self._kappa()))
+        return Mixing(policy, affine_weights(policy, groups.mask, self._kappa()))
+
+    def _weights(self, groups, signature, y=None, domains=None):
+        return self._mixing(y, domains, groups, signature).weights
+
+    def _scores(self, y, domains, groups, signature, metric):
+        """Each member's score for the directed weights: its cross-domain compatibility, or
+        a random draw (SCORES = "random")."""
+        if self.SCORES == "random":
+            return groups.draws
+        features, residuals = signature
+        cosine = per_sample.head_gradient_cosine(features, residuals, metric)
+        compatibility = cross_domain_compatibility(cosine, y, domains, groups.mask.shape[1],
+                                                   self.num_classes)
+        return self.COMPATIBILITY_SIGN * compatibility.take(groups.index)
 
     # -- §5 the policy step (FGMix) ---------------------------------------------------
-    def policy_meta_loss(self, z, y, groups, signature, epsilon=None):
+    def _virtual_step(self):
+        if self.LOOKAHEAD == "optimizer":
+            return optimizer_lookahead(self.optimizer, dict(self.classifier.named_parameters()),
+                                       self.hparams["fgmix_gamma"])
+        return sgd_lookahead(self.hparams["fgmix_inner_lr"])
+
+    def policy_meta_loss(self, z, y, groups, signature, epsilon=None, domains=None):
         """(L_meta(ω), ε) of §5 on detached features and a functional copy of the head."""
         params = {name: p.detach().requires_grad_()
                   for name, p in self.classifier.named_parameters()}
-        return flatness_meta_loss(self.classifier, params, z, y, groups,
-                                  self._weights(groups, signature),
-                                  self.hparams["fgmix_inner_lr"], self.hparams["fgmix_rho"],
-                                  epsilon)
+        weights = self._mixing(y, domains, groups, signature).weights
+        return flatness_meta_loss(self.classifier, params, z, y, groups, weights,
+                                  self._virtual_step(), self.hparams["fgmix_rho"], epsilon)
 
-    def _update_policy(self, z, y, groups, signature):
-        meta_loss, _ = self.policy_meta_loss(z, y, groups, signature)
+    def _update_policy(self, z, y, domains, groups, signature):
+        meta_loss, _ = self.policy_meta_loss(z, y, groups, signature, domains=domains)
         self.policy_optimizer.zero_grad()
         meta_loss.backward(inputs=[self.policy_omega])
         self.policy_optimizer.step()
         return meta_loss.detach()
 
-    def _diagnostics(self, loss, nll, mixed_loss, meta_loss, weights, groups):
-        """Logged floats, read from the device in one transfer."""
-        if weights is None:
-            n_groups = mean_negative = extrapolating = torch.zeros((), device=loss.device)
+    # -- what each step reports --------------------------------------------------------
+    def _diagnostics(self, loss, nll, mixed_loss, meta_loss, z, y, domains, groups, signature,
+                     mixing):
+        """Logged floats (docs/method.md, Diagnostics), read from the device in one transfer."""
+        values = {"loss": loss, "nll": nll, "mixed_loss": mixed_loss}
+        zero = torch.zeros((), device=loss.device)
+        if mixing is None:
+            values.update(dict.fromkeys(
+                ["mean_negative_weight", "frac_extrapolating", "n_groups", "min_weight",
+                 "negative_mass", "outside_norm", "outside_ratio", "policy_entropy"], zero))
         else:
-            negative = (weights < 0) & (groups.valid > 0).unsqueeze(1)
-            n_groups = groups.valid.sum()
-            mean_negative = torch.where(negative, weights, torch.zeros_like(weights)).sum() \
-                / negative.sum().clamp(min=1)
-            extrapolating = negative.any(1).sum() / n_groups.clamp(min=1)
-        names = ["loss", "nll", "mixed_loss", "mean_negative_weight", "frac_extrapolating",
-                 "n_groups"]
-        values = [loss, nll, mixed_loss, mean_negative, extrapolating, n_groups]
+            values.update(self._mixing_measures(z, groups, mixing))
         if self.LEARN_POLICY:
-            names.append("meta_loss")
-            values.append(meta_loss)
-        numbers = torch.stack([v.detach().to(torch.float64) for v in values]).tolist()
-        return dict(zip(names, numbers))
+            values["meta_loss"] = meta_loss
+            values["meta_nll_ratio"] = meta_loss / nll.detach().clamp(min=1e-12)
+            values["policy_kl_fixed"], values["weight_shift_fixed"] = \
+                self._shift_from_fixed_metric(y, domains, groups, signature, mixing)
+        numbers = torch.stack([v.detach().to(torch.float64) for v in values.values()]).tolist()
+        return dict(zip(values, numbers))
+
+    def _mixing_measures(self, z, groups, mixing):
+        weights, kept = mixing.weights, groups.valid > 0
+        n_groups = groups.valid.sum()
+        negative = (weights < 0) & kept.unsqueeze(1)
+        with torch.no_grad():
+            mass, outside, ratio = extrapolation_measures(z, groups.index, weights, groups.valid)
+            entropy = normalized_entropy(mixing.policy, groups.mask)
+        inf = torch.full_like(weights, float("inf"))
+        lowest = torch.where(kept.unsqueeze(1) & groups.mask, weights, inf).min()
+        return {
+            "mean_negative_weight": torch.where(negative, weights, torch.zeros_like(weights))
+            .sum() / negative.sum().clamp(min=1),
+            "frac_extrapolating": negative.any(1).sum() / n_groups.clamp(min=1),
+            "n_groups": n_groups,
+            "min_weight": torch.where(torch.isfinite(lowest), lowest, torch.zeros_like(lowest)),
+            "negative_mass": masked_mean(mass, groups.valid),
+            "outside_norm": masked_mean(outside, groups.valid),
+            "outside_ratio": masked_mean(ratio, groups.valid),
+            "policy_entropy": masked_mean(entropy, groups.valid),
+        }
+
+    def _shift_from_fixed_metric(self, y, domains, groups, signature, mixing):
+        """What the learned metric changes: KL(π ‖ π_fixed) and Σ|λ − λ_fixed|, both averaged
+        over kept groups, against the weights the fixed metric m = 1 gives on this batch."""
+        if mixing is None:
+            zero = torch.zeros((), device=y.device)
+            return zero, zero
+        with torch.no_grad():
+            fixed = self._mixing(y, domains, groups, signature, metric=None)
+            kl = policy_kl(mixing.policy, fixed.policy, groups.mask)
+            shift = (mixing.weights - fixed.weights).abs().sum(1)
+        return masked_mean(kl, groups.valid), masked_mean(shift, groups.valid)
 
 
 # -- §6 the registered variants (each declares only the hparams it uses) ---------------
@@ -381,10 +601,11 @@ class GMix(GroupMixBase):
 
 
 @register_algorithm
-class FGMix(GroupMixBase):
-    """FGMix: gradient-compatibility weights whose metric is learned toward flat minima."""
+class FGMixV1(GroupMixBase):
+    """FGMix as formulated up to 2026-12-04 (docs/method.md, Changelog): the pairwise
+    compatibility, the affine extrapolation bound of §3 and an SGD virtual step of size η."""
 
-    WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "gradient", True, True
+    WEIGHTS, EXTRAPOLATE, LEARN_POLICY, LOOKAHEAD = "gradient", True, True, "sgd"
 
     @staticmethod
     def declare_hparams(hparam, dataset):
@@ -414,3 +635,56 @@ class AntiGMix(GroupMixBase):
     @staticmethod
     def declare_hparams(hparam, dataset):
         GMix.declare_hparams(hparam, dataset)
+
+
+# -- version 2: extrapolation by design (§3b), the model's own look-ahead (§5b) -------------
+# Defaults chosen on the tuning split DigitsDG5k before any evaluation (docs/method.md,
+# "Version 2's defaults"); the search ranges are version 1's where the hparam is shared.
+V2_DEFAULTS = {"fgmix_kappa": 0.5, "fgmix_tau": 0.5, "fgmix_gamma": 1.0, "fgmix_space": "features"}
+
+
+def declare_version2_hparams(hparam):
+    hparam("fgmix_gamma", V2_DEFAULTS["fgmix_gamma"], lambda r: 10**r.uniform(-1, 0.5))
+    hparam("fgmix_kappa", V2_DEFAULTS["fgmix_kappa"], lambda r: r.uniform(0.1, 1))
+    hparam("fgmix_tau", V2_DEFAULTS["fgmix_tau"], lambda r: 10**r.uniform(-1, 0))
+    # Where the mixing happens is part of the formulation, not searched.
+    hparam("fgmix_space", V2_DEFAULTS["fgmix_space"], lambda r: V2_DEFAULTS["fgmix_space"])
+
+
+@register_algorithm
+class ExtrapMix2(GroupMixBase):
+    """Extrapolation by design in a random direction: GMix2 with standard normal scores
+    in place of compatibilities, so every group extrapolates by the same rule (§3b)."""
+
+    WEIGHTS, SCORES, EXTRAPOLATE = "directed", "random", True
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        declare_version2_hparams(hparam)
+
+
+@register_algorithm
+class GMix2(GroupMixBase):
+    """Extrapolation by design in the direction of the cross-domain compatibilities (§3b),
+    fixed metric m = 1."""
+
+    WEIGHTS, SCORES, EXTRAPOLATE = "directed", "compatibility", True
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        declare_version2_hparams(hparam)
+
+
+@register_algorithm
+class FGMix(GroupMixBase):
+    """FGMix: extrapolation by design along cross-domain compatibilities whose metric is
+    learned toward flat minima, through a look-ahead that takes the model's own Adam step."""
+
+    WEIGHTS, SCORES, EXTRAPOLATE = "directed", "compatibility", True
+    LEARN_POLICY, LOOKAHEAD = True, "optimizer"
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        declare_version2_hparams(hparam)
+        hparam("fgmix_policy_lr", 1e-2, lambda r: 10**r.uniform(-3, -1))
+        hparam("fgmix_rho", 0.05, lambda r: r.choice([0.01, 0.02, 0.05, 0.1, 0.2]))

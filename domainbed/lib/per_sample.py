@@ -49,20 +49,14 @@ def gather_rows(values, index):
 MIN_INNER_DIM = 4
 
 
-def grouped_head_gradient_cosine(features, residuals, index, metric=None):
-    """Cosines between the head gradients of the members of each group.
+def unit_gradient_factors(features, residuals, metric=None):
+    """(r̂, left, right): each instance's head gradient normalised once, as two factors.
 
-    `index` [G, K] lists each group's instances; the result S [G, K, K] holds
-    S[g, k, l] = K_ab / sqrt(K_aa K_bb) for a = index[g, k], b = index[g, l], with K the
-    metric Gram of `head_gradient_gram` (a diagonal metric m ≥ 0), and S = 0 where either
-    gradient is zero. Only the pairs inside groups are formed, never the N×N Gram.
-
-    Why it is computed this way: K factors into a residual part and a feature part, so
-    each instance is normalised once, r̂ = r/‖r‖ and (√m z, 1)/‖(√m z, 1)‖ (the second
-    norm is at least 1), and S = (r̂_a·r̂_b)·(ẑ_a·ẑ_b) is two small batched products and one
-    product of [G, K, K] tensors. Its gradient is finite everywhere (a zero residual, e.g.
-    from a saturated softmax, gives S = 0 without NaNs; √m is never formed), so a
-    learnable `metric` can be trained through it.
+    The cosine of instances a and b is (r̂_a·r̂_b)·(left_a·right_b), with r̂ = r/‖r‖ (0 for a
+    zero residual) and left = (m z, 1)/‖(√m z, 1)‖, right = (z, 1)/‖(√m z, 1)‖ (the same
+    tensor when m is None). Its gradient is finite everywhere (a zero residual gives a zero
+    cosine without NaNs; √m is never formed), so a learnable `metric` trains through it.
+    Two-class residuals are zero-padded to MIN_INNER_DIM columns (no product changes).
     """
     squared = (residuals * residuals).sum(1, keepdim=True)
     nonzero = squared > 0
@@ -75,6 +69,27 @@ def grouped_head_gradient_cosine(features, residuals, index, metric=None):
     right = left if metric is None else torch.cat([features * scale, scale], 1)
     if r_unit.shape[1] < MIN_INNER_DIM:  # zero columns change no product
         r_unit = F.pad(r_unit, (0, MIN_INNER_DIM - r_unit.shape[1]))
+    return r_unit, left, right
+
+
+def head_gradient_cosine(features, residuals, metric=None):
+    """All pairs' cosines S [N, N] of the head gradients (the metric Gram, normalised)."""
+    r_unit, left, right = unit_gradient_factors(features, residuals, metric)
+    return (r_unit @ r_unit.T) * (left @ right.T)
+
+
+def grouped_head_gradient_cosine(features, residuals, index, metric=None):
+    """Cosines between the head gradients of the members of each group.
+
+    `index` [G, K] lists each group's instances; the result S [G, K, K] holds
+    S[g, k, l] = K_ab / sqrt(K_aa K_bb) for a = index[g, k], b = index[g, l], with K the
+    metric Gram of `head_gradient_gram` (a diagonal metric m ≥ 0), and S = 0 where either
+    gradient is zero. Only the pairs inside groups are formed, never the N×N Gram.
+
+    Each instance is normalised once (`unit_gradient_factors`), so S is two small batched
+    products and one product of [G, K, K] tensors, finite-gradient everywhere.
+    """
+    r_unit, left, right = unit_gradient_factors(features, residuals, metric)
     r = gather_rows(r_unit, index)
     residual_part = r @ r.transpose(1, 2)
     feature_part = gather_rows(left, index) @ gather_rows(right, index).transpose(1, 2)

@@ -145,6 +145,12 @@ _RULES = {
 }
 
 
+# name -> the values a string hparam may take.
+_CHOICES = {
+    "fgmix_space": ("features", "inputs"),   # where the FGMix family mixes (version 2)
+}
+
+
 def _rule(name):
     if name in _RULES:
         return _RULES[name]
@@ -162,7 +168,11 @@ def _interval(low, high, low_inclusive, high_inclusive):
 
 
 def check_hparam_value(name, value):
-    """Refuse a non-finite number, and a value outside the known range of `name`."""
+    """Refuse a non-finite number, a value outside the known range of `name`, and a string
+    hparam outside its choices."""
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ValidationError(f"hparam {name!r} must be one of "
+                              f"{', '.join(map(repr, _CHOICES[name]))}, got {value!r}")
     if not _is_real(value):
         return
     try:
