@@ -1,0 +1,201 @@
+"""How flat is a trained model's training loss? Two standard measures, for any job directory.
+
+* **ρ-ball increase** (SAM's first-order worst case): L(θ + ρ g/‖g‖) − L(θ), g = ∇L(θ),
+  computed per batch and averaged (Foret et al., ICLR 2021; Keskar et al. measure the same
+  ball's maximum by optimisation, SAM's one step is its cheap estimate).
+* **Top Hessian eigenvalue** of the mean training loss over the same batches, by power
+  iteration with Hessian-vector products (double back-propagation, no Hessian formed).
+
+Both are taken over the parameters `predict` uses (an algorithm's extra modules, such as a
+discriminator or FGMix's policy, receive no gradient and are left out), with the model in
+evaluation mode (BatchNorm's running statistics, no dropout), on fixed batches of the
+training environments' in-splits: the data the training loss was minimised on.
+
+    from domainbed import sharpness
+    sharpness.measure_job("sweep_out/<job hash>")       # {"loss": ..., "rho_increase": ..., ...}
+
+The command is `python -m domainbed.scripts.sharpness`.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+DEFAULTS = {"rho": 0.05, "n_batches": 8, "batch_size": 64, "iterations": 20, "seed": 0}
+
+
+# -- the two measures, on any differentiable loss of a list of parameters -------------------
+def rho_ball_increase(loss_fn, params, rho):
+    """L(θ + ε) − L(θ), ε = ρ g/‖g‖: SAM's first-order worst case in the ρ-ball.
+    `loss_fn()` evaluates the loss at the parameters' current values; they are restored."""
+    loss = loss_fn()
+    grads = torch.autograd.grad(loss, params)
+    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    if norm == 0:
+        return 0.0
+    with torch.no_grad():
+        steps = [g * (rho / norm) for g in grads]
+        for p, e in zip(params, steps):
+            p.add_(e)
+        try:
+            perturbed = loss_fn()
+        finally:
+            for p, e in zip(params, steps):
+                p.sub_(e)
+    return float(perturbed - loss.detach())
+
+
+def hessian_vector_product(loss_fns, params, vector):
+    """(Σ_b ∇²L_b) v / len(loss_fns): the Hessian of the mean loss times `vector`."""
+    total = [torch.zeros_like(p) for p in params]
+    for loss_fn in loss_fns:
+        grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+        dot = sum((g * v).sum() for g, v in zip(grads, vector))
+        for t, h in zip(total, torch.autograd.grad(dot, params)):
+            t.add_(h)
+    return [t / len(loss_fns) for t in total]
+
+
+def top_hessian_eigenvalue(loss_fns, params, iterations=20, seed=0, rtol=1e-4):
+    """The eigenvalue of largest magnitude of the mean loss's Hessian, by power iteration
+    from a seeded random direction (stops early once it changes by less than `rtol`)."""
+    generator = torch.Generator().manual_seed(seed)
+    vector = [torch.randn(p.shape, generator=generator).to(p) for p in params]
+    eigenvalue = 0.0
+    for _ in range(iterations):
+        norm = math.sqrt(sum(float((v * v).sum()) for v in vector))
+        if norm == 0:
+            return 0.0
+        vector = [v / norm for v in vector]
+        product = hessian_vector_product(loss_fns, params, vector)
+        estimate = sum(float((v * h).sum()) for v, h in zip(vector, product))
+        converged = abs(estimate - eigenvalue) <= rtol * abs(estimate)
+        eigenvalue, vector = estimate, product
+        if converged:
+            break
+    return eigenvalue
+
+
+# -- a model on batches ------------------------------------------------------------------
+def used_parameters(model, x):
+    """The parameters `model.predict` depends on (the others get no gradient)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(model.predict(x).sum(), params, allow_unused=True)
+    return [p for p, g in zip(params, grads) if g is not None]
+
+
+def measure(model, batches, rho=DEFAULTS["rho"], iterations=DEFAULTS["iterations"],
+            seed=DEFAULTS["seed"]):
+    """{"loss", "rho_increase", "top_eigenvalue"} of cross-entropy on `batches` [(x, y)]."""
+    model.eval()
+    params = used_parameters(model, batches[0][0])
+
+    def loss_of(x, y):
+        return lambda: F.cross_entropy(model.predict(x), y)
+
+    loss_fns = [loss_of(x, y) for x, y in batches]
+    with torch.no_grad():
+        loss = sum(float(fn()) for fn in loss_fns) / len(loss_fns)
+    increase = sum(rho_ball_increase(fn, params, rho) for fn in loss_fns) / len(loss_fns)
+    return {"loss": loss, "rho_increase": increase,
+            "top_eigenvalue": top_hessian_eigenvalue(loss_fns, params, iterations, seed),
+            "rho": rho, "n_batches": len(batches), "n_parameters": sum(p.numel() for p in params)}
+
+
+# -- a job directory ---------------------------------------------------------------------
+def training_in_splits(args, hparams):
+    """The training environments' in-splits of the run with these records' `args`, split as
+    train.py splits them (`misc.split_dataset` seeded by the trial and the environment)."""
+    from domainbed import datasets
+    from domainbed.lib import misc
+
+    dataset_class = datasets.get_dataset_class(args["dataset"])
+    extra = {"trial_seed": args["trial_seed"]} if dataset_class.SEEDED_BY_TRIAL else {}
+    dataset = dataset_class(args["data_dir"], args["test_envs"], hparams, **extra)
+    splits = []
+    for env_i, env in enumerate(dataset):
+        if env_i not in args["test_envs"]:
+            holdout = int(len(env) * args["holdout_fraction"])
+            splits.append(misc.split_dataset(env, holdout,
+                                             misc.seed_hash(args["trial_seed"], env_i))[1])
+    return splits
+
+
+def training_batches(dump, n_batches, batch_size, seed, device):
+    """Fixed batches drawn (seeded, without replacement) from the union of the training
+    environments' in-splits, as the run that wrote `dump` (a model file's dict) split them."""
+    from domainbed import model_files
+
+    splits = training_in_splits(dump["args"], model_files.build_hparams(dump))
+    pool = torch.utils.data.ConcatDataset(splits)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(pool), generator=generator)[: n_batches * batch_size].tolist()
+    batches = []
+    for start in range(0, len(order), batch_size):
+        xs, ys = zip(*[pool[i] for i in order[start:start + batch_size]])
+        batches.append((torch.stack(xs).to(device), torch.as_tensor(ys).to(device)))
+    return batches
+
+
+def measure_job(path, model="final", **options):
+    """`measure` at a job's final model (`model.pkl`) or the one training-domain validation
+    selects (`model="selected"`: `model_iid.pkl`, kept with DOMAINBED_SAVE_SELECTED=1),
+    with the job's identity (dataset, algorithm, test envs, seeds) in the result."""
+    import os
+
+    from domainbed import model_files
+    from domainbed.lib.device import get_device
+
+    settings = dict(DEFAULTS, **options)
+    if os.path.isdir(path):
+        path = os.path.join(path, "model_iid.pkl" if model == "selected" else "model.pkl")
+    device = get_device()
+    algorithm = model_files.load_model(path, device)
+    dump = model_files.read_model_file(model_files.model_file_path(path))
+    batches = training_batches(dump, settings["n_batches"], settings["batch_size"],
+                               settings["seed"], device)
+    args = dump["args"]
+    result = {key: args[key] for key in ("dataset", "algorithm", "test_envs", "hparams_seed",
+                                         "trial_seed", "seed")}
+    result["model"] = model
+    result["path"] = path
+    result.update(measure(algorithm, batches, settings["rho"], settings["iterations"],
+                          settings["seed"]))
+    return result
+
+
+def job_directories(paths):
+    """Finished job directories: each path is one (it has `done`) or a sweep holding them."""
+    import os
+
+    found = []
+    for path in paths:
+        if os.path.isfile(os.path.join(path, "done")):
+            found.append(path)
+        elif os.path.isdir(path):
+            found += sorted(os.path.join(path, name) for name in os.listdir(path)
+                            if os.path.isfile(os.path.join(path, name, "done")))
+    return found
+
+
+def summarize(results):
+    """[(algorithm, n, mean ρ-increase, its s.e., mean top eigenvalue, its s.e., mean loss)]."""
+    import collections
+
+    by_algorithm = collections.defaultdict(list)
+    for result in results:
+        by_algorithm[result["algorithm"]].append(result)
+
+    def mean_se(values):
+        mean = sum(values) / len(values)
+        if len(values) < 2:
+            return mean, float("nan")
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        return mean, math.sqrt(var / len(values))
+
+    rows = []
+    for name, group in by_algorithm.items():
+        rows.append((name, len(group), *mean_se([r["rho_increase"] for r in group]),
+                     *mean_se([r["top_eigenvalue"] for r in group]),
+                     mean_se([r["loss"] for r in group])[0]))
+    return rows
