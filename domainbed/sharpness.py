@@ -164,8 +164,10 @@ def measure_job(path, model="final", **options):
     return result
 
 
-def job_directories(paths):
-    """Finished job directories: each path is one (it has `done`) or a sweep holding them."""
+def job_directories(paths, hparams_seed=None):
+    """Finished job directories: each path is one (it has `done`) or a sweep holding them;
+    with `hparams_seed`, only the jobs of that hparam draw (0: the defaults)."""
+    import json
     import os
 
     found = []
@@ -175,7 +177,12 @@ def job_directories(paths):
         elif os.path.isdir(path):
             found += sorted(os.path.join(path, name) for name in os.listdir(path)
                             if os.path.isfile(os.path.join(path, name, "done")))
-    return found
+
+    def draw(job):
+        with open(os.path.join(job, "results.jsonl")) as f:
+            return json.loads(f.readline())["args"]["hparams_seed"]
+
+    return [job for job in found if hparams_seed is None or draw(job) == hparams_seed]
 
 
 def summarize(results):

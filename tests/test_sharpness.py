@@ -63,6 +63,9 @@ def test_sam_comes_out_flatter_than_erm(tmp_path, one_torch_thread):
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert {r["algorithm"]: r["top_eigenvalue"] for r in lines} == \
         {"ERM": erm["top_eigenvalue"], "SAM": sam["top_eigenvalue"]}
+    assert sharpness.job_directories([str(tmp_path)], hparams_seed=0) == \
+        sorted(str(tmp_path / name) for name in ("ERM", "SAM"))
+    assert sharpness.job_directories([str(tmp_path)], hparams_seed=1) == []
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -70,6 +73,7 @@ def test_sam_comes_out_flatter_than_erm(tmp_path, one_torch_thread):
     (["--n_batches", "0"], "--n_batches must be at least 1"),
     (["--iterations", "-1"], "--iterations must be at least 1"),
     (["--seed", "-2"], "--seed must be >= 0"),
+    (["--hparams_seed", "-1"], "--hparams_seed must be >= 0"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

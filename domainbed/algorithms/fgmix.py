@@ -640,7 +640,7 @@ class AntiGMix(GroupMixBase):
 # -- version 2: extrapolation by design (§3b), the model's own look-ahead (§5b) -------------
 # Defaults chosen on the tuning split DigitsDG5k before any evaluation (docs/method.md,
 # "Version 2's defaults"); the search ranges are version 1's where the hparam is shared.
-V2_DEFAULTS = {"fgmix_kappa": 0.5, "fgmix_tau": 0.5, "fgmix_gamma": 1.0, "fgmix_space": "features"}
+V2_DEFAULTS = {"fgmix_kappa": 0.5, "fgmix_tau": 0.2, "fgmix_gamma": 0.3, "fgmix_space": "inputs"}
 
 
 def declare_version2_hparams(hparam):

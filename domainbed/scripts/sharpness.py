@@ -28,6 +28,8 @@ def parse_args(argv=None):
                         help="power-iteration steps for the top eigenvalue")
     parser.add_argument("--seed", type=int, default=sharpness.DEFAULTS["seed"],
                         help="which batches, and the power iteration's start")
+    parser.add_argument("--hparams_seed", type=int, default=None,
+                        help="only the jobs of this hparam draw (0: the defaults)")
     parser.add_argument("--output", default=None, help="also write one JSON line per job here")
     args = parser.parse_args(argv)
     if not args.rho > 0:
@@ -35,14 +37,15 @@ def parse_args(argv=None):
     for flag in ("n_batches", "batch_size", "iterations"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
+    for flag in ("seed", "hparams_seed"):
+        if (getattr(args, flag) or 0) < 0:
+            parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    jobs = sharpness.job_directories(args.paths)
+    jobs = sharpness.job_directories(args.paths, args.hparams_seed)
     if not jobs:
         raise NoJobs(f"no finished job directory (one with a 'done' file) in "
                               f"{' '.join(args.paths)}; give job or sweep directories")
