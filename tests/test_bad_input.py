@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from domainbed import training
 from domainbed.lib import jobdir
 from domainbed.scripts import train
 
@@ -32,7 +33,7 @@ def assert_refused(capsys, argv, output_dir, *hints):
     except SystemExit as e:   # argparse's own errors
         code = e.code
     captured = capsys.readouterr()
-    assert code == train.EXIT_BAD_INPUT
+    assert code == training.EXIT_BAD_INPUT
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("train.py: error: ")
@@ -111,7 +112,7 @@ def existing_job(tmp_path):
     """An output_dir that belongs to `debug_argv(out)` (job.json and one record)."""
     out = tmp_path / "job"
     out.mkdir()
-    args = train.identifying_args(train.build_parser().parse_args(debug_argv(out)))
+    args = training.identifying_args(train.build_parser().parse_args(debug_argv(out)))
     jobdir.write_job_identity(out, args)
     (out / "results.jsonl").write_text(json.dumps({"step": 0}) + "\n")
     return out
@@ -151,7 +152,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
          "--algorithm", "Mixpu", "--output_dir", str(out)],
         cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT),
         capture_output=True, text=True, timeout=300)
-    assert proc.returncode == train.EXIT_BAD_INPUT
+    assert proc.returncode == training.EXIT_BAD_INPUT
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "Did you mean 'Mixup'?" in proc.stderr
     assert proc.stdout == "" and not out.exists()
@@ -181,7 +182,7 @@ def test_directory_left_by_a_crash_before_any_record_takes_the_corrected_job(tmp
     # job.json of another job, but no record, checkpoint or model: nothing to lose.
     out = tmp_path / "job"
     out.mkdir()
-    other = train.identifying_args(train.build_parser().parse_args(debug_argv(out, "--seed", "5")))
+    other = training.identifying_args(train.build_parser().parse_args(debug_argv(out, "--seed", "5")))
     jobdir.write_job_identity(out, other)
     jobdir.write_failed(out, "ZeroDivisionError", 0)
     assert train.main(debug_argv(out)) == 0

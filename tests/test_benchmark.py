@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from domainbed.scripts import benchmark  # noqa: E402
+from domainbed.studies import benchmark  # noqa: E402
 
 TINY = ["--device", "cpu", "--batch_size", "4", "--steps", "2", "--warmup", "0",
         "--repeats", "2", "--num_classes", "3"]
@@ -118,7 +118,7 @@ def test_cpu_clock_refuses_an_accelerator(capsys):
 
 
 def test_run_cost_adds_up_its_parts(capsys):
-    from domainbed.scripts import benchmark
+    from domainbed.studies import benchmark
 
     args = benchmark.parse_args(["--run_cost", "--dataset", "IUTExample2", "--algorithms",
                                  "ERM,GMix", "--steps", "2", "--warmup", "1",
@@ -138,6 +138,6 @@ def test_run_cost_adds_up_its_parts(capsys):
 
 
 def test_run_cost_needs_a_dataset():
-    from domainbed.scripts import benchmark
+    from domainbed.studies import benchmark
 
     assert benchmark.main(["--run_cost"]) == 2

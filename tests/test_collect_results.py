@@ -364,7 +364,8 @@ def test_reading_results_imports_no_torch_wilds_or_timm(fresh_python, tmp_path):
     debug_sweep(tmp_path, trials=(0,))
     code = textwrap.dedent(f"""
         import contextlib, io, sys
-        from domainbed.scripts import collect_results, list_top_hparams, reproduce
+        from domainbed.scripts import collect_results, list_top_hparams
+        from domainbed.studies import reproduce
         with contextlib.redirect_stdout(io.StringIO()):
             for fmt in collect_results.FORMATS:
                 collect_results.main(["--input_dir", {str(tmp_path)!r}, "--format", fmt,

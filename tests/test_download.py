@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from domainbed import datasets
-from domainbed.datasets import fetch, verify
+from domainbed.datasets import fetch, install, verify
 from domainbed.scripts import download
 
 PACS_DOMAINS = ["art_painting", "cartoon", "photo", "sketch"]
@@ -352,7 +352,7 @@ def test_rebuild_terra_incognita_from_annotations(tmp_path):
     for image in annotations["images"]:
         if image["id"] != "100-3":  # one annotated image missing from the archive
             (images_root / image["file_name"]).write_bytes(image["id"].encode())
-    copied, missing = download.rebuild_terra_incognita(annotations, str(images_root), str(tmp_path / "out"))
+    copied, missing = install.rebuild_terra_incognita(annotations, str(images_root), str(tmp_path / "out"))
     assert (copied, missing) == (8, 1)
     locations = ["location_100", "location_38", "location_43", "location_46"]
     assert sorted(os.listdir(tmp_path / "out")) == locations

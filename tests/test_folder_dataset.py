@@ -11,6 +11,7 @@ from domainbed import datasets
 from domainbed.datasets import folder
 from domainbed.datasets.base import DatasetArgumentError, DatasetNotFoundError
 from domainbed.scripts import collect_results, sweep, train
+from domainbed.sweeps.job_list import default_datasets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # steadier on a busy CPU
 DOMAINS = ["sketch", "art", "photo"]       # environments: art, photo, sketch (sorted)
@@ -144,7 +145,7 @@ def test_train_and_sweep_refuse_a_bad_tree_before_writing(tmp_path, capsys):
 def test_default_sweep_datasets_leave_folder_out():
     from domainbed.scripts import download
 
-    assert "Folder" in datasets.DATASETS and "Folder" not in sweep.default_datasets()
+    assert "Folder" in datasets.DATASETS and "Folder" not in default_datasets()
     assert datasets.get_dataset_class("Folder").environment_names() is None
     with pytest.raises(DatasetArgumentError, match="reads its environments from --data_dir"):
         datasets.num_environments("Folder")

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from domainbed.scripts import hparam_study
+from domainbed.studies import hparam_study
 
 
 def write_job(root, name, algorithm, hparams, test_env, trial, accs):

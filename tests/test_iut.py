@@ -13,7 +13,12 @@ import torch
 from domainbed import algorithms, datasets, hparams_registry, networks
 from domainbed.datasets import iut
 from domainbed.datasets.base import DatasetArgumentError, MultipleDomainDataset
+from domainbed.lib.misc import seed_hash
 from domainbed.scripts import sweep, train
+from domainbed.sweeps.errors import SweepError
+from domainbed.sweeps.job_list import all_test_env_combinations, make_args_list
+from domainbed.sweeps.jobs import Job
+from domainbed.training.build import build_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEMS = ["IUTExample2", "IUTExample2s", "IUTExample3", "IUTExample3s"]
@@ -83,7 +88,7 @@ def test_default_environment_list_and_sweep_test_envs():
     base = MultipleDomainDataset
     assert base.sweep_test_envs(4, True) == [[0], [1], [2], [3]]
     assert base.sweep_test_envs(3, False) == [[0], [0, 1], [0, 2], [1], [1, 2], [2]]
-    assert base.sweep_test_envs(6, False) == list(sweep.all_test_env_combinations(6))
+    assert base.sweep_test_envs(6, False) == list(all_test_env_combinations(6))
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,7 +281,7 @@ def test_train_passes_the_trial_seed():
         ["--dataset", "IUTExample3", "--test_envs", "3", "--trial_seed", "5"])
     hparams = hparams_registry.default_hparams("ERM", "IUTExample3") | SMALL
     cls = datasets.get_dataset_class("IUTExample3")
-    built_by_train = train.build_dataset(cls, args, hparams)
+    built_by_train = build_dataset(cls, args, hparams)
     direct = cls(None, [3], hparams, trial_seed=5)
     assert torch.equal(built_by_train[0].tensors[0], direct[0].tensors[0])
     assert not torch.equal(built_by_train[0].tensors[0], cls(None, [3], hparams)[0].tensors[0])
@@ -372,7 +377,7 @@ def test_dataset_argument_error_is_a_value_error():
 # Sweeps
 
 def make_args(dataset_names, hparams, single_test_envs=False):
-    return sweep.make_args_list(
+    return make_args_list(
         n_trials=2, dataset_names=dataset_names, algorithms=["ERM", "IRM"], n_hparams_from=0,
         n_hparams=2, steps=3, data_dir="/tmp/data", task="domain_generalization",
         holdout_fraction=0.2, single_test_envs=single_test_envs, hparams=hparams)
@@ -395,15 +400,15 @@ def upstream_args_list(n_trials, dataset_names, algorithm_names, n_hparams, hpar
             for algorithm in algorithm_names:
                 n_envs = len(datasets.get_dataset_class(dataset).ENVIRONMENTS)
                 all_test_envs = ([[i] for i in range(n_envs)] if single
-                                 else sweep.all_test_env_combinations(n_envs))
+                                 else all_test_env_combinations(n_envs))
                 for test_envs in all_test_envs:
                     for hparams_seed in range(0, n_hparams):
                         args = {"dataset": dataset, "algorithm": algorithm, "test_envs": test_envs,
                                 "holdout_fraction": 0.2, "hparams_seed": hparams_seed,
                                 "data_dir": "/tmp/data", "task": "domain_generalization",
                                 "trial_seed": trial_seed,
-                                "seed": sweep.seed_hash(dataset, algorithm, test_envs,
-                                                        hparams_seed, trial_seed),
+                                "seed": seed_hash(dataset, algorithm, test_envs,
+                                                  hparams_seed, trial_seed),
                                 "steps": 3}
                         if hparams is not None:
                             args["hparams"] = hparams
@@ -418,16 +423,17 @@ def test_sweep_jobs_of_other_datasets_are_upstream_s(hparams, single_test_envs, 
     ours = make_args(names, hparams, single_test_envs)
     theirs = upstream_args_list(2, names, ["ERM", "IRM"], 2, hparams, single_test_envs)
     assert ours == theirs
-    assert ([sweep.Job(a, str(tmp_path)).output_dir for a in ours]
-            == [sweep.Job(a, str(tmp_path)).output_dir for a in theirs])
+    assert ([Job(a, str(tmp_path)).output_dir for a in ours]
+            == [Job(a, str(tmp_path)).output_dir for a in theirs])
 
 
 def test_sweep_refuses_bad_problem_hparams_in_one_line(capsys):
-    with pytest.raises(SystemExit) as exit_info:
+    # The library raises (sweep.py prints it as `sweep.py: error: <message>`, exit 2).
+    with pytest.raises(SweepError) as exit_info:
         make_args(["IUTExample2"], '{"iut_n_envs": 1}')
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sweep.py: error: --hparams: ")
+    assert exit_info.value.exit_code == 2
+    lines = str(exit_info.value).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("--hparams: ")
     assert "iut_n_envs" in lines[0]
 
 

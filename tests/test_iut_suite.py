@@ -10,7 +10,7 @@ import torch
 from domainbed.algorithms import get_algorithm_class
 from domainbed.datasets.iut import IUTExample2, IUTExample2s
 from domainbed import hparams_registry
-from domainbed.scripts import iut_diagnostics, iut_suite
+from domainbed.studies import iut_diagnostics, iut_suite
 
 
 def test_paired_differences_pair_by_cell():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import domainbed
-from domainbed import hparams_registry, model_selection, networks
+from domainbed import hparams_registry, model_selection, networks, training
 from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import checkpoint, misc
 from domainbed.lib.model_state import model_state_dict
@@ -209,7 +209,7 @@ def accuracy_of(model, output_dir, env):
     args = train.build_parser().parse_args(
         ["--dataset", dump["args"]["dataset"], "--algorithm", dump["args"]["algorithm"],
          "--hparams", dump["args"]["hparams"], "--output_dir", str(output_dir / "rebuilt")])
-    job = train.prepare(args)
+    job = training.prepare(args)
     return misc.accuracy(model, dict(job.evals)[env], None, "cpu")
 
 

@@ -9,13 +9,15 @@ import time
 
 from domainbed import command_launchers, pool_launcher
 from domainbed.scripts import sweep
+from domainbed.sweeps.job_list import make_args_list
+from domainbed.sweeps.jobs import Job
 
 VOLATILE = ("step_time", "mem_gb")
 
 
 def commands_for(output_dir, algorithms, steps, checkpoint_freq=None):
     jobs = []
-    for train_args in sweep.make_args_list(
+    for train_args in make_args_list(
             n_trials=1, dataset_names=["RotatedMNIST5k"], algorithms=algorithms,
             n_hparams_from=0, n_hparams=2, steps=steps, data_dir="offline",
             task="domain_generalization", holdout_fraction=0.2, single_test_envs=True,
@@ -24,7 +26,7 @@ def commands_for(output_dir, algorithms, steps, checkpoint_freq=None):
             continue
         if checkpoint_freq:
             train_args["checkpoint_freq"] = checkpoint_freq
-        jobs.append(sweep.Job(train_args, str(output_dir)))
+        jobs.append(Job(train_args, str(output_dir)))
     return jobs
 
 

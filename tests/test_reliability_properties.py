@@ -24,6 +24,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 from domainbed.lib import jobdir  # noqa: E402
 from domainbed.scripts import collect_results, sweep, train  # noqa: E402
+from domainbed.sweeps.job_list import make_args_list
+from domainbed.sweeps.jobs import Job
 
 # Deterministic examples in the suite; DOMAINBED_PROPERTY_EXAMPLES=500 explores (random).
 EXPLORE = int(os.environ.get("DOMAINBED_PROPERTY_EXAMPLES", "0"))
@@ -352,7 +354,7 @@ def sweep_dir(tmp_path_factory):
     code, _, err = call(sweep.main, ["launch", "--output_dir", out, *DEBUG_SWEEP,
                                      "--command_launcher", "dummy", "--skip_confirmation"])
     assert code == 0, err
-    jobs = [sweep.Job(a, out) for a in sweep.make_args_list(
+    jobs = [Job(a, out) for a in make_args_list(
         1, ["Debug28"], ["ERM"], 0, 1, None, "/tmp/no_data", "domain_generalization", 0.2,
         False, None)]
     for i, job in enumerate(jobs):

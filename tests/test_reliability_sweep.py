@@ -10,6 +10,10 @@ import pytest
 
 from domainbed.lib import jobdir
 from domainbed.scripts import sweep
+from domainbed.sweeps.job_list import make_args_list
+from domainbed.sweeps.jobs import Job
+from domainbed.sweeps.launch_records import _process_start_ticks, launcher_is_alive, read_launch_record
+from domainbed.sweeps.status import INTERRUPTED, QUEUED, detailed_state
 
 DEBUG = ["--data_dir", "/tmp/no_data", "--algorithms", "ERM", "--datasets", "Debug28",
          "--n_hparams", "1", "--n_trials", "1", "--skip_confirmation"]
@@ -179,7 +183,7 @@ def launch_record(job_dir, pid, pid_start, launched_at):
 def test_jobs_waiting_in_a_live_launcher_are_queued(tmp_path, capsys):
     out, job_dirs = launched(tmp_path, capsys)
     me = os.getpid()
-    my_start = sweep._process_start_ticks(me)
+    my_start = _process_start_ticks(me)
     now = time.time()
     waiting, resumed_later, started_here, dead_launcher = job_dirs[:4]
     launch_record(waiting, me, my_start, now)
@@ -188,20 +192,20 @@ def test_jobs_waiting_in_a_live_launcher_are_queued(tmp_path, capsys):
     launch_record(started_here, me, my_start, now - 50)   # started after this launch: it ran
     jobdir.write_heartbeat(started_here, 3, 10, started=now - 10)
     launch_record(dead_launcher, 2**22 + 12345, 1, now)   # no such process
-    states = {job_dir: sweep.detailed_state(sweep.Job(args, str(out)))
-              for args in sweep.make_args_list(1, ["Debug28"], ["ERM"], 0, 1, None,
+    states = {job_dir: detailed_state(Job(args, str(out)))
+              for args in make_args_list(1, ["Debug28"], ["ERM"], 0, 1, None,
                                                "/tmp/no_data", "domain_generalization", 0.2,
                                                False, None)
-              for job_dir in [sweep.Job(args, str(out)).output_dir]}
-    assert states[str(waiting)] == sweep.QUEUED
-    assert states[str(resumed_later)] == sweep.QUEUED
-    assert states[str(started_here)] == sweep.INTERRUPTED
-    assert states[str(dead_launcher)] == sweep.INTERRUPTED
+              for job_dir in [Job(args, str(out)).output_dir]}
+    assert states[str(waiting)] == QUEUED
+    assert states[str(resumed_later)] == QUEUED
+    assert states[str(started_here)] == INTERRUPTED
+    assert states[str(dead_launcher)] == INTERRUPTED
 
 
 def test_launch_record_names_the_launching_process(tmp_path, capsys):
     out, job_dirs = launched(tmp_path, capsys)
-    record = sweep.read_launch_record(job_dirs[0])
+    record = read_launch_record(job_dirs[0])
     assert record["launcher"] == "dummy" and record["pid"] == os.getpid()
     assert record["host"] == socket.gethostname()
-    assert sweep.launcher_is_alive(record)
+    assert launcher_is_alive(record)

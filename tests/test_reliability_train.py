@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from domainbed import training
 from domainbed.algorithms.erm import ERM
 from domainbed.lib import checkpoint, jobdir
 from domainbed.scripts import train
@@ -129,7 +130,7 @@ def test_every_corruption_is_a_checkpoint_error(crashed, tmp_path, kind):
     nothing else), and set_aside renames whatever is there."""
     out = copy_of(crashed, tmp_path)
     corrupt(out / "checkpoint.pt", kind)
-    job = train.prepare(train.build_parser().parse_args(argv(out)))
+    job = training.prepare(train.build_parser().parse_args(argv(out)))
     before = {k: v.clone() for k, v in job.algorithm.state_dict().items()
               if isinstance(v, torch.Tensor)}
     with pytest.raises(checkpoint.CheckpointError):
@@ -208,7 +209,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_failed(reference, tmp_pat
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", no_space)
-    assert train.main(argv(out)) == train.EXIT_IO_ERROR
+    assert train.main(argv(out)) == training.EXIT_IO_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("train.py: error: the disk is full")
@@ -249,7 +250,7 @@ def test_disk_full_cli_logs_and_checkpoint(tmp_path):
                PYTHONPATH=os.pathsep.join([str(tmp_path), REPO_ROOT]))
     proc = subprocess.run([sys.executable, "-m", "domainbed.scripts.train", *argv(out)],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == train.EXIT_IO_ERROR, proc.stderr
+    assert proc.returncode == training.EXIT_IO_ERROR, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("train.py: error: the disk is full"), proc.stderr
     assert jobdir.is_failed(out)

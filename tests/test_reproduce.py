@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from domainbed.scripts import reproduce
+from domainbed.studies import reproduce
 
 
 def test_offline_sweep_arguments_are_stable_and_offline():

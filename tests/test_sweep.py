@@ -13,6 +13,8 @@ from unittest import mock
 import pytest
 
 from domainbed.scripts import sweep
+from domainbed.sweeps.job_list import all_test_env_combinations, make_args_list
+from domainbed.sweeps.jobs import Job, command_string
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEBUG_ARGS = ["--data_dir", "/tmp/no_data", "--algorithms", "ERM", "--datasets", "Debug28",
@@ -36,30 +38,30 @@ def dummy_lines(result):
 # Upstream's unit tests
 
 def test_job(tmp_path):
-    job = sweep.Job({"foo": "bar"}, str(tmp_path))
+    job = Job({"foo": "bar"}, str(tmp_path))
     assert job.output_dir.startswith(str(tmp_path))
-    assert job.state == sweep.Job.NOT_LAUNCHED
+    assert job.state == Job.NOT_LAUNCHED
     assert job.command_str == (
         f"python -m domainbed.scripts.train --foo bar --output_dir {job.output_dir}")
 
 
 def test_job_launch_and_delete(tmp_path):
-    job = sweep.Job({"foo": "bar"}, str(tmp_path))
+    job = Job({"foo": "bar"}, str(tmp_path))
     launcher_fn = mock.MagicMock()
-    sweep.Job.launch([job], launcher_fn)
+    Job.launch([job], launcher_fn)
     launcher_fn.assert_called_once_with([job.command_str])
-    assert sweep.Job({"foo": "bar"}, str(tmp_path)).state == sweep.Job.INCOMPLETE
-    sweep.Job.delete([job])
-    assert sweep.Job({"foo": "bar"}, str(tmp_path)).state == sweep.Job.NOT_LAUNCHED
+    assert Job({"foo": "bar"}, str(tmp_path)).state == Job.INCOMPLETE
+    Job.delete([job])
+    assert Job({"foo": "bar"}, str(tmp_path)).state == Job.NOT_LAUNCHED
 
 
 def test_done_state_and_str(tmp_path):
-    job = sweep.Job({"dataset": "VLCS", "algorithm": "ERM", "test_envs": [1, 2],
+    job = Job({"dataset": "VLCS", "algorithm": "ERM", "test_envs": [1, 2],
                      "hparams_seed": 1}, str(tmp_path))
     os.makedirs(job.output_dir)
     with open(os.path.join(job.output_dir, "done"), "w") as f:
         f.write("done")
-    job = sweep.Job({"dataset": "VLCS", "algorithm": "ERM", "test_envs": [1, 2],
+    job = Job({"dataset": "VLCS", "algorithm": "ERM", "test_envs": [1, 2],
                      "hparams_seed": 1}, str(tmp_path))
     assert str(job) == f"Done: {job.output_dir} ('VLCS', 'ERM', [1, 2], 1)"
 
@@ -69,20 +71,20 @@ def test_job_hash_matches_upstream():
                   "dataset": "VLCS", "holdout_fraction": 0.2, "hparams_seed": 1,
                   "seed": 360234358, "steps": 1001, "task": "domain_generalization",
                   "test_envs": [1, 2], "trial_seed": 0}
-    job = sweep.Job(train_args, "/out")
+    job = Job(train_args, "/out")
     assert job.output_dir == "/out/0657090f9a83ff76efe083a104fde93a"
     assert job.command_str.endswith(
         "--steps 1001 --task domain_generalization --test_envs 1 2 --trial_seed 0")
 
 
 def test_command_string_quotes_strings():
-    command = sweep.command_string({"hparams": '{"lr": 0.1}', "holdout_fraction": 0.2})
+    command = command_string({"hparams": '{"lr": 0.1}', "holdout_fraction": 0.2})
     assert command == ("python -m domainbed.scripts.train --holdout_fraction 0.2 "
                        "--hparams '{\"lr\": 0.1}'")
 
 
 def test_make_args_list():
-    args_list = sweep.make_args_list(
+    args_list = make_args_list(
         n_trials=2, dataset_names=["Debug28"], algorithms=["ERM"], n_hparams_from=0,
         n_hparams=3, steps=None, data_dir="/tmp/data", task="domain_generalization",
         holdout_fraction=0.2, single_test_envs=False, hparams=None)
@@ -95,8 +97,8 @@ def test_make_args_list():
 
 
 def test_test_env_combinations():
-    assert list(sweep.all_test_env_combinations(3)) == [[0], [0, 1], [0, 2], [1], [1, 2], [2]]
-    assert [len(list(sweep.all_test_env_combinations(n))) for n in (4, 5, 6, 10)] == [10, 15, 21, 55]
+    assert list(all_test_env_combinations(3)) == [[0], [0, 1], [0, 2], [1], [1, 2], [2]]
+    assert [len(list(all_test_env_combinations(n))) for n in (4, 5, 6, 10)] == [10, 15, 21, 55]
 
 
 def test_end_to_end_dummy_launcher(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from domainbed import model_selection
 from domainbed.lib import reporting
 from domainbed.scripts import collect_results, sweep
+from domainbed.sweeps.job_list import make_args_list
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # a 128-unit MLP
 IID, LOO, ORACLE = ("IIDAccuracySelectionMethod", "LeaveOneOutSelectionMethod",
@@ -79,7 +80,7 @@ def sweeps(tmp_path_factory, in_process_launcher):
 
 def test_job_lists_keep_what_the_methods_read():
     def listed(counts, dataset="RotatedMNIST5k", single=False):
-        return sweep.make_args_list(
+        return make_args_list(
             n_trials=2, dataset_names=[dataset], algorithms=["ERM", "Mixup"],
             n_hparams_from=0, n_hparams=2, steps=None, data_dir="d",
             task="domain_generalization", holdout_fraction=0.2, single_test_envs=single,

@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from domainbed import hparams_registry
+from domainbed import hparams_registry, training
+from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import jobdir, misc
 from domainbed.scripts import train
 
@@ -94,7 +95,7 @@ def test_model_pkl_done_and_job_files(debug_run):
                           "model_num_domains", "model_hparams", "model_dict"}
     assert saved["model_num_domains"] == 2 and saved["model_num_classes"] == 2
     assert tuple(saved["model_input_shape"]) == (3, 28, 28)
-    algorithm = train.get_algorithm_class("ERM")((3, 28, 28), 2, 2, saved["model_hparams"])
+    algorithm = get_algorithm_class("ERM")((3, 28, 28), 2, 2, saved["model_hparams"])
     algorithm.load_state_dict(saved["model_dict"])  # upstream's way of reloading
     assert (out / "done").read_bytes() == b"done"
     assert not (out / "checkpoint.pt").exists(), "a done job keeps no resume state"
@@ -193,7 +194,7 @@ def assert_failed_at_step_3(out):
 
 def test_non_finite_loss_stops_with_failed(tmp_path, monkeypatch, capsys):
     out, argv = run_breaking_algorithm(tmp_path, monkeypatch, "nan")
-    assert train.main(argv) == train.EXIT_NON_FINITE
+    assert train.main(argv) == training.EXIT_NON_FINITE
     err_lines = capsys.readouterr().err.strip().splitlines()
     assert len(err_lines) == 1 and "non-finite loss (nan) at step 3" in err_lines[0]
     assert_failed_at_step_3(out)

@@ -29,7 +29,7 @@ import os
 import numpy as np
 
 from domainbed.lib.plots import MatplotlibMissing
-from domainbed.scripts.iut_suite import ALGORITHMS, ORACLE, summarise
+from domainbed.studies.iut_results import ALGORITHMS, ORACLE, summarise
 
 MIXING = ["InterpMix", "ExtrapMix", "GMix", "FGMix", "AntiGMix"]
 BATCH_PER_ENV = 512
@@ -235,7 +235,7 @@ def format_mixing_table(diagnostics):
 def plot(cells, diagnostics, out_dir):
     """iut_errors.png (test error against environments) and iut_diagnostics.png."""
     from domainbed.lib import plots
-    from domainbed.scripts.iut_suite import PUBLISHED, PUBLISHED_METHODS, error_table
+    from domainbed.studies.iut_results import PUBLISHED, PUBLISHED_METHODS, error_table
 
     plt = plots.require_matplotlib()
     table = error_table(cells)

@@ -1,0 +1,226 @@
+"""The linear unit tests for invariance, run through the package (`./reproduce.sh --suite iut`).
+
+Aubin et al. (2021) built four binary problems where the answer to "did the method find
+the invariant features?" is known (datasets `IUTExample2`, `IUTExample2s`, `IUTExample3`,
+`IUTExample3s`, see domainbed/datasets/iut.py). This driver sweeps them as DomainBed would:
+
+* for every number of training environments in N_ENVS, one `sweep launch` of the methods
+  (random search, draw 0 = defaults; trials are independent draws of the problem) and one
+  of the Oracle (ERM trained with the spurious block shuffled: hparam `iut_oracle`), all on
+  the `pool` launcher (warm workers: these runs take a second, a new process three);
+* training-domain validation (the training environments' holdout splits) selects each
+  (problem, environments, algorithm, data seed) cell's hparams and step; the test error is
+  one minus the selected test accuracy, reported as mean +/- standard error over data seeds,
+  beside the published anchors (mean +/- standard deviation over 50 data seeds);
+* the diagnostics of the premise (`iut_diagnostics`): where the trained linear models put
+  their weight, where FGMix's learned metric puts its mass, how compatibility scores relate
+  to invariant information, and which way extrapolation pushes the mixed points.
+
+Finished jobs are reused and interrupted ones resume, so running it again continues.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from domainbed.studies.iut_results import (ALGORITHMS, N_ENVS, ORACLE, PROBLEMS, PUBLISHED,
+                                            PUBLISHED_METHODS, error_table, problem_name,
+                                            summarise)
+
+
+def add_arguments(parser):
+    """The suite's flags (shared with ./reproduce.sh, which passes them through)."""
+    parser.add_argument("--iut_problems", nargs="+", default=PROBLEMS, metavar="DATASET")
+    parser.add_argument("--iut_n_envs", nargs="+", type=int, default=N_ENVS, metavar="N")
+    parser.add_argument("--iut_algorithms", nargs="+", default=ALGORITHMS, metavar="ALGORITHM")
+    parser.add_argument("--iut_n_hparams", type=int, default=5,
+                        help="hparam draws per cell, draw 0 = defaults (default %(default)s)")
+    parser.add_argument("--iut_n_trials", type=int, default=5,
+                        help="data seeds: independent draws of each problem (default %(default)s)")
+    parser.add_argument("--iut_steps", type=int, default=None,
+                        help="training steps (default: the datasets' N_STEPS)")
+    parser.add_argument("--iut_hparams", default=None,
+                        help="JSON hparams for every run, e.g. '{\"iut_n_samples\": 2000}' or "
+                             "'{\"vector_featurizer\": \"mlp\"}'")
+
+
+# ---------------------------------------------------------------------------------------
+# Launch
+
+def sweep_specs(args):
+    """[(algorithms, hparams JSON)]: per number of environments, the methods and the Oracle."""
+    extra = json.loads(args.iut_hparams) if args.iut_hparams else {}
+    specs = []
+    for n_envs in args.iut_n_envs:
+        base = {**extra, "iut_n_envs": n_envs}
+        specs.append((args.iut_algorithms, json.dumps(base, sort_keys=True)))
+        specs.append((["ERM"], json.dumps({**base, "iut_oracle": True}, sort_keys=True)))
+    return specs
+
+
+def sweep_command(args, algorithms, hparams, command="launch"):
+    command = [sys.executable, "-m", "domainbed.scripts.sweep", command,
+               "--datasets", *args.iut_problems, "--algorithms", *algorithms,
+               "--n_hparams", str(args.iut_n_hparams), "--n_trials", str(args.iut_n_trials),
+               "--hparams", hparams, "--data_dir", "offline",
+               "--output_dir", os.path.join(args.output_dir, "sweep")]
+    if args.iut_steps:
+        command += ["--steps", str(args.iut_steps)]
+    if command[3] == "launch":
+        command += ["--command_launcher", "pool", "--skip_confirmation"]
+    return command
+
+
+def launch(args, env=None):
+    for algorithms, hparams in sweep_specs(args):
+        print("$ sweep launch --datasets " + " ".join(args.iut_problems) + " --algorithms "
+              + " ".join(algorithms) + f" --hparams '{hparams}' ...", flush=True)
+        rc = subprocess.call(sweep_command(args, algorithms, hparams), env=env)
+        if rc != 0:
+            raise SystemExit(f"iut suite: the sweep stopped with exit code {rc}; fix the error "
+                             f"above and run the same command again (finished jobs are kept)")
+
+
+# ---------------------------------------------------------------------------------------
+# Tables
+
+def load_records(sweep_dir):
+    """The sweep's records, the Oracle's renamed to 'Oracle' (they are ERM runs)."""
+    from domainbed.lib import reporting
+    from domainbed.lib.query import Q
+
+    renamed = []
+    for record in reporting.load_records(sweep_dir):
+        if record["hparams"].get("iut_oracle"):
+            record = {**record, "args": {**record["args"], "algorithm": ORACLE}}
+        renamed.append(record)
+    return Q(renamed)
+
+
+def selected_cells(records):
+    """{(n_envs, problem, algorithm): [(trial_seed, test error, selected records)]} under
+    training-domain validation."""
+    from domainbed import model_selection
+    from domainbed.lib import reporting
+
+    method = model_selection.IIDAccuracySelectionMethod
+    cells = {}
+    for group in reporting.get_grouped_records(records):
+        ranked = method.hparams_accs(group["records"])
+        if not len(ranked):
+            continue
+        best_acc, best_run = ranked[0]
+        key = (group["test_env"], problem_name(group["dataset"]), group["algorithm"])
+        cells.setdefault(key, []).append(
+            (group["trial_seed"], 1.0 - best_acc["test_acc"], best_run))
+    return cells
+
+
+def column_order(table):
+    present = {algorithm for row in table.values() for algorithm in row}
+    order = ALGORITHMS + [ORACLE]
+    return [a for a in order if a in present] + sorted(present - set(order))
+
+
+def format_error_table(table):
+    """Ours (mean +/- s.e. over data seeds) with the published row (mean +/- std) below."""
+    columns = column_order(table)
+    width = 12
+    lines = ["-------- Invariance unit tests: test error (lower is better; chance 0.50)",
+             "ours: mean +/- standard error over data seeds (n in brackets), training-domain "
+             "validation;", "published: mean +/- standard deviation over 50 data seeds "
+             "(Aubin et al. 2021)",
+             f"{'envs':<5}{'problem':<11}{'':<10}" + "".join(f"{c:>{width}}" for c in columns)]
+    for (n_envs, problem), row in table.items():
+        n = max(summary["n"] for summary in row.values())
+        cells = [f"{row[c]['mean']:.2f}+/-{row[c]['se']:.2f}" if c in row else "-"
+                 for c in columns]
+        lines.append(f"{n_envs:<5}{problem:<11}{f'ours ({n})':<10}"
+                     + "".join(f"{cell:>{width}}" for cell in cells))
+        published = PUBLISHED.get((n_envs, problem))
+        if published:
+            by_method = dict(zip(PUBLISHED_METHODS, published))
+            cells = [f"{by_method[c][0]:.2f}+/-{by_method[c][1]:.2f}" if c in by_method else ""
+                     for c in columns]
+            lines.append(f"{'':<5}{'':<11}{'published':<10}"
+                         + "".join(f"{cell:>{width}}" for cell in cells))
+    return "\n".join(lines)
+
+
+def paired_differences(cells, reference="ERM"):
+    """{algorithm: summary of (its error - reference's) over (n_envs, problem, seed) cells}
+    and the count of cells where it is lower."""
+    by_cell = {}
+    for (n_envs, problem, algorithm), entries in cells.items():
+        for seed, error, _ in entries:
+            by_cell.setdefault((n_envs, problem, seed), {})[algorithm] = error
+    differences = {}
+    for errors in by_cell.values():
+        if reference not in errors:
+            continue
+        for algorithm, error in errors.items():
+            if algorithm != reference:
+                differences.setdefault(algorithm, []).append(error - errors[reference])
+    return {algorithm: {**summarise(d), "lower": int(sum(x < 0 for x in d))}
+            for algorithm, d in differences.items()}
+
+
+def format_paired(paired, reference="ERM"):
+    lines = [f"-------- Paired difference in test error to {reference} over every (envs, problem, "
+             "data seed) cell (negative = better)",
+             f"{'algorithm':<12}{'mean':>8}{'s.e.':>7}{'lower in':>12}"]
+    for algorithm in [a for a in ALGORITHMS + [ORACLE] if a in paired]:
+        s = paired[algorithm]
+        lines.append(f"{algorithm:<12}{s['mean']:>+8.3f}{s['se']:>7.3f}{s['lower']:>7}/{s['n']:<4}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+
+def report(args):
+    sweep_dir = os.path.join(args.output_dir, "sweep")
+    records = load_records(sweep_dir)
+    cells = selected_cells(records)
+    table = error_table(cells)
+    paired = paired_differences(cells)
+    print(f"\nInvariance unit tests: {len(records)} records")
+    print(format_error_table(table))
+    print()
+    print(format_paired(paired))
+    summary = {"errors": {f"{n}/{p}": row for (n, p), row in table.items()},
+               "paired_to_ERM": paired}
+    from domainbed.studies import iut_diagnostics
+
+    diagnostics = iut_diagnostics.run(cells, args.output_dir)
+    summary["diagnostics"] = diagnostics
+    with open(os.path.join(args.output_dir, "iut_summary.json"), "w") as f:
+        json.dump(summary, f, indent=1, sort_keys=True)
+    print(f"\nSummary: {os.path.join(args.output_dir, 'iut_summary.json')}")
+    return summary
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m domainbed.scripts.iut_suite", description=__doc__.split("\n")[0])
+    parser.add_argument("--output_dir", default=os.path.join("reproduce_output", "iut"))
+    parser.add_argument("--report_only", action="store_true")
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None, args=None):
+    args = args or parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    start = time.time()
+    if not args.report_only:
+        launch(args)
+    summary = report(args)
+    print(f"Wall time of the unit-test suite: {(time.time() - start) / 60:.1f} min")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

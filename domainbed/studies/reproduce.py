@@ -1,0 +1,440 @@
+"""The main job behind `./reproduce.sh`: DomainBed's protocol in miniature, offline, on CPU.
+
+Offline (default), two suites, each a set of ordinary sweeps whose job directories are
+reused on a re-run (interrupted jobs resume):
+
+* `digits`: the ablation chain ERM -> Mixup -> InterpMix -> ExtrapMix -> GMix -> FGMix on
+  the offline digit datasets, every environment held out in turn, random search (draw 0 =
+  defaults, upstream's per-name seeded draws), several trials, steps to convergence
+  (docs/studies.md), run by the `pool` launcher (warm workers). Then collect_results'
+  training-domain-validation and oracle tables, the paired ablation (gains, spreads, win
+  counts and the smallest difference the sweep can detect) and the plots.
+* `iut`: the linear unit tests for invariance with the published anchors beside ours and
+  the diagnostics of FGMix's premise (`domainbed.scripts.iut_suite`).
+
+`--preset quick | default | large` sizes both (costs printed at start; measured on two
+CPU cores, see README). Any sizing flag given explicitly overrides the preset.
+
+--full: the DomainBed protocol (all test-environment combinations, 20 hparam draws, 3 trials)
+on the real datasets through a launcher, then `collect_results --compare_upstream`.
+
+This module launches the public `sweep` command, reads records and builds its tables
+in-process through `lib.reporting` (`domainbed.results`), and for --full hands over to
+`collect_results --compare_upstream`; it imports no torch itself (the iut diagnostics do).
+"""
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from domainbed.lib.plots import MatplotlibMissing
+from domainbed.studies import iut_suite
+
+FULL_DATASETS = ["ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
+                 "TerraIncognita", "DomainNet"]
+ABLATION = ["ERM", "Mixup", "InterpMix", "ExtrapMix", "GMix", "FGMix"]
+ALGORITHMS = ABLATION
+REPORTED_METHODS = ["IIDAccuracySelectionMethod", "OracleSelectionMethod"]
+SUITES = ("digits", "iut")
+
+# Sizing of each preset. steps None = the datasets' N_STEPS (1001 for the offline digit
+# datasets, where validation accuracy has reached its plateau; 401 for the unit tests).
+PRESETS = {
+    "quick": {
+        "cost": "about 5 minutes on 2 CPU cores: a plumbing check, not an experiment",
+        "datasets": ["RotatedMNIST5k", "DigitsDG5k"], "algorithms": ABLATION,
+        "n_hparams": 1, "n_trials": 1, "steps": 200,
+        "iut": {"iut_n_envs": [3], "iut_n_hparams": 2, "iut_n_trials": 2, "iut_steps": 101},
+    },
+    "default": {
+        "cost": "about 36 minutes on 2 idle CPU cores (measured: digits 25, unit tests 11); "
+                "--suite iut alone: the unit tests at 5 draws x 5 seeds, 23-38 minutes",
+        "datasets": ["RotatedMNIST5k"], "algorithms": ABLATION,
+        "n_hparams": 3, "n_trials": 3, "steps": None,
+        # Both suites together fit the main job's budget with 3 draws x 3 data seeds of the
+        # unit tests; `--suite iut` alone runs them at the suite's own size (5 x 5) into the
+        # same directory, so it only adds the runs the default did not make.
+        "iut": {"iut_n_hparams": 3, "iut_n_trials": 3},
+        "iut_alone": {},
+    },
+    "large": {
+        "cost": "about 12 hours on 2 CPU cores (of which about 2 for the two SWAD rows)",
+        "datasets": ["RotatedMNIST5k", "ColoredMNIST5k", "DigitsDG5k"],
+        "algorithms": ABLATION + ["SAM", "CORAL", "ERM+SWAD", "FGMix+SWAD"],
+        "n_hparams": 10, "n_trials": 5, "steps": 2001,
+        "iut": {"iut_n_hparams": 10, "iut_n_trials": 10, "iut_steps": 1001},
+    },
+}
+OFFLINE_DATASETS = PRESETS["default"]["datasets"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="./reproduce.sh",
+        description="Run the FGMix experiment (offline by default) and print its tables.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="sizing of the offline experiment (default: %(default)s)")
+    parser.add_argument("--suite", choices=("all",) + SUITES, default="all",
+                        help="offline: both suites (default), or only one")
+    parser.add_argument("--output_dir", default=None,
+                        help="where the sweeps, tables and plots go (default: "
+                             "reproduce_output/PRESET, or reproduce_output/full)")
+    parser.add_argument("--algorithms", nargs="+", default=None,
+                        help="digits suite (default: the preset's)")
+    parser.add_argument("--datasets", nargs="+", default=None,
+                        help=f"default: the preset's (offline), {' '.join(FULL_DATASETS)} (--full)")
+    parser.add_argument("--n_hparams", type=int, default=None,
+                        help="hparam draws per configuration, draw 0 being the defaults")
+    parser.add_argument("--n_trials", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per run (default: the preset's, else the dataset's)")
+    parser.add_argument("--hparams", default=None, help="JSON hparam overrides for every run")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="offline: warm worker processes (default: CPU count)")
+    parser.add_argument("--full", action="store_true", help="the DomainBed protocol on real data")
+    parser.add_argument("--data_dir", default=None, help="root of the real datasets (--full)")
+    parser.add_argument("--launcher", default=None, help="command launcher for --full (e.g. slurm)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="print the tables of what has run so far; launch nothing")
+    iut_suite.add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.full and not (args.data_dir and args.launcher):
+        parser.error("--full needs --data_dir DIR and --launcher NAME "
+                     "(e.g. --launcher slurm, or local)")
+    apply_preset(args, argv if argv is not None else sys.argv[1:])
+    return args
+
+
+def apply_preset(args, argv):
+    """Fill every sizing flag the user did not give from the preset."""
+    preset = PRESETS[args.preset]
+    if args.output_dir is None:  # presets never share a sweep: their tables would mix
+        args.output_dir = os.path.join("reproduce_output", "full" if args.full else args.preset)
+    given = {word.split("=")[0] for word in argv if word.startswith("--")}
+    for name in ("datasets", "algorithms", "n_hparams", "n_trials", "steps"):
+        if f"--{name}" not in given and not args.full:
+            setattr(args, name, preset[name])
+    if args.algorithms is None:
+        args.algorithms = ALGORITHMS
+    iut_sizing = preset.get("iut_alone", preset["iut"]) if args.suite == "iut" else preset["iut"]
+    for name, value in iut_sizing.items():
+        if f"--{name}" not in given:
+            setattr(args, name, value)
+
+
+def sweep_arguments(args):
+    """The `sweep` flags that identify this experiment's jobs (the same on every re-run)."""
+    if args.full:
+        flags = ["--datasets", *(args.datasets or FULL_DATASETS),
+                 "--n_hparams", str(20 if args.n_hparams is None else args.n_hparams),
+                 "--n_trials", str(3 if args.n_trials is None else args.n_trials),
+                 "--data_dir", args.data_dir]
+    else:
+        flags = ["--datasets", *args.datasets,
+                 "--n_hparams", str(args.n_hparams), "--n_trials", str(args.n_trials),
+                 # The offline datasets ship with their packages; the path is never read,
+                 # but it is part of every job's hash, so it is a fixed word, not a path.
+                 "--data_dir", "offline",
+                 "--single_test_envs"]
+    if args.steps:
+        flags += ["--steps", str(args.steps)]
+    if args.hparams:
+        flags += ["--hparams", args.hparams]
+    return ["--algorithms", *args.algorithms, *flags,
+            "--output_dir", os.path.join(args.output_dir, "sweep")]
+
+
+def run(command, env=None):
+    print("$ " + " ".join(command[2:] if command[:2] == [sys.executable, "-m"] else command),
+          flush=True)
+    return subprocess.call(command, env=env)
+
+
+def worker_env(args):
+    env = dict(os.environ)
+    if args.jobs:
+        env["DOMAINBED_POOL_WORKERS"] = str(args.jobs)
+    return env
+
+
+def launch(args):
+    env = worker_env(args)
+    launcher = args.launcher or "pool"
+    rc = run([sys.executable, "-m", "domainbed.scripts.sweep", "launch", *sweep_arguments(args),
+              "--command_launcher", launcher, "--skip_confirmation"], env=env)
+    if rc != 0:
+        raise SystemExit(f"reproduce: the sweep stopped with exit code {rc}; fix the error above "
+                         f"and run the same command again (finished jobs are kept)")
+
+
+# ---------------------------------------------------------------------------------------
+# Reporting
+
+def load_records(sweep_dir):
+    from domainbed.lib import reporting
+
+    return reporting.load_records(sweep_dir)
+
+
+def print_tables(records):
+    """collect_results' text tables, for the two selection methods this protocol supports.
+
+    (Leave-one-domain-out needs the two-test-environment runs, which the offline sweep
+    skips with --single_test_envs to halve its cost.)"""
+    from domainbed import model_selection, results
+    from domainbed.lib import reporting
+
+    tables = results.build(records, [getattr(model_selection, name) for name in REPORTED_METHODS])
+    for method in tables.methods:
+        reporting.print_text_tables(tables.tables[method.name])
+
+
+def selected_accuracies(records):
+    """{(dataset, test_env, trial): {algorithm: test accuracy}} under training-domain
+    validation, one cell per trained (dataset, held-out environment, trial)."""
+    from domainbed import model_selection
+    from domainbed.lib import reporting
+
+    cells = {}
+    for group in reporting.scored_groups(records, model_selection.IIDAccuracySelectionMethod):
+        key = (group["dataset"], group["test_env"], group["trial_seed"])
+        cells.setdefault(key, {})[group["algorithm"]] = group["sweep_acc"]
+    return cells
+
+
+def paired(cells, algorithm, reference):
+    """Differences (points) of `algorithm` to `reference` within each cell having both."""
+    return [100 * (c[algorithm] - c[reference]) for c in cells.values()
+            if algorithm in c and reference in c]
+
+
+def summary(diffs):
+    return {"gain": float(np.mean(diffs)),
+            "gain_se": float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1
+            else float("nan"),
+            "wins": int(sum(d > 0 for d in diffs)), "pairs": len(diffs)}
+
+
+# FGMix's defaults were checked (and kept) on this (dataset, test env): docs/method.md.
+TUNING_SPLIT = ("RotatedMNIST5k", 0)
+
+# A paired difference of 2.8 standard errors is detected with 80% power by a two-sided
+# test at the 5% level (1.96 + 0.84, normal approximation).
+DETECTABLE_SE = 2.8
+
+
+def ablation_rows(cells, chain=ABLATION):
+    """Each step of the chain: mean accuracy, the paired gain over the previous step and
+    over ERM (the chain's first row).
+
+    Gains are paired: the difference within the same (dataset, test env, trial) cell, then
+    its mean and standard error over cells, and how many cells improved."""
+    rows = []
+    previous = None
+    for algorithm in chain:
+        present = [c for c in cells.values() if algorithm in c]
+        if not present:
+            continue
+        row = {"algorithm": algorithm, "n": len(present),
+               "mean": 100 * float(np.mean([c[algorithm] for c in present]))}
+        if previous is not None:
+            diffs = paired(cells, algorithm, previous)
+            if diffs:
+                row.update(summary(diffs))
+                to_first = paired(cells, algorithm, rows[0]["algorithm"])
+                row["vs_first"], row["vs_first_se"] = (summary(to_first)["gain"],
+                                                      summary(to_first)["gain_se"])
+                row["vs_first_wins"] = summary(to_first)["wins"]
+        rows.append(row)
+        previous = algorithm
+    return rows
+
+
+def smallest_detectable(rows):
+    """The paired difference (points) the sweep detects at 80% power: 2.8 median s.e."""
+    errors = [row["gain_se"] for row in rows if row.get("gain_se") == row.get("gain_se")
+              and "gain_se" in row]
+    return DETECTABLE_SE * float(np.median(errors)) if errors else None
+
+
+def print_ablation(rows):
+    first = rows[0]["algorithm"] if rows else "ERM"
+    print("\n-------- Ablation (training-domain validation; gain = paired difference to the "
+          "row above,\n         mean +/- standard error over (dataset, test env, trial) cells)")
+    print(f"{'Algorithm':<12}{'Acc':>8}{'Gain':>10}{'+/-':>7}{'Better in':>12}"
+          f"{'vs ' + first:>10}{'+/-':>7}{'Better in':>12}")
+    for row in rows:
+        if "gain" in row:
+            print(f"{row['algorithm']:<12}{row['mean']:>8.1f}{row['gain']:>+10.1f}"
+                  f"{row['gain_se']:>7.1f}{row['wins']:>7}/{row['pairs']:<4}"
+                  f"{row['vs_first']:>+10.1f}{row['vs_first_se']:>7.1f}"
+                  f"{row['vs_first_wins']:>7}/{row['pairs']:<4}")
+        else:
+            print(f"{row['algorithm']:<12}{row['mean']:>8.1f}")
+    detectable = smallest_detectable(rows)
+    if detectable is not None:
+        print(f"Smallest paired difference this sweep detects (80% power, 5% two-sided): "
+              f"{detectable:.1f} points ({DETECTABLE_SE} x the median standard error)")
+
+
+def write_plots(args, records):
+    """collect_results' bar charts and text tables (all three methods, in
+    collect_results.txt), and the learning curves of the default-hparams runs."""
+    from domainbed import results
+    from domainbed.lib import plots, reporting
+
+    plot_dir = os.path.join(args.output_dir, "plots")
+    tables = results.build(records)
+    with open(os.path.join(args.output_dir, "collect_results.txt"), "w") as log:
+        with contextlib.redirect_stdout(log):
+            reporting.render(tables, "text")
+    try:
+        bars = plots.plot_tables(tables.all_tables(), plot_dir)
+        paths = plot_learning_curves(records, plot_dir)
+    except MatplotlibMissing as error:
+        print(f"\nPlots skipped: {error}")
+        return
+    print(f"\nPlots: {plot_dir}/ ({len(bars)} bar charts, {len(paths)} learning-curve figures)")
+
+
+def learning_curves(records):
+    """{dataset: {algorithm: (steps, mean val acc, mean test acc)}} over the default-hparams
+    runs: validation = mean of the training envs' out-splits (what selection reads)."""
+    by_step = {}
+    for (dataset, algorithm, _, _), steps in default_runs(records).items():
+        for step, accs in steps.items():
+            by_step.setdefault(dataset, {}).setdefault(algorithm, {}).setdefault(step, []).append(accs)
+    return {dataset: {algorithm: (sorted(steps),
+                                  [float(np.mean([v for v, _ in steps[s]])) for s in sorted(steps)],
+                                  [float(np.mean([t for _, t in steps[s]])) for s in sorted(steps)])
+                      for algorithm, steps in algorithms.items()}
+            for dataset, algorithms in by_step.items()}
+
+
+def default_runs(records):
+    """{(dataset, algorithm, test env, trial): {step: (val acc, test acc)}} of the
+    default-hparams runs (hparams_seed 0), one test env each."""
+    from domainbed.model_selection import IIDAccuracySelectionMethod
+
+    runs = {}
+    for record in records:
+        args = record["args"]
+        if args["hparams_seed"] != 0 or len(args["test_envs"]) != 1:
+            continue
+        accs = IIDAccuracySelectionMethod._step_acc(record)
+        key = (args["dataset"], args["algorithm"], args["test_envs"][0], args["trial_seed"])
+        runs.setdefault(key, {})[record["step"]] = (accs["val_acc"], accs["test_acc"])
+    return runs
+
+
+def print_learning_curves(records, reference="ERM"):
+    """Validation accuracy by step (is training converged?) and the paired test-accuracy
+    gap to `reference` by step, over the default-hparams runs."""
+    runs = default_runs(records)
+    for dataset in sorted({key[0] for key in runs}):
+        last = max(max(runs[key]) for key in runs if key[0] == dataset)
+        keys = [key for key in runs if key[0] == dataset and max(runs[key]) == last]  # finished
+        steps = sorted(set.intersection(*(set(runs[key]) for key in keys)) - {0})
+        shown = [steps[i] for i in sorted({round(j * (len(steps) - 1) / 9) for j in range(10)})]
+        print(f"\n-------- Learning curves, {dataset} (default hparams, finished runs; val = "
+              f"training-domain validation accuracy,\n         gap = paired test-accuracy "
+              f"difference to {reference}, both in points)")
+        print(f"{'Algorithm':<11}{'runs':>5}     " + "".join(f"{step:>7}" for step in shown))
+        for algorithm in [a for a in ALGORITHMS if any(k[1] == a for k in keys)] + sorted(
+                {k[1] for k in keys} - set(ALGORITHMS)):
+            mine = [key for key in keys if key[1] == algorithm]
+            val = [100 * np.mean([runs[key][step][0] for key in mine]) for step in shown]
+            print(f"{algorithm:<11}{len(mine):>5}  val" + "".join(f"{v:>7.1f}" for v in val))
+            pairs = [key for key in mine if (dataset, reference, *key[2:]) in keys]
+            if algorithm != reference and pairs:
+                gap = [100 * np.mean([runs[key][step][1] - runs[(dataset, reference, *key[2:])][step][1]
+                                      for key in pairs]) for step in shown]
+                print(f"{'':<11}{len(pairs):>5}  gap" + "".join(f"{g:>+7.1f}" for g in gap))
+
+
+def plot_learning_curves(records, plot_dir):
+    from domainbed.lib import plots
+
+    plt = plots.require_matplotlib()
+    os.makedirs(plot_dir, exist_ok=True)
+    paths = []
+    for dataset, algorithms in sorted(learning_curves(records).items()):
+        figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        order = [a for a in ALGORITHMS if a in algorithms] + sorted(set(algorithms) - set(ALGORITHMS))
+        for algorithm in order:
+            steps, val, test = algorithms[algorithm]
+            left.plot(steps, [100 * v for v in val], label=algorithm)
+            right.plot(steps, [100 * t for t in test], label=algorithm)
+        left.set_title(f"{dataset}: training-domain validation", fontsize=9)
+        right.set_title(f"{dataset}: held-out environment (in-split)", fontsize=9)
+        for axis in (left, right):
+            axis.set_xlabel("step")
+            axis.set_ylabel("accuracy (%), default hparams")
+        right.legend(fontsize=7)
+        paths.append(plots.save_figure(
+            figure, os.path.join(plot_dir, f"{dataset}_learning_curves.png")))
+    return paths
+
+
+def report(args):
+    sweep_dir = os.path.join(args.output_dir, "sweep")
+    records = load_records(sweep_dir)
+    print(f"\nTotal records: {len(records)}")
+    print_tables(records)
+    cells = selected_accuracies(records)
+    rows = ablation_rows(cells)
+    print_ablation(rows)
+    held_out = {key: c for key, c in cells.items() if key[:2] != TUNING_SPLIT}
+    diffs = paired(held_out, "FGMix", "ERM")
+    if len(diffs) > 1 and len(held_out) < len(cells):
+        gain = summary(diffs)
+        print(f"Without {TUNING_SPLIT[0]} test env {TUNING_SPLIT[1]} (where FGMix's defaults "
+              f"were checked): FGMix - ERM = {gain['gain']:+.1f} +/- {gain['gain_se']:.1f} "
+              f"points, better in {gain['wins']}/{gain['pairs']} cells")
+    print_learning_curves(records)
+    with open(os.path.join(args.output_dir, "ablation.json"), "w") as f:
+        json.dump({"rows": rows, "smallest_detectable_points": smallest_detectable(rows)},
+                  f, indent=1)
+    write_plots(args, records)
+
+
+def iut_args(args):
+    """The unit-test suite's namespace: the same flags, its own output directory."""
+    namespace = argparse.Namespace(**vars(args))
+    namespace.output_dir = os.path.join(args.output_dir, "iut")
+    return namespace
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    start = time.time()
+    if args.full:
+        if not args.report_only:
+            launch(args)
+        sys.exit(subprocess.call([sys.executable, "-m", "domainbed.scripts.collect_results",
+                                  "--input_dir", os.path.join(args.output_dir, "sweep"),
+                                  "--compare_upstream"]))
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    print(f"reproduce: preset {args.preset!r} ({PRESETS[args.preset]['cost']}); "
+          f"suites: {', '.join(suites)}", flush=True)
+    if not args.report_only:
+        if "digits" in suites:
+            launch(args)
+        if "iut" in suites:
+            os.makedirs(iut_args(args).output_dir, exist_ok=True)
+            iut_suite.launch(iut_args(args), env=worker_env(args))
+    if "digits" in suites:
+        report(args)
+    if "iut" in suites:
+        iut_suite.report(iut_args(args))
+    print(f"\nWall time of this invocation: {(time.time() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

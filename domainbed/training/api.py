@@ -1,0 +1,51 @@
+"""`domainbed.train(...)`: one training job from Python, with train.py's arguments as
+keywords; returns the job's records."""
+import json
+import os
+import signal
+
+from domainbed.lib import jobdir
+from domainbed.training.arguments import job_args
+from domainbed.training.errors import EXIT_NON_FINITE, RunStopped
+from domainbed.training.run import run_job
+
+
+def train(*, dataset, algorithm, test_envs, output_dir, data_dir, hparams=None,
+          hparams_seed=0, trial_seed=0, seed=0, steps=None, checkpoint_freq=None,
+          holdout_fraction=0.2, uda_holdout_fraction=0, skip_model_save=False,
+          save_model_every_checkpoint=False, task="domain_generalization"):
+    """Run one job as `python -m domainbed.scripts.train` does with the same flags (same
+    job directory, files and records; a finished job is not run again, an interrupted one
+    resumes) and return its records: the dicts of OUTPUT_DIR/results.jsonl.
+
+    test_envs: a list of environment indices (or one index); hparams: a dict or a JSON
+    string of overrides, None for none; data_dir: None for datasets that read no files.
+    A refusal (bad arguments, another job's directory, a failed write) raises a BadInput or
+    WriteError (`domainbed.training.errors`, CommandErrors with train.py's exit codes) and
+    leaves no trace; a run that ends without `done` raises RunStopped."""
+    if isinstance(hparams, dict):
+        hparams = json.dumps(hparams, sort_keys=True)
+    test_envs = [test_envs] if isinstance(test_envs, int) else list(test_envs)
+    args = job_args(
+        data_dir=None if data_dir is None else os.fspath(data_dir), dataset=dataset,
+        algorithm=algorithm, task=task, hparams=hparams, hparams_seed=hparams_seed,
+        trial_seed=trial_seed, seed=seed, steps=steps, checkpoint_freq=checkpoint_freq,
+        test_envs=test_envs, output_dir=os.fspath(output_dir),
+        holdout_fraction=holdout_fraction, uda_holdout_fraction=uda_holdout_fraction,
+        skip_model_save=skip_model_save, save_model_every_checkpoint=save_model_every_checkpoint)
+    code = run_job(args)
+    if code == EXIT_NON_FINITE:
+        raise RunStopped(f"a non-finite loss stopped the run in {args.output_dir} (no 'done'; "
+                         "see its err.txt); try a smaller learning rate, e.g. "
+                         "hparams={'lr': 1e-4}", code)
+    if code:
+        raise RunStopped(f"{signal.Signals(code - 128).name} stopped the run in "
+                         f"{args.output_dir} after a checkpoint; call train() again with the "
+                         "same arguments to resume", code)
+    return read_records(args.output_dir)
+
+
+def read_records(output_dir):
+    """The records of a job directory's results.jsonl, in order."""
+    lines = jobdir.read_records_file(os.path.join(output_dir, jobdir.RESULTS_FILE))
+    return [record for _, _, record in lines if record is not None]

@@ -1,0 +1,144 @@
+"""Building a job in memory, in upstream's order: seeds, dataset, splits, loaders,
+algorithm. Nothing is written; a refusal is a BadInput."""
+import random
+
+import numpy as np
+
+from domainbed import datasets
+from domainbed.lib import misc
+from domainbed.training.errors import BadInput
+from domainbed.training.plan import check_test_envs, validate
+
+
+def seed_everything(seed):
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def build_dataset(dataset_class, args, hparams):
+    # Ours: a dataset that is a fresh draw in every trial also takes the trial seed.
+    extra = {"trial_seed": args.trial_seed} if dataset_class.SEEDED_BY_TRIAL else {}
+    try:
+        dataset = dataset_class(args.data_dir, args.test_envs, hparams, **extra)
+    except datasets.DatasetNotFoundError as e:
+        raise BadInput(str(e)) from None
+    except datasets.DatasetArgumentError as e:  # before ValueError: it says what to do
+        raise BadInput(str(e)) from None
+    except ImportError as e:  # an optional extra (e.g. wilds) that is not installed
+        raise BadInput(str(e)) from None
+    except ValueError as e:  # upstream's 'Data directory not specified!'
+        raise BadInput(f"{e} Pass --data_dir DIR (see python -m domainbed.scripts.download).") from None
+    return dataset
+
+
+def make_splits(dataset, args, hparams):
+    """(in_splits, out_splits, uda_splits), each a list of (split, sampling weights)."""
+    in_splits, out_splits, uda_splits = [], [], []
+    for env_i, env in enumerate(dataset):
+        out, in_ = misc.split_dataset(env, int(len(env) * args.holdout_fraction),
+                                      misc.seed_hash(args.trial_seed, env_i))
+        uda = []
+        if env_i in args.test_envs:
+            uda, in_ = misc.split_dataset(in_, int(len(in_) * args.uda_holdout_fraction),
+                                          misc.seed_hash(args.trial_seed, env_i))
+        if len(out) == 0 or len(in_) == 0:
+            # Evaluating an empty split divides by zero (upstream crashes at step 0).
+            raise BadInput(
+                f"--holdout_fraction {args.holdout_fraction} leaves env {env_i} of {args.dataset} "
+                f"({len(env)} items) an empty {'out' if len(out) == 0 else 'in'}-split; "
+                f"choose a fraction in (0, 1) that leaves both splits non-empty (e.g. 0.2)")
+        weigh = misc.make_weights_for_balanced_classes if hparams["class_balanced"] else None
+        in_splits.append((in_, weigh(in_) if weigh else None))
+        out_splits.append((out, weigh(out) if weigh else None))
+        if len(uda):
+            uda_splits.append((uda, weigh(uda) if weigh else None))
+    if args.task == "domain_adaptation" and not uda_splits:
+        raise BadInput("--task domain_adaptation needs unlabeled test-env data: set "
+                       "--uda_holdout_fraction above 0 (e.g. 0.2)")
+    return in_splits, out_splits, uda_splits
+
+
+def make_loaders(dataset, args, hparams, splits):
+    """Training streams (each seeded from --seed and its index: deterministic and
+    resumable) and the evaluation loaders with upstream's names."""
+    from domainbed.lib.fast_data_loader import FastDataLoader, InfiniteDataLoader
+
+    in_splits, out_splits, uda_splits = splits
+    batch_size = hparams["batch_size"]
+
+    def stream(split, weights, kind, i):
+        return InfiniteDataLoader(dataset=split, weights=weights, batch_size=batch_size,
+                                  num_workers=dataset.N_WORKERS,
+                                  seed=misc.seed_hash(args.seed, kind, i))
+
+    train_loaders = [stream(split, w, "train_stream", i)
+                     for i, (split, w) in enumerate(in_splits) if i not in args.test_envs]
+    uda_loaders = [stream(split, w, "uda_stream", i) for i, (split, w) in enumerate(uda_splits)]
+    eval_splits = in_splits + out_splits + uda_splits
+    eval_batch_size = getattr(dataset, "EVAL_BATCH_SIZE", 64)
+    eval_loaders = [FastDataLoader(dataset=split, batch_size=eval_batch_size,
+                                   num_workers=dataset.N_WORKERS)
+                    for split, _ in eval_splits]
+    eval_names = ([f"env{i}_in" for i in range(len(in_splits))]
+                  + [f"env{i}_out" for i in range(len(out_splits))]
+                  + [f"env{i}_uda" for i in range(len(uda_splits))])  # upstream: uda list index
+    return train_loaders, uda_loaders, list(zip(eval_names, eval_loaders))
+
+
+def build_algorithm(algorithm_class, dataset, args, hparams, device):
+    from domainbed.networks import WeightsUnavailableError
+
+    try:
+        algorithm = algorithm_class(dataset.input_shape, dataset.num_classes,
+                                    len(dataset) - len(args.test_envs), hparams)
+    except WeightsUnavailableError as e:
+        raise BadInput(str(e)) from None
+    return algorithm.to(device)
+
+
+class Job:
+    """Everything one run needs, built before anything is written."""
+
+    def __init__(self, args, hparams, dataset, in_split_lengths, algorithm, train_loaders,
+                 uda_loaders, evals, device):
+        self.args = args
+        self.hparams = hparams
+        self.dataset = dataset
+        self.in_split_lengths = in_split_lengths  # all envs' (test envs too), for epochs
+        self.algorithm = algorithm
+        self.train_loaders = train_loaders
+        self.uda_loaders = uda_loaders
+        self.evals = evals
+        self.device = device
+
+    @property
+    def streams(self):
+        return self.train_loaders + self.uda_loaders
+
+
+def prepare(args):
+    """Validation and build without the output directory: the Job in memory (benchmark)."""
+    return build(validate(args))
+
+
+def build(plan):
+    """The dataset, its splits and loaders and the algorithm, in memory. Returns a Job."""
+    from domainbed.lib.device import get_device
+
+    args, hparams = plan.args, plan.hparams
+    seed_everything(args.seed)
+    device = get_device()
+    dataset = build_dataset(plan.dataset_class, args, hparams)
+    if plan.env_names is None:   # the environments are known now
+        check_test_envs(args.test_envs, len(dataset), None, args.dataset)
+    splits = make_splits(dataset, args, hparams)
+    train_loaders, uda_loaders, evals = make_loaders(dataset, args, hparams, splits)
+    algorithm = build_algorithm(plan.algorithm_class, dataset, args, hparams, device)
+    in_split_lengths = [len(split) for split, _ in splits[0]]
+    return Job(args, hparams, dataset, in_split_lengths, algorithm, train_loaders, uda_loaders,
+               evals, device)

@@ -1,0 +1,51 @@
+"""The job's directory as train.py takes it: the lock (a refused job leaves no trace) and
+the check that the directory holds this job (or nothing yet)."""
+from domainbed.lib import jobdir
+from domainbed.training.arguments import identifying_args
+from domainbed.training.errors import BadInput
+
+
+class JobDirectoryLock:
+    """`with JobDirectoryLock(args) as lock:` holds the job's lock (made in the directory,
+    which is created if needed) and checks that the directory is this job's. Until
+    `lock.keep()` (the job is accepted) a refusal removes what the lock made, so a
+    refused job leaves no trace."""
+
+    def __init__(self, args):
+        self.args = args
+        self.lock = jobdir.JobLock(args.output_dir)
+        self.kept = False
+
+    def __enter__(self):
+        output_dir = self.args.output_dir
+        try:
+            self.lock.acquire(write_holder=False)   # a refused job changes no file
+        except jobdir.JobRunningError as e:
+            raise BadInput(str(e)) from None
+        except jobdir.JobLockError as e:
+            raise BadInput(e.strerror) from None
+        except OSError as e:
+            raise BadInput(f"cannot use --output_dir {output_dir} ({e.strerror}); "
+                           f"choose a writable directory") from None
+        return self
+
+    def is_done(self):
+        """Refuse a directory of another job; True when this job is already done."""
+        try:
+            jobdir.check_job_identity(self.args.output_dir, identifying_args(self.args))
+        except jobdir.JobIdentityError as e:
+            raise BadInput(str(e)) from None
+        return jobdir.is_done(self.args.output_dir)
+
+    def keep(self):
+        self.kept = True
+        self.lock.write_holder()
+
+    def __exit__(self, *exc):
+        self.lock.release(remove_created=not self.kept)
+        return False
+
+
+def already_done_message(output_dir):
+    return (f"train.py: {output_dir} is already done (see its results.jsonl); nothing to do. "
+            f"Delete that directory to run the job again.")

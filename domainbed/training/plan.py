@@ -1,0 +1,104 @@
+"""Validation of a job (reads and writes nothing in the output directory): the flags, the
+algorithm and dataset names, the hparams (upstream's choice plus the checked `--hparams`
+overrides) and the test environments. `validate(args)` returns the `Plan` that `build`
+carries out."""
+import contextlib
+import os
+
+from domainbed import datasets, hparams_registry
+from domainbed.algorithms import get_algorithm_class
+from domainbed.lib import misc, validation
+from domainbed.lib.cli import squeeze
+from domainbed.lib.registry import PluginError
+from domainbed.training.errors import BadInput, JobError
+
+
+def lookup_classes(args):
+    try:
+        algorithm_class = get_algorithm_class(args.algorithm)
+    except PluginError as e:
+        raise BadInput(str(e)) from None
+    except NotImplementedError as e:
+        raise BadInput(f"--algorithm: {e}") from None
+    try:
+        dataset_class = datasets.get_dataset_class(args.dataset)
+    except NotImplementedError as e:
+        raise BadInput(f"--dataset: {e}") from None
+    return algorithm_class, dataset_class
+
+
+def check_plain_args(args):
+    """The flags that need no dataset (seeds, fractions, steps, task; shared with sweep)."""
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise BadInput(f"--output_dir {args.output_dir} is a file; choose a directory")
+    try:
+        validation.check_train_args(args)
+    except validation.ValidationError as e:
+        raise BadInput(str(e)) from None
+
+
+def check_test_envs(test_envs, n_envs, env_names, dataset_name):
+    """In range, not repeated, at least one training environment left."""
+    try:
+        validation.check_test_envs(test_envs, n_envs, env_names, dataset_name)
+    except validation.ValidationError as e:
+        raise BadInput(str(e)) from None
+
+
+def choose_hparams(args):
+    """Upstream's choice: defaults for hparams_seed 0, else the seeded random draw; then
+    the --hparams overrides, checked for unknown names, wrong types and ranges."""
+    try:
+        overrides = validation.parse_hparams(args.hparams)
+    except validation.ValidationError as e:
+        raise BadInput(str(e)) from None
+    if args.hparams_seed == 0:
+        hparams = hparams_registry.default_hparams(args.algorithm, args.dataset)
+    else:
+        hparams = hparams_registry.random_hparams(
+            args.algorithm, args.dataset, misc.seed_hash(args.hparams_seed, args.trial_seed))
+    try:
+        hparams = hparams_registry.apply_overrides(hparams, overrides)
+    except hparams_registry.HparamError as e:
+        raise BadInput(f"--hparams: {e}") from None
+    return hparams
+
+
+class Plan:
+    """What validation found: the classes, the hparams and the environment names."""
+
+    def __init__(self, args, algorithm_class, dataset_class, hparams, env_names):
+        self.args = args
+        self.algorithm_class = algorithm_class
+        self.dataset_class = dataset_class
+        self.hparams = hparams
+        self.env_names = env_names   # None: known only once the dataset is built
+
+
+def validate(args):
+    """Every check that needs neither the output directory nor the data. Returns a Plan."""
+    check_plain_args(args)
+    algorithm_class, dataset_class = lookup_classes(args)
+    hparams = choose_hparams(args)
+    # Ours: a dataset's environments may depend on hparams, and it may refuse arguments.
+    try:
+        dataset_class.check_arguments(args.test_envs, hparams)
+        env_names = dataset_class.environment_names(hparams)
+    except datasets.DatasetArgumentError as e:
+        raise BadInput(str(e)) from None
+    if env_names:
+        check_test_envs(args.test_envs, len(env_names), env_names, args.dataset)
+    return Plan(args, algorithm_class, dataset_class, hparams, env_names or None)
+
+
+@contextlib.contextmanager
+def setting_up():
+    """An unforeseen error while validating or building comes from this combination of
+    arguments and hparams (nothing is written yet): a BadInput, one line, exit 2."""
+    try:
+        yield
+    except JobError:
+        raise
+    except Exception as e:
+        raise BadInput(f"cannot set up this job ({type(e).__name__}: {squeeze(e)}); check "
+                       "--hparams and the other arguments (see docs/reliability.md)") from None

@@ -1,0 +1,55 @@
+"""One training job from its arguments to its exit code, a straight line: validation
+(nothing read from or written to the output directory) -> the job's lock (which also
+checks the directory's identity) -> build (dataset, splits, loaders, algorithm) -> the
+training loop -> the finish. A refusal anywhere before the loop leaves the file system as
+it was (what the lock made is removed again) and is raised as a JobError; a failure in
+the loop goes through `record_failure`, the one failure path."""
+import sys
+
+from domainbed.lib import jobdir
+from domainbed.training.arguments import identifying_args, tensorboard_requested
+from domainbed.training.build import build
+from domainbed.training.errors import BadInput
+from domainbed.training.failures import record_failure
+from domainbed.training.lock import JobDirectoryLock, already_done_message
+from domainbed.training.logs import Logs, print_environment, print_sorted_block
+from domainbed.training.loop import StopRequest, TrainingLoop
+from domainbed.training.plan import setting_up, validate
+
+
+def run_job(args):
+    """Run the job of `args` (train.py's namespace). Returns the exit code: 0 (done, or
+    already done), 3 (a non-finite loss), 128 + N (stopped by signal N, resumable); raises
+    a JobError for a refusal or a failed write, and an unforeseen error as it is (after
+    `failed` and the traceback are written)."""
+    tensorboard = tensorboard_requested(args)            # ours: not one of the job's args
+    with setting_up():
+        plan = validate(args)
+    with JobDirectoryLock(args) as lock:
+        with setting_up():
+            if lock.is_done():
+                print(already_done_message(args.output_dir), file=sys.stderr)
+                return 0
+            job = build(plan)
+            job.tensorboard = tensorboard
+        lock.keep()
+        return run(job)
+
+
+def run(job):
+    """The loop and the finish in the job's logs, after the header blocks and job.json.
+    Returns the exit code; every failure goes through `record_failure`."""
+    out = job.args.output_dir
+    loop = TrainingLoop(job)
+    with Logs(out) as logs, StopRequest() as stop:
+        try:
+            print_environment()
+            print_sorted_block("Args", vars(job.args))
+            print_sorted_block("HParams", job.hparams)
+            jobdir.write_job_identity(out, identifying_args(job.args))
+            jobdir.clear_failed(out)
+            return loop.run(stop)
+        except BadInput:
+            raise
+        except Exception as error:
+            return record_failure(job, error, loop.step, stop, logs)
