@@ -59,10 +59,11 @@ def test_weight_share_is_measured_in_the_unscrambled_basis(cls):
     assert iut_diagnostics.weight_share(model, dataset.scramble, 5) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_fgmix_metric_starts_even_and_compatibility_groups_by_background():
+@pytest.mark.parametrize("name", ["FGMixV1", "FGMix"])
+def test_fgmix_metric_starts_even_and_compatibility_groups_by_background(name):
     dataset = IUTExample2(None, [3], {"iut_n_samples": 600}, trial_seed=0)
-    hparams = hparams_registry.default_hparams("FGMix", "IUTExample2")
-    model = get_algorithm_class("FGMix")(dataset.input_shape, 2, 3, hparams)
+    hparams = hparams_registry.default_hparams(name, "IUTExample2")
+    model = get_algorithm_class(name)(dataset.input_shape, 2, 3, hparams)
     assert iut_diagnostics.metric_share(model, dataset.scramble, 5) == pytest.approx(0.5)
     measured = iut_diagnostics.mixing_diagnostics(model, dataset, 5)
     # Head gradients r x are dominated by the 100x stronger background: instances whose

@@ -75,6 +75,19 @@ def test_ablation_rows_pair_cells_and_skip_missing():
         2.8 * float(np.median([rows["Mixup"]["gain_se"], rows["FGMix"]["gain_se"]])))
 
 
+def test_ablation_rows_pair_version2_with_the_row_it_extends():
+    cells = {("D", e, 0): {"ERM": 0.5, "ExtrapMix": 0.4 + e / 10, "FGMixV1": 0.9,
+                           "ExtrapMix2": 0.6 + e / 10, "GMix2": 0.7}
+             for e in range(2)}
+    rows = {r["algorithm"]: r for r in reproduce.ablation_rows(cells)}
+    assert rows["FGMixV1"]["over"] == "ExtrapMix"          # GMix did not run: the row above
+    assert rows["ExtrapMix2"]["over"] == "ExtrapMix"       # not FGMixV1, the row above it
+    assert rows["ExtrapMix2"]["gain"] == pytest.approx(20.0)
+    assert rows["GMix2"]["over"] == "ExtrapMix2"
+    assert rows["GMix2"]["gain"] == pytest.approx(5.0)     # +10 and 0 points
+    assert rows["GMix2"]["vs_first"] == pytest.approx(20.0)
+
+
 def test_tiny_offline_run_prints_tables_and_ablation_then_reuses_jobs(tmp_path):
     command = [sys.executable, "-m", "domainbed.scripts.reproduce", "--output_dir", str(tmp_path),
                "--suite", "digits", "--datasets", "ColoredMNIST5k", "--algorithms", "ERM",

@@ -7,13 +7,14 @@ unscrambled basis (x = x' Qᵀ, where the network sees x' = x Q):
 * `w_inv`: the share of the linear classifier's squared weight norm (logit difference,
   w = Q (W₁ − W₀)) on the invariant block. 1 = invariant features only; the spurious
   block has the same number of coordinates, so 0.5 is "no preference" in count.
-* `m_inv` (FGMix): the share of the learned metric's trace on the invariant block,
+* `m_inv` (FGMix, FGMixV1): the share of the learned metric's trace on the invariant block,
   M = Q diag(m) Qᵀ; it starts at 0.5 (m = 1).
 * On a batch of 512 training samples per environment (a fixed random subset), for the
   mixing variants:
   - `corr`: rank correlation, over anchors, between an instance's compatibility score (its
-    mean gradient cosine to the other members of its group) and the share of its head
-    gradient on the invariant block, ‖x_inv‖² / (‖x‖² + 1) (GMix, FGMix);
+    mean gradient cosine to the other members of its group; version 2: to its class's
+    summed gradients in the other domains) and the share of its head gradient on the
+    invariant block, ‖x_inv‖² / (‖x‖² + 1) (the gradient-weighted variants);
   - `minority` (Example2): mean compatibility of the instances whose background disagrees
     with their animal minus that of the others: positive when the policy favours the
     instances that carry the invariant rule against the spurious one;
@@ -31,7 +32,7 @@ import numpy as np
 from domainbed.lib.plots import MatplotlibMissing
 from domainbed.studies.iut_results import ALGORITHMS, ORACLE, summarise
 
-MIXING = ["InterpMix", "ExtrapMix", "GMix", "FGMix", "AntiGMix"]
+MIXING = ["InterpMix", "ExtrapMix", "GMix", "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2", "FGMix"]
 BATCH_PER_ENV = 512
 MINORITY_GROUPS = (1, 3)   # Example2: (cow, sand) and (camel, grass)
 
@@ -114,7 +115,6 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
     import torch
 
     from domainbed.algorithms import fgmix
-    from domainbed.lib import per_sample
 
     n_train = dataset.problem_config.n_envs
     # A fixed random subset of each environment (Example3 stores class 0 first).
@@ -129,18 +129,14 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
         logits = algorithm.classifier(z)
         groups = algorithm._draw_groups(y, domains, n_train, z.dtype)
         signature = (fgmix.gradient_signature(algorithm.classifier, z, logits, y)
-                     if algorithm.WEIGHTS == "gradient" else None)
-        weights = algorithm._weights(groups, signature)
+                     if algorithm.WEIGHTS != "dirichlet" else None)
+        weights = algorithm._mixing(y, domains, groups, signature).weights
         index, mask, valid = groups.index, groups.mask, groups.valid.bool()
         x_orig = (x.double() @ torch.as_tensor(dataset.scramble).T).numpy()
         labels = y.numpy()
         result["extrap"] = float(((weights < 0) & mask).any(1)[valid].float().mean())
-        if signature is not None:
-            features, residuals = signature
-            cosine = per_sample.grouped_head_gradient_cosine(features, residuals, index,
-                                                             algorithm._metric())
-            compat = fgmix.mean_compatibility(cosine, mask)
-            anchor = compat[torch.arange(len(y)), domains].numpy()
+        if signature is not None and algorithm.SCORES != "random":
+            anchor = anchor_compatibility(algorithm, signature, y, domains, groups).numpy()
             keep = valid.numpy()
             inv_share = (x_orig[:, :dim_inv] ** 2).sum(1) / ((x_orig ** 2).sum(1) + 1.0)
             result["corr"] = rank_correlation(anchor[keep], inv_share[keep])
@@ -165,6 +161,24 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
     return result
 
 
+def anchor_compatibility(algorithm, signature, y, domains, groups):
+    """Each instance's own compatibility score, as its variant computes it."""
+    import torch
+
+    from domainbed.algorithms import fgmix
+    from domainbed.lib import per_sample
+
+    features, residuals = signature
+    if algorithm.WEIGHTS == "directed":  # version 2: one score per instance
+        cosine = per_sample.head_gradient_cosine(features, residuals, algorithm._metric())
+        return fgmix.cross_domain_compatibility(cosine, y, domains, groups.mask.shape[1],
+                                                algorithm.num_classes)
+    cosine = per_sample.grouped_head_gradient_cosine(features, residuals, groups.index,
+                                                     algorithm._metric())
+    compat = fgmix.mean_compatibility(cosine, groups.mask)
+    return compat[torch.arange(len(y)), domains]
+
+
 def measure_cell(job_dir, record, algorithm_name, cache):
     hparams = record["hparams"]
     if hparams.get("vector_featurizer", "linear") != "linear":
@@ -175,7 +189,7 @@ def measure_cell(job_dir, record, algorithm_name, cache):
     dataset = cache.get(record["args"]["dataset"], hparams, record["args"]["trial_seed"])
     dim_inv = dataset.problem_config.dim_inv
     measured = {"w_inv": weight_share(algorithm, dataset.scramble, dim_inv)}
-    if algorithm_name == "FGMix":
+    if algorithm_name in ("FGMix", "FGMixV1"):
         measured["m_inv"] = metric_share(algorithm, dataset.scramble, dim_inv)
     if algorithm_name in MIXING:
         measured.update(mixing_diagnostics(algorithm, dataset, dim_inv))
@@ -281,7 +295,8 @@ def plot(cells, diagnostics, out_dir):
         for i, algorithm in enumerate(MIXING):
             values = [diagnostics.get((n, p, algorithm), {}).get("away_spu", {}).get("mean", np.nan)
                       for n, p in labels]
-            right.bar(np.arange(len(labels)) + (i - len(MIXING) / 2) * 0.16, values, 0.16,
+            bar = 0.8 / len(MIXING)
+            right.bar(np.arange(len(labels)) + (i - len(MIXING) / 2) * bar, values, bar,
                       label=algorithm)
         right.axhline(0.5, color="grey", lw=0.8)
         right.set_xticks(range(len(labels)))
