@@ -18,7 +18,7 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PATCHES_DIR = REPO_ROOT / "patches"
 FGMIX_PY = REPO_ROOT / "domainbed" / "algorithms" / "fgmix.py"
-VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMix", "AntiGMix"]
+VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2", "FGMix"]
 EDITED = ["domainbed/algorithms.py", "domainbed/hparams_registry.py"]
 PLUGIN = "domainbed/fgmix_plugin.py"
 

@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from domainbed.lib.plots import MatplotlibMissing
-from domainbed.studies import iut_suite
+from domainbed.studies import iut_suite, mechanisms
 
 FULL_DATASETS = ["ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
                  "TerraIncognita", "DomainNet"]
@@ -409,6 +409,7 @@ def report(args):
         print(f"Without {TUNING_SPLIT[0]} test env {TUNING_SPLIT[1]} (where FGMixV1's "
               f"defaults were checked): FGMixV1 - ERM = {gain['gain']:+.1f} +/- {gain['gain_se']:.1f} "
               f"points, better in {gain['wins']}/{gain['pairs']} cells")
+    print(mechanisms.format_mechanisms(mechanisms.mechanism_rows(records, ABLATION)))
     print_learning_curves(records)
     with open(os.path.join(args.output_dir, "ablation.json"), "w") as f:
         json.dump({"rows": rows, "smallest_detectable_points": smallest_detectable(rows)},
