@@ -643,48 +643,45 @@ class AntiGMix(GroupMixBase):
 V2_DEFAULTS = {"fgmix_kappa": 0.5, "fgmix_tau": 0.2, "fgmix_gamma": 0.3, "fgmix_space": "inputs"}
 
 
-def declare_version2_hparams(hparam):
-    hparam("fgmix_gamma", V2_DEFAULTS["fgmix_gamma"], lambda r: 10**r.uniform(-1, 0.5))
-    hparam("fgmix_kappa", V2_DEFAULTS["fgmix_kappa"], lambda r: r.uniform(0.1, 1))
-    hparam("fgmix_tau", V2_DEFAULTS["fgmix_tau"], lambda r: 10**r.uniform(-1, 0))
-    # Where the mixing happens is part of the formulation, not searched.
-    hparam("fgmix_space", V2_DEFAULTS["fgmix_space"], lambda r: V2_DEFAULTS["fgmix_space"])
+class Version2(GroupMixBase):
+    """What the version-2 variants share: extrapolation by design (§3b) and its hparams."""
+
+    WEIGHTS, EXTRAPOLATE = "directed", True
+
+    @staticmethod
+    def declare_hparams(hparam, dataset):
+        hparam("fgmix_gamma", V2_DEFAULTS["fgmix_gamma"], lambda r: 10**r.uniform(-1, 0.5))
+        hparam("fgmix_kappa", V2_DEFAULTS["fgmix_kappa"], lambda r: r.uniform(0.1, 1))
+        hparam("fgmix_tau", V2_DEFAULTS["fgmix_tau"], lambda r: 10**r.uniform(-1, 0))
+        # Where the mixing happens is part of the formulation, not searched.
+        hparam("fgmix_space", V2_DEFAULTS["fgmix_space"], lambda r: V2_DEFAULTS["fgmix_space"])
 
 
 @register_algorithm
-class ExtrapMix2(GroupMixBase):
+class ExtrapMix2(Version2):
     """Extrapolation by design in a random direction: GMix2 with standard normal scores
     in place of compatibilities, so every group extrapolates by the same rule (§3b)."""
 
-    WEIGHTS, SCORES, EXTRAPOLATE = "directed", "random", True
-
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        declare_version2_hparams(hparam)
+    SCORES = "random"
 
 
 @register_algorithm
-class GMix2(GroupMixBase):
+class GMix2(Version2):
     """Extrapolation by design in the direction of the cross-domain compatibilities (§3b),
     fixed metric m = 1."""
 
-    WEIGHTS, SCORES, EXTRAPOLATE = "directed", "compatibility", True
-
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        declare_version2_hparams(hparam)
+    SCORES = "compatibility"
 
 
 @register_algorithm
-class FGMix(GroupMixBase):
+class FGMix(Version2):
     """FGMix: extrapolation by design along cross-domain compatibilities whose metric is
     learned toward flat minima, through a look-ahead that takes the model's own Adam step."""
 
-    WEIGHTS, SCORES, EXTRAPOLATE = "directed", "compatibility", True
-    LEARN_POLICY, LOOKAHEAD = True, "optimizer"
+    SCORES, LEARN_POLICY, LOOKAHEAD = "compatibility", True, "optimizer"
 
     @staticmethod
     def declare_hparams(hparam, dataset):
-        declare_version2_hparams(hparam)
+        Version2.declare_hparams(hparam, dataset)
         hparam("fgmix_policy_lr", 1e-2, lambda r: 10**r.uniform(-3, -1))
         hparam("fgmix_rho", 0.05, lambda r: r.choice([0.01, 0.02, 0.05, 0.1, 0.2]))
