@@ -6,24 +6,29 @@ project; the module implements the formulation written out in docs/method.md and
 that page's order:
 
   §1 per-instance gradient signatures of the linear head, compared in closed form;
+     §1b (version 2) each instance against its class's gradients in the other domains;
   §2 mixing groups: an anchor plus one same-label instance from every other domain;
   §3 weights: compatibilities c_k, a policy π (sum 1) and the affine map
      λ = (1 + κ)·π − κ/K (sum 1, λ ≥ −κ/K);
-  §4 the model's objective: source cross-entropy + γ · cross-entropy of mixed features;
-  §5 the policy's feature metric, learned by a flatness-aware (SAM) meta-step on the head;
-  §6 one implementation with switches, and the registered variants:
+     §3b (version 2) extrapolation by design: λ = (1 + κ)·p − κ·q over standardised scores;
+  §4 the model's objective: source cross-entropy + γ · cross-entropy of the mixed points
+     (features, or in version 2 by default the images);
+  §5 the policy's feature metric, learned by a flatness-aware (SAM) meta-step on the head,
+     whose look-ahead is an SGD step (version 1) or the model's own Adam step (§5b);
+  then what the diagnostics measure, and §6 one implementation with switches:
 
-      InterpMix  π ~ Dirichlet(α)           κ = 0
-      ExtrapMix  π ~ Dirichlet(α)           κ > 0
-      GMix       π = softmax(compat / τ)    κ > 0, metric fixed to 1
-      FGMix      π = softmax(compat / τ)    κ > 0, metric learned (§5)
+      InterpMix   π ~ Dirichlet(α)           κ = 0                                version 1
+      ExtrapMix   π ~ Dirichlet(α)           κ > 0
+      GMix        π = softmax(compat / τ)    κ > 0, metric fixed to 1
+      FGMixV1     π = softmax(compat / τ)    κ > 0, metric learned (§5, SGD look-ahead)
+      AntiGMix    π = softmax(−compat / τ)   κ > 0, metric fixed (docs/invariance.md)
+      ExtrapMix2  directed, random scores    by design                            version 2
+      GMix2       directed, compatibilities  by design, metric fixed to 1
+      FGMix       directed, compatibilities  by design, metric learned (§5b look-ahead)
 
-  and one proposed after the invariance unit tests (docs/invariance.md):
-
-      AntiGMix   π = softmax(−compat / τ)   κ > 0, metric fixed to 1
-
-The backbone runs one forward and one backward pass per step, as in ERM; everything
-added works on features, residuals and the head only.
+Mixing features, the backbone runs one forward and one backward pass per step, as in ERM,
+and everything added works on features, residuals and the head only; mixing images adds a
+second backbone pass over the N mixed images.
 
 Why this module imports so little: `patches/` turns it into a single-file plug-in for an
 unmodified upstream DomainBed. That generator inlines `algorithms/base.py` and the
