@@ -244,6 +244,9 @@ def test_disk_full_cli_logs_and_checkpoint(tmp_path):
     (tmp_path / "disk_full_plugin.py").write_text(DISK_FULL_PLUGIN)
     out = tmp_path / "job"
     out.mkdir()
+    # This job's directory (job.json): logs that are not ours would be refused untouched.
+    jobdir.write_job_identity(out, training.identifying_args(
+        train.build_parser().parse_args(argv(out))))
     for name in ("out.txt", "err.txt"):
         os.symlink("/dev/full", out / name)   # every write: ENOSPC
     env = dict(os.environ, OMP_NUM_THREADS="1", DOMAINBED_PLUGINS="disk_full_plugin",
