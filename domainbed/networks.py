@@ -5,8 +5,14 @@
   absent) = MLP with width/depth/dropout from the `mlp_*` hparams.
 - 28x28: the MNIST CNN of the DomainBed paper (128 features).
 - 224x224: ResNet-18/50 from torchvision (ImageNet weights unless hparams['pretrained'] is
-  False), or timm's `resnet50.ram_in1k` when `resnet50_augmix` is set (optional extra).
+  False), or timm's `resnet50.ram_in1k` when `resnet50_augmix` is set (a dependency, as upstream's requirements).
 """
+import contextlib
+import logging
+import os
+import socket
+import urllib.parse
+
 import torch
 import torch.nn as nn
 
@@ -128,19 +134,88 @@ def _torchvision_resnet(depth, pretrained):
             f"or train from scratch with --hparams '{{\"pretrained\": false}}'.") from error
 
 
+TIMM_RESNET50 = "resnet50.ram_in1k"            # upstream's default network
+TIMM_RESNET50_HUB = "timm/resnet50.ram_in1k"
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _timm_weights_error(reason):
+    return WeightsUnavailableError(
+        f"cannot load timm's ImageNet weights {TIMM_RESNET50} ({reason}). Offline: on a "
+        f"machine with internet run python -c \"import timm; timm.create_model('{TIMM_RESNET50}', "
+        f"pretrained=True)\" and copy ~/.cache/huggingface/hub/models--timm--{TIMM_RESNET50} "
+        f"into $HF_HOME/hub here (default ~/.cache/huggingface/hub); or train from scratch "
+        f"with --hparams '{{\"pretrained\": false}}'.")
+
+
+def _cached_timm_weights():
+    """The path of a cached copy of the weights in the Hugging Face cache, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in TIMM_WEIGHT_FILES:
+        path = try_to_load_from_cache(TIMM_RESNET50_HUB, filename)
+        if isinstance(path, str) and os.path.isfile(path):
+            return path
+    return None
+
+
+def _hub_unreachable():
+    """Why the Hugging Face hub cannot be reached (offline mode, no name resolution), or
+    None when it may be: checked first, so that an offline machine fails at once instead
+    of after the hub client's retries (about a minute)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set and no cached copy was found"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                                             "all_proxy")):
+        return None   # through a proxy: let the client try
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as error:
+        return f"no cached copy, and {host} cannot be reached: {error.strerror or error}"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """The hub client's retry warnings stay out of the console (the error says it all)."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _timm_resnet50_augmix(pretrained):
     try:
         import timm
     except ImportError as error:
         raise ImportError(
-            "hparams['resnet50_augmix'] needs timm: pip install 'domainbed-fgmix[timm]', "
-            "or use torchvision's ResNet-50 with --hparams '{\"resnet50_augmix\": false}'.") from error
+            "hparams['resnet50_augmix'] needs timm (a dependency of this package: reinstall "
+            "it with pip install -e .), or use torchvision's ResNet-50 with --hparams "
+            "'{\"resnet50_augmix\": false}'.") from error
+    if not pretrained:
+        return timm.create_model(TIMM_RESNET50, pretrained=False)
+    cached = _cached_timm_weights()
+    if cached is not None:    # read the file itself: no network request at all
+        try:
+            return timm.create_model(TIMM_RESNET50, pretrained=True,
+                                     pretrained_cfg_overlay={"file": cached})
+        except Exception as error:
+            raise _timm_weights_error(f"the cached copy {cached} is unreadable: "
+                                      f"{type(error).__name__}: {error}") from error
+    unreachable = _hub_unreachable()
+    if unreachable:
+        raise _timm_weights_error(unreachable)
     try:
-        return timm.create_model("resnet50.ram_in1k", pretrained=pretrained)
+        with _quiet_hub():
+            return timm.create_model(TIMM_RESNET50, pretrained=True)
     except Exception as error:  # hub download failures come in many types
-        raise WeightsUnavailableError(
-            f"cannot load timm weights resnet50.ram_in1k ({error}). Use a cached copy, or "
-            f"--hparams '{{\"pretrained\": false}}'.") from error
+        raise _timm_weights_error(f"{type(error).__name__}: {' '.join(str(error).split())}") from error
 
 
 class ResNet(nn.Module):

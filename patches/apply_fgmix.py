@@ -208,7 +208,16 @@ def parse_args(argv):
                       help="report whether the checkout is patched and up to date (exit 1 if not)")
     parser.add_argument("--source", default=str(plugin_codegen.FGMIX_SOURCE), metavar="FGMIX_PY",
                         help="the fgmix.py to generate from (default: this project's)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # An empty path is a usage error, never "not given" (nor the current directory).
+    if not args.checkout.strip():
+        parser.error("the checkout path is empty; give the root of the DomainBed checkout")
+    if args.diff is not None and not args.diff.strip():
+        parser.error("--diff: the path is empty; give a file name (or - for stdout), "
+                     "e.g. --diff fgmix.patch")
+    if not args.source.strip():
+        parser.error("--source: the path is empty; give an fgmix.py, or leave --source out")
+    return args
 
 
 def main(argv=None):
@@ -218,7 +227,7 @@ def main(argv=None):
         changes = plan_changes(root, args.source)
         if args.check:
             return check(root, changes)
-        if args.diff:
+        if args.diff is not None:
             return write_diff(root, changes, args.diff)
         return apply(root, changes)
     except Refusal as refusal:

@@ -409,3 +409,28 @@ def test_full_disk_writing_results_txt_is_one_line(tmp_path, monkeypatch, capsys
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("collect_results: error: No space left on device")
     assert "free some space" in last
+
+
+@pytest.mark.parametrize("fmt, out_file", [("text", "results.txt"), ("csv", "results.csv"),
+                                           ("markdown", "results.md"), ("latex", "results.tex")])
+def test_lone_surrogates_in_names_are_replaced_with_a_note(tmp_path, fmt, out_file):
+    # json.dumps writes "ERM\udcff" as the escape \udcff: valid JSON, not encodable UTF-8.
+    # Text and csv used to fail with UnicodeEncodeError (exit 1) and a --completed_only hint.
+    for envs in ([0], [1], [2]):
+        write_job(tmp_path, f"job{envs[0]}", [make_record("Debug28", "ERM\udcff", envs)])
+    result = run_collect("--input_dir", str(tmp_path), "--format", fmt)
+    assert result.returncode == 0, result.stderr
+    assert "UnicodeEncodeError" not in result.stderr and "--completed_only" not in result.stderr
+    assert "ERM?" in result.stdout
+    notes = [line for line in result.stderr.splitlines() if "cannot be written as UTF-8" in line]
+    assert len(notes) == 1 and "'ERM\\udcff'" in notes[0], result.stderr
+    with open(tmp_path / out_file, encoding="utf-8") as f:
+        assert "ERM?" in f.read()
+
+
+def test_lone_surrogates_stay_escaped_in_json(tmp_path):
+    for envs in ([0], [1], [2]):
+        write_job(tmp_path, f"job{envs[0]}", [make_record("Debug28", "ERM\udcff", envs)])
+    result = run_collect("--input_dir", str(tmp_path), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert "\\udcff" in result.stdout and "cannot be written" not in result.stderr

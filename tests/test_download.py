@@ -575,3 +575,21 @@ def test_verify_reports_an_unreadable_layout_as_a_problem(tmp_path, small_pacs, 
     monkeypatch.setattr(verify, "check_image_folder", unreadable)
     assert _main("--data_dir", tmp_path, "--verify", "--datasets", "PACS") == 1
     assert "PACS: PROBLEM: cannot read" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("entries, link", [
+    ([("l", "sym", "nothere"), ("l/x", "file", b"x")], "'l' -> 'nothere'"),       # dangling
+    ([("d", "dir", None), ("l", "sym", "d"), ("l/x", "file", b"x")], "'l' -> 'd'"),
+    ([("l", "sym", "nothere"), ("l/sub", "dir", None)], "'l' -> 'nothere'"),
+])
+def test_member_through_a_link_is_named(tmp_path, small_pacs, capsys, entries, link):
+    # It used to be "File exists (...); free some space or fix the permissions" (exit 1).
+    archive = _tar(tmp_path / "PACS.tar", entries)
+    data = tmp_path / "data"
+    code = _main("--data_dir", data, "--datasets", "PACS", "--source", f"PACS.zip={archive}")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len([line for line in err if "FAILED" in line]) == 1
+    assert "goes through the link" in err[-1] and link in err[-1], err[-1]
+    assert "free some space" not in err[-1]
+    assert not (data / "PACS").exists()

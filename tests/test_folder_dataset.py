@@ -221,3 +221,52 @@ def test_collect_results_names_the_domains(folder_sweep, tmp_path, capsys):
     header = next(line for line in captured.out.splitlines() if line.startswith("Algorithm "))
     assert header.split() == ["Algorithm", "env0", "env1", "env2", "Avg"]
     assert "env0..env2" in captured.err and "does not exist" in captured.err
+
+
+# ---------------------------------------------------------------------------------------
+# The README's example with upstream's default network (timm's resnet50.ram_in1k)
+
+def _jpeg_tree(root):
+    """2 domains x 2 classes x 3 JPEGs."""
+    from PIL import Image
+
+    for d in ("a", "b"):
+        for c, cls in enumerate(("cat", "dog")):
+            os.makedirs(os.path.join(root, d, cls))
+            for k in range(3):
+                Image.new("RGB", (8, 8), (40 * k, 90 * c, 0)).save(
+                    os.path.join(root, d, cls, f"{k}.jpg"))
+    return str(root)
+
+
+def _readme_train(tmp_path, *extra):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+               TORCH_HOME=str(tmp_path / "torch"), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "domainbed.scripts.train", "--dataset", "Folder",
+               "--data_dir", _jpeg_tree(tmp_path / "images"), "--test_envs", "0",
+               "--output_dir", str(tmp_path / "my_run"), *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_readme_example_reaches_the_weights_of_upstreams_default_network(tmp_path):
+    done = _readme_train(tmp_path)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: cannot load timm's ImageNet weights "
+                           "resnet50.ram_in1k")
+    assert "models--timm--resnet50.ram_in1k" in last and '"pretrained": false' in last
+    assert "Traceback" not in done.stderr and "Retry" not in done.stderr
+    assert not (tmp_path / "my_run").exists()
+
+
+def test_readme_example_trains_upstreams_default_network_without_weights(tmp_path):
+    done = _readme_train(tmp_path, "--steps", "1", "--checkpoint_freq", "1", "--hparams",
+                         json.dumps({"pretrained": False, "batch_size": 2}))
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "my_run" / "results.jsonl") as f:
+        record = json.loads(f.readline())
+    assert record["hparams"]["resnet50_augmix"] is True and record["step"] == 0
+    assert (tmp_path / "my_run" / "done").exists()

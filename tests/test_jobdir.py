@@ -227,3 +227,40 @@ def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     assert jobdir.try_write_failed(tmp_path, "disk full", 3)   # the plain write still fits
     assert jobdir.read_failed(tmp_path) == {"reason": "disk full", "step": 3}
+
+
+def test_empty_failed_marker_says_the_disk_was_full(tmp_path):
+    # On a nearly full disk try_write_failed's plain write can leave `failed` empty; it was
+    # read back as "unreadable 'failed' file".
+    (tmp_path / jobdir.FAILED_FILE).write_bytes(b"")
+    reason = jobdir.read_failed(tmp_path)["reason"]
+    assert "empty" in reason and "disk was full" in reason
+
+
+def test_failed_marker_left_empty_by_a_full_disk(tmp_path, monkeypatch):
+    import builtins
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    class FullFile:   # open() works, the write does not
+        def __init__(self, path):
+            self.f = real_open(path, "w")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        write = staticmethod(no_room)
+
+    real_open = builtins.open
+    monkeypatch.setattr(jobdir, "write_failed", no_room)
+    monkeypatch.setattr(builtins, "open",
+                        lambda path, mode="r", *a, **k: FullFile(path) if mode == "w"
+                        else real_open(path, mode, *a, **k))
+    assert jobdir.try_write_failed(str(tmp_path), "OSError: disk full", 3)
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert (tmp_path / jobdir.FAILED_FILE).read_bytes() == b""
+    assert "the disk was full" in jobdir.read_failed(tmp_path)["reason"]

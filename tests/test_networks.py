@@ -61,3 +61,60 @@ def test_classifiers():
     assert isinstance(networks.Classifier(8, 3), torch.nn.Linear)
     nonlinear = networks.Classifier(8, 3, is_nonlinear=True)
     assert nonlinear(torch.randn(2, 8)).shape == (2, 3) and len(nonlinear) == 5
+
+
+# ---------------------------------------------------------------------------------------
+# Upstream's default network (timm's resnet50.ram_in1k) from the base install
+
+def test_timm_is_a_base_requirement():
+    import configparser
+    import os
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(os.path.dirname(__file__), os.pardir, "setup.cfg"))
+    requirements = config["options"]["install_requires"].split()
+    assert any(r.startswith("timm") for r in requirements)
+
+
+def test_timm_weights_offline_fail_at_once_with_how_to_place_them(monkeypatch, tmp_path):
+    import socket
+
+    import timm
+    from huggingface_hub import constants
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def no_download(*args, **kwargs):   # the hub client must not even be asked
+        if kwargs.get("pretrained"):
+            raise AssertionError("tried to download")
+        return real_create(*args, **kwargs)
+
+    real_create = timm.create_model
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(timm, "create_model", no_download)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(networks, "_cached_timm_weights", lambda: None)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(networks.WeightsUnavailableError) as caught:
+        networks.Featurizer((3, 224, 224), hparams(resnet50_augmix=True, pretrained=True))
+    message = str(caught.value)
+    assert "\n" not in message and "cannot be reached" in message
+    assert "models--timm--resnet50.ram_in1k" in message and '"pretrained": false' in message
+
+
+def test_cached_timm_weights_are_read_from_the_file(monkeypatch, tmp_path):
+    import timm
+
+    reference = timm.create_model("resnet50.ram_in1k", pretrained=False)
+    with torch.no_grad():
+        reference.conv1.weight.fill_(0.25)
+    path = str(tmp_path / "model.pth")
+    torch.save(reference.state_dict(), path)
+    monkeypatch.setattr(networks, "_cached_timm_weights", lambda: path)
+    monkeypatch.setattr(networks, "_hub_unreachable",
+                        lambda: pytest.fail("the hub was consulted despite a cached copy"))
+    net = networks.Featurizer((3, 224, 224), hparams(resnet50_augmix=True, pretrained=True))
+    assert net.n_outputs == 2048
+    assert torch.equal(net.network.conv1.weight, reference.conv1.weight)

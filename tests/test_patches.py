@@ -498,3 +498,24 @@ def test_failed_write_puts_the_checkout_back(fgmix_source, tmp_path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing was changed" in err[0]
     assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("args", [("--diff", ""), ("--diff", "  "), ("--source", ""),
+                                  ("--diff=",)])
+def test_empty_paths_are_usage_errors_and_change_nothing(fgmix_source, tmp_path, args):
+    # `--diff ''` used to be read as "no --diff": the checkout was patched, exit 0.
+    root = write_standin(tmp_path / "tree")
+    before = snapshot(root)
+    status, stdout, stderr = run_tool(root, *args)
+    assert status == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "empty" in stderr and "Traceback" not in stderr
+    assert snapshot(root) == before
+
+
+def test_empty_checkout_path_is_a_usage_error(fgmix_source, tmp_path, monkeypatch):
+    write_standin(tmp_path)
+    before = snapshot(tmp_path)
+    out = subprocess.run([sys.executable, str(PATCHES_DIR / "apply_fgmix.py"), ""],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "checkout path is empty" in out.stderr, out.stderr
+    assert snapshot(tmp_path) == before

@@ -46,7 +46,7 @@ def assert_one_line_error(code, err, *hints):
     (["--hparams", "[1]"], ["--hparams must be a JSON object"]),
     (["--hparams", "{lr: 1}"], ["--hparams is not valid JSON"]),
     (["--hparams", "[" * 100000], ["--hparams is not valid JSON (nested too deeply)"]),
-    (["--n_hparams_from", "-1"], ["--hparams_seed must be an integer in [0, 2**32)"]),
+    (["--n_hparams_from", "-1"], ["--n_hparams_from must be >= 0"]),
     (["--holdout_fraction", "1.5"], ["--holdout_fraction must be in [0, 1)"]),
     (["--steps", "-2"], ["--steps must be >= 0"]),
     (["--task", "domain_adaptation"], ["--uda_holdout_fraction"]),

@@ -244,6 +244,9 @@ def test_disk_full_cli_logs_and_checkpoint(tmp_path):
     (tmp_path / "disk_full_plugin.py").write_text(DISK_FULL_PLUGIN)
     out = tmp_path / "job"
     out.mkdir()
+    # This job's directory (job.json): logs that are not ours would be refused untouched.
+    jobdir.write_job_identity(out, training.identifying_args(
+        train.build_parser().parse_args(argv(out))))
     for name in ("out.txt", "err.txt"):
         os.symlink("/dev/full", out / name)   # every write: ENOSPC
     env = dict(os.environ, OMP_NUM_THREADS="1", DOMAINBED_PLUGINS="disk_full_plugin",
@@ -287,3 +290,18 @@ def test_torch_save_failing_on_a_full_disk_is_an_enospc_oserror(tmp_path, monkey
     with pytest.raises(RuntimeError, match="unexpected pos"):   # not full: as it was
         checkpoint.save_atomic({"a": 1}, str(tmp_path / "checkpoint.pt"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_directory_in_the_way_of_the_checkpoint_temporary_is_named(tmp_path, capsys):
+    # The message used to name checkpoint.pt, not the directory that is in the way.
+    out = tmp_path / "job"
+    out.mkdir()
+    args = training.identifying_args(train.build_parser().parse_args(argv(out)))
+    jobdir.write_job_identity(out, args)           # a directory of this job
+    in_the_way = out / f"checkpoint.pt.tmp.{os.getpid()}"
+    in_the_way.mkdir()
+    assert train.main(argv(out)) == training.EXIT_IO_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert f"{in_the_way} is a directory in the way; move it away" in err[0], err[0]
+    assert str(in_the_way) in jobdir.read_failed(out)["reason"]

@@ -351,6 +351,14 @@ class _SafeExtractor:
 
     def _target(self, relpath, name):
         target = os.path.join(self.root, relpath)
+        parent = self.root
+        for part in relpath.split(os.sep)[:-1]:   # nothing is written through a link
+            parent = os.path.join(parent, part)
+            if os.path.islink(parent):
+                raise UnsafeArchiveError(
+                    f"member {name!r} goes through the link "
+                    f"{os.path.relpath(parent, self.root)!r} -> {os.readlink(parent)!r} "
+                    "extracted before it (nothing is written through a link)")
         if not self._inside(os.path.realpath(os.path.dirname(target))):
             raise UnsafeArchiveError(f"member {name!r} would be written outside "
                                      f"{self.destination} (through a link)")

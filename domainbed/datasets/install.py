@@ -250,13 +250,35 @@ def _replace_folder(new, target):
         shutil.rmtree(old)
 
 
+STAGING_MARKER = ".domainbed-staging"   # in every staging folder download makes
+
+
+def staging_folder(recipe, data_dir):
+    return os.path.join(data_dir, f".staging-{recipe.name}")
+
+
+def check_staging(recipe, data_dir):
+    """A staging folder left by an interrupted download is ours (it holds the marker) and is
+    removed; anything else at that path is somebody else's: refused, never removed."""
+    staging = staging_folder(recipe, data_dir)
+    if not os.path.lexists(staging):
+        return
+    if (os.path.isdir(staging) and not os.path.islink(staging)
+            and (os.path.exists(os.path.join(staging, STAGING_MARKER)) or not os.listdir(staging))):
+        return
+    raise DatasetProblem(f"{staging} was not written by download (no {STAGING_MARKER} in it); "
+                         "move it away, then rerun")
+
+
 def install_from_archives(recipe, data_dir, options, store):
     pending = []
     paths = fetch_archives(recipe, data_dir, options, store, pending)
     published = {archive.filename for archive in recipe.archives if archive.md5}
-    staging = os.path.join(data_dir, f".staging-{recipe.name}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_folder(recipe, data_dir)
+    shutil.rmtree(staging, ignore_errors=True)   # ours (check_staging), or nothing
     try:
+        os.makedirs(staging)
+        open(os.path.join(staging, STAGING_MARKER), "w").close()
         for path in paths:
             print(f"{recipe.name}: unpacking {os.path.basename(path)}", file=sys.stderr)
             try:
@@ -265,7 +287,10 @@ def install_from_archives(recipe, data_dir, options, store):
                 if os.path.basename(path) not in published:
                     os.remove(path)   # damaged or unsafe: the next run fetches it again
                 raise
-        _replace_folder(recipe.arrange(staging), os.path.join(data_dir, recipe.target))
+        arranged = recipe.arrange(staging)
+        if os.path.abspath(arranged) == os.path.abspath(staging):   # moved as it is
+            os.remove(os.path.join(staging, STAGING_MARKER))
+        _replace_folder(arranged, os.path.join(data_dir, recipe.target))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for entry in pending:   # the dataset installed: these archives were the right ones
@@ -285,6 +310,8 @@ def download_dataset(recipe, data_dir, options, store):
             return
         raise DatasetProblem(f"{target} exists but has problems ({problems[0]}); "
                              "rerun with --force to replace it")
+    if recipe.install is None:
+        check_staging(recipe, data_dir)
     (recipe.install or install_from_archives)(recipe, data_dir, options, store)
     problems, summary = recipe.check(data_dir, None)
     store.record_dataset(recipe.name, summary)

@@ -361,9 +361,20 @@ def is_failed(output_dir):
 
 def read_failed(output_dir):
     """The `failed` dict ({"reason", "step"}), or None."""
-    failed = _read_json(os.path.join(output_dir, FAILED_FILE))
+    path = os.path.join(output_dir, FAILED_FILE)
+    failed = _read_json(path)
     if not isinstance(failed, dict):
-        return {"reason": "unreadable 'failed' file", "step": None} if is_failed(output_dir) else None
+        if not is_failed(output_dir):
+            return None
+        try:
+            empty = os.path.isfile(path) and os.path.getsize(path) == 0
+        except OSError:
+            empty = False
+        if empty:   # try_write_failed's plain write could open it but not write into it
+            return {"reason": "the 'failed' marker is empty: the disk was full when the run "
+                              "failed (see err.txt); free some space and rerun to resume",
+                    "step": None}
+        return {"reason": "unreadable 'failed' file", "step": None}
     step = failed.get("step")
     return {"reason": str(failed.get("reason")),
             "step": step if isinstance(step, int) and not isinstance(step, bool) else None}
@@ -496,6 +507,46 @@ def check_layout(output_dir):
                                    "another --output_dir")
 
 
+# Every name train.py (or `sweep`, for a job directory) may write. A directory that holds
+# one of them but no record of ours (`job.json`, `launch.json`, train.py records in
+# `results.jsonl`) is somebody else's: refused, never written into.
+OUR_NAMES = (JOB_FILE, HEARTBEAT_FILE, FAILED_FILE, DONE_FILE, RESULTS_FILE, CHECKPOINT_FILE,
+             "out.txt", "err.txt", "model.pkl", "model_iid.pkl", "launch.json", "tensorboard")
+OUR_PREFIXES = ("model_step", f"{CHECKPOINT_FILE}.", f"{RESULTS_FILE}.corrupt-")
+OUR_MARKERS = (JOB_FILE, "launch.json")
+
+
+def _is_our_name(name):
+    return name in OUR_NAMES or name.startswith(OUR_PREFIXES)
+
+
+def foreign_files(output_dir):
+    """The names of files we would write that `output_dir` holds although nothing in it
+    says it is ours (no job.json, no launch.json, no train.py record); [] for a directory
+    of ours, an empty or missing one, or one that holds only other names."""
+    try:
+        names = sorted(os.listdir(output_dir))
+    except OSError:
+        return []
+    ours = [name for name in names if _is_our_name(name)]
+    if not ours or any(name in names for name in OUR_MARKERS):
+        return []
+    try:
+        lines = read_records_file(os.path.join(output_dir, RESULTS_FILE))
+    except (NotRegularFileError, OSError):
+        lines = []
+    if any(record is not None and isinstance(record.get("args"), dict)
+           for _, _, record in lines):
+        return []   # upstream's train.py: records, no job.json
+    return ours
+
+
+def foreign_directory_message(output_dir, names, writer="train.py", flag="--output_dir"):
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (f"{output_dir} was not written by {writer} (it holds {shown} but no job.json or "
+            f"records of ours); move it away or use another {flag}")
+
+
 def check_job_identity(output_dir, identifying_args):
     """Raise JobIdentityError if `output_dir` holds another job (or data that is not a
     job's). Writes nothing.
@@ -518,7 +569,12 @@ def check_job_identity(output_dir, identifying_args):
         _records_lines(output_dir)   # a FIFO or a directory as results.jsonl is refused
     else:
         stored = _identity_from_records(output_dir, ours)
-        if stored is None or stored == ours:
+        if stored is None:   # no record: files we would write are somebody else's
+            foreign = foreign_files(output_dir)
+            if foreign:
+                raise JobIdentityError(foreign_directory_message(output_dir, foreign))
+            return False
+        if stored == ours:
             return False
     if stored == ours:
         return True

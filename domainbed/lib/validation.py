@@ -10,7 +10,10 @@ is a `ValidationError` whose message is one line that says what is wrong and wha
   training environment;
 * `parse_hparams(text)`: the `--hparams` JSON object;
 * `check_hparam_value(name, value)`: the value ranges of known hparams (used by
-  `hparams_registry.apply_overrides`, which also refuses unknown names and wrong types).
+  `hparams_registry.apply_overrides`, which also refuses unknown names and wrong types);
+* `check_count`, `check_number`, `check_distinct`: the numeric flags of the other commands
+  (`sweep`'s counts, `download --timeout`, `reproduce`'s sizes), with
+  `check_sweep_numbers(args)` for `sweep` (every command, before any job is listed).
 """
 import math
 import numbers
@@ -51,6 +54,69 @@ def _check_fraction(flag, value):
         raise ValidationError(f"{flag} must be in [0, 1), got {value!r}; e.g. {flag} 0.2")
 
 
+# Step counts beyond this are a typo, not a run (and overflow C integers downstream).
+MAX_STEPS = 2**31 - 1
+# A sweep's trials and hparam draws: more than this is a typo (a million jobs per dataset
+# and algorithm would take minutes only to list).
+MAX_DRAWS = 10000
+
+
+def check_count(flag, value, low=1, high=None, zero_means=None):
+    """An integer in [low, high]; `zero_means`: what 0 stands for (said in the message)."""
+    if _is_int(value) and value >= low and (high is None or value <= high):
+        return
+    bounds = f">= {low}" + ("" if high is None else f" and <= {high}")
+    meaning = f"; 0 means {zero_means}" if zero_means else ""
+    raise ValidationError(f"{flag} must be {bounds} (an integer{meaning}), got {value!r}; "
+                          f"e.g. {flag} {max(low, 1)}")
+
+
+def check_number(flag, value, low, high, low_inclusive=True, high_inclusive=True, example=None):
+    """A finite real number in the interval (low, high with their inclusivity)."""
+    try:
+        ok = _is_real(value) and math.isfinite(value)
+    except OverflowError:
+        ok = False
+    if ok:
+        too_low = value < low if low_inclusive else value <= low
+        too_high = value > high if high_inclusive else value >= high
+        ok = not (too_low or too_high)
+    if not ok:
+        raise ValidationError(f"{flag} must be a number in "
+                              f"{_interval(low, high, low_inclusive, high_inclusive)}, got "
+                              f"{value!r}" + (f"; e.g. {flag} {example}" if example else ""))
+
+
+def check_distinct(flag, values):
+    repeated = sorted({v for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise ValidationError(f"{flag}: {repeated[0]} is given more than once; give each once")
+
+
+def check_sweep_numbers(args):
+    """`sweep`'s numeric flags (an argparse namespace; None: not given)."""
+    check_seed("--seed", args.seed)
+    check_count("--n_trials", args.n_trials, 1, MAX_DRAWS)
+    if args.n_hparams_from is not None:
+        check_count("--n_hparams_from", args.n_hparams_from, 0, SEED_LIMIT - 1)
+    if args.n_hparams is not None:
+        start = args.n_hparams_from or 0
+        check_count("--n_hparams", args.n_hparams, 1, SEED_LIMIT)
+        if args.n_hparams <= start:
+            raise ValidationError(f"--n_hparams {args.n_hparams} leaves no hparam draw: draws "
+                                  f"are --n_hparams_from <= seed < --n_hparams; give --n_hparams "
+                                  f"above {start}")
+        if args.n_hparams - start > MAX_DRAWS:
+            raise ValidationError(f"--n_hparams - --n_hparams_from is {args.n_hparams - start} "
+                                  f"draws; at most {MAX_DRAWS} per sweep")
+    if args.steps is not None:
+        check_count("--steps", args.steps, 0, MAX_STEPS, zero_means="the dataset's default")
+    _check_fraction("--holdout_fraction", args.holdout_fraction)
+    if args.holdout_fraction == 0:
+        raise ValidationError("--holdout_fraction 0 leaves every validation split empty; "
+                              "give a fraction in (0, 1), e.g. --holdout_fraction 0.2")
+
+
 def check_train_args(args):
     """The flags of one train.py run that need no dataset to check (dict or namespace).
 
@@ -61,9 +127,9 @@ def check_train_args(args):
     _check_fraction("--uda_holdout_fraction", _get(args, "uda_holdout_fraction", 0))
     for flag in ("steps", "checkpoint_freq"):
         value = _get(args, flag)
-        if value is not None and (not _is_int(value) or value < 0):
-            raise ValidationError(f"--{flag} must be >= 0 (an integer; 0 means the "
-                                  f"dataset's default), got {value!r}")
+        if value is not None and (not _is_int(value) or not 0 <= value <= MAX_STEPS):
+            raise ValidationError(f"--{flag} must be >= 0 and <= {MAX_STEPS} (an integer; 0 "
+                                  f"means the dataset's default), got {value!r}")
     task = _get(args, "task", TASKS[0])
     if task not in TASKS:
         raise ValidationError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")

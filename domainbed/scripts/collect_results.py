@@ -21,6 +21,7 @@ by `lib.reporting`.
 """
 import argparse
 import os
+import re
 import sys
 
 from domainbed import algorithms, model_selection, results
@@ -130,13 +131,51 @@ class redirect_stdout_tee:
         except OSError as error:
             fail(f"cannot write {self.path}: {error.strerror}. Make the sweep directory "
                  "writable or copy it elsewhere.")
-        sys.stdout = self.tee
+        self.writer = ReplacingWriter(self.tee)
+        sys.stdout = self.writer
         return self.tee
 
     def __exit__(self, *exc):
         sys.stdout = self.tee.stdout
         self.tee.close()
+        if self.writer.replaced:
+            print(f"collect_results: note: {self.writer.replaced} characters that cannot be "
+                  f"written as UTF-8 (e.g. lone surrogates in record names such as "
+                  f"{self.writer.example}) were written as '?' in the tables and in "
+                  f"{self.path}; --format json keeps them escaped", file=sys.stderr)
         return False
+
+
+class ReplacingWriter:
+    """A text stream in front of `stream` that writes what UTF-8 cannot encode (lone
+    surrogates, e.g. from a JSON escape in a record's name) as '?', and counts it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.replaced = 0
+        self.example = None
+
+    def write(self, text):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            bad = [c for c in text if 0xD800 <= ord(c) <= 0xDFFF]
+            self.replaced += len(bad) or 1
+            if self.example is None:
+                word = re.search("[\\w+.\ud800-\udfff-]*[\ud800-\udfff][\\w+.\ud800-\udfff-]*",
+                                 text)
+                self.example = ascii(word.group(0) if word else text.strip())
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def describe_failure(error):

@@ -28,6 +28,7 @@ from domainbed.datasets import fetch
 from domainbed.datasets.base import DatasetNotFoundError
 from domainbed.datasets.install import (RECIPES, Options, UsageError, download_dataset,
                                         resolve_recipes, verify_dataset)
+from domainbed.lib import validation
 from domainbed.lib.cli import OneLineErrorParser
 
 
@@ -116,9 +117,22 @@ def check_writable(data_dir):
                          f"({error.strerror or error}); choose one you can write to") from None
 
 
+MAX_TIMEOUT_S = 86400   # a day: longer is a typo (and overflows the socket's timer)
+
+
+def check_numbers(args):
+    """The numeric flags, through the one validation layer (before anything is written)."""
+    try:
+        validation.check_number("--timeout", args.timeout, 0, MAX_TIMEOUT_S,
+                                low_inclusive=False, example=60)
+    except validation.ValidationError as error:
+        raise UsageError(str(error)) from None
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        check_numbers(args)
         return run(args)
     except UsageError as error:
         print(f"download: error: {error}", file=sys.stderr)

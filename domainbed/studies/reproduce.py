@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from domainbed.lib import validation
+from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.plots import MatplotlibMissing
 from domainbed.studies import iut_suite, mechanisms
 
@@ -87,8 +89,8 @@ OFFLINE_DATASETS = PRESETS["default"]["datasets"]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="./reproduce.sh",
+    parser = OneLineErrorParser(
+        prog="./reproduce.sh", hint="see --help",
         description="Run the FGMix experiment (offline by default) and print its tables.")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="sizing of the offline experiment (default: %(default)s)")
@@ -119,8 +121,48 @@ def parse_args(argv=None):
     if args.full and not (args.data_dir and args.launcher):
         parser.error("--full needs --data_dir DIR and --launcher NAME "
                      "(e.g. --launcher slurm, or local)")
+    try:
+        check_numbers(args)
+    except validation.ValidationError as error:
+        parser.error(str(error))
     apply_preset(args, argv if argv is not None else sys.argv[1:])
+    check_output_dir(parser, args)
     return args
+
+
+def check_numbers(args):
+    """The sizing flags given (None: the preset's), through the one validation layer."""
+    for flag in ("n_hparams", "n_trials", "iut_n_hparams", "iut_n_trials"):
+        if getattr(args, flag) is not None:
+            validation.check_count(f"--{flag}", getattr(args, flag), 1, validation.MAX_DRAWS)
+    for flag in ("steps", "iut_steps"):
+        if getattr(args, flag) is not None:
+            validation.check_count(f"--{flag}", getattr(args, flag), 0, validation.MAX_STEPS,
+                                   zero_means="the preset's or the dataset's default")
+    if args.jobs is not None:
+        validation.check_count("--jobs", args.jobs, 1, 1024)
+    for n_envs in args.iut_n_envs or ():
+        validation.check_count("--iut_n_envs", n_envs, 2, 1024)
+    validation.check_distinct("--iut_n_envs", args.iut_n_envs or ())
+
+
+# What reproduce writes into its --output_dir; a folder that holds one of these without a
+# sweep of ours (`sweep/` or `iut/`, a directory) is somebody else's.
+OUTPUT_NAMES = ("sweep", "iut", "ablation.json", "collect_results.txt", "plots")
+
+
+def check_output_dir(parser, args):
+    """Refuse a file as --output_dir, and a folder with files we would write but no run of
+    ours in it: nothing is written there."""
+    out = args.output_dir
+    if os.path.lexists(out) and not os.path.isdir(out):
+        parser.error(f"--output_dir {out} is not a directory; choose another --output_dir")
+    ours = [name for name in OUTPUT_NAMES if os.path.lexists(os.path.join(out, name))]
+    runs = [name for name in ("sweep", "iut") if os.path.isdir(os.path.join(out, name))
+            and not os.path.islink(os.path.join(out, name))]
+    if ours and not runs:
+        parser.error(f"{out} was not written by reproduce (it holds {', '.join(ours)} but no "
+                     "sweep/ or iut/ of ours); move it away or choose another --output_dir")
 
 
 def apply_preset(args, argv):

@@ -7,7 +7,7 @@ import shlex
 
 from domainbed import algorithms, datasets, model_selection
 from domainbed.launchers import command_launchers
-from domainbed.lib import jobdir
+from domainbed.lib import jobdir, validation
 from domainbed.lib.registry import PluginError
 from domainbed.sweeps.best_hparams import (best_hparams_plan, check_best_hparams_flags,
                                            load_finished_sweep, names_in_records)
@@ -15,7 +15,7 @@ from domainbed.sweeps.checks import (check_jobs, check_launcher_args, check_name
                                      resolve_launcher, resolve_selection_methods)
 from domainbed.sweeps.errors import SweepError
 from domainbed.sweeps.job_list import default_datasets, make_args_list
-from domainbed.sweeps.jobs import Job
+from domainbed.sweeps.jobs import Job, check_not_foreign
 from domainbed.sweeps.status import INTERRUPTED, RUNNING, cmd_status, detailed_state
 
 
@@ -68,6 +68,10 @@ def run_sweep(args):
         command_launchers.load_plugins()  # plug-in launchers tell how their jobs behave
     except PluginError as error:
         raise SweepError(str(error)) from None
+    try:
+        validation.check_sweep_numbers(args)
+    except validation.ValidationError as error:
+        raise SweepError(str(error)) from None
     methods = resolve_selection_methods(args)
     records = None
     if args.best_hparams_from is not None:
@@ -109,6 +113,8 @@ def run_sweep(args):
         check_jobs(args, args_list)
         check_launcher_args(launcher_fn, args.launcher_args)
     jobs = [Job(train_args, sweep_dir) for train_args, sweep_dir in zip(args_list, sweep_dirs)]
+    if args.command == "launch":
+        check_not_foreign(jobs)
 
     if args.command == "status":
         cmd_status(args, jobs)

@@ -42,6 +42,7 @@ class Job:
     @staticmethod
     def launch(jobs, launcher_fn, launcher_name=None, launcher_args=None):
         """Make the job directories (recording the launcher), then hand the commands over."""
+        check_not_foreign(jobs)
         print("Launching...")
         jobs = jobs.copy()
         np.random.shuffle(jobs)
@@ -74,6 +75,10 @@ class Job:
                 kind = "a symbolic link" if os.path.islink(path) else "not a directory"
                 print(f"Not deleted ({kind}; remove it by hand if it is not needed): {path}")
                 continue
+            if jobdir.foreign_files(path):
+                print(f"Not deleted (not written by sweep or train.py: no job.json, "
+                      f"launch.json or records; remove it by hand if it is not needed): {path}")
+                continue
             try:
                 try:
                     with jobdir.JobLock(path):
@@ -89,6 +94,15 @@ class Job:
                 print(f"Not deleted ({e.strerror or e}): {path}")
         print(f"Deleted {deleted} jobs!")
 
+
+def check_not_foreign(jobs):
+    """A job directory that holds files we would write but nothing of ours is somebody
+    else's: refused before any directory is made."""
+    for job in jobs:
+        foreign = jobdir.foreign_files(job.output_dir)
+        if foreign:
+            raise SweepError(jobdir.foreign_directory_message(
+                job.output_dir, foreign, writer="sweep or train.py") + "; nothing was launched")
 
 
 def command_string(train_args):

@@ -38,7 +38,11 @@ def record_failure(job, error, step, stop, logs):
 
 def io_error_message(error, step, recorded):
     filename = getattr(error, "filename", None)
-    where = f" ({re.sub(r'[.]tmp[.][0-9]+$', '', str(filename))})" if filename else ""
+    in_the_way = bool(filename) and os.path.isdir(str(filename))   # e.g. a directory
+    if in_the_way:   # named as it is: it is what to move away
+        where = f" ({filename} is a directory in the way; move it away)"
+    else:            # the file being written, not its (removed) temporary
+        where = f" ({re.sub(r'[.]tmp[.][0-9]+$', '', str(filename))})" if filename else ""
     if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
         what = f"the disk is full{where}"
         todo = "free some space, then rerun the same command: it resumes from the last checkpoint"
