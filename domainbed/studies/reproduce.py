@@ -452,7 +452,7 @@ def report(args):
     rows = ablation_rows(cells)
     print_ablation(rows)
     held_out = {key: c for key, c in cells.items() if key[:2] != TUNING_SPLIT}
-    diffs = paired(held_out, "FGMix", "ERM")
+    diffs = paired(held_out, "FGMixV1", "ERM")
     if len(diffs) > 1 and len(held_out) < len(cells):
         gain = summary(diffs)
         print(f"Without {TUNING_SPLIT[0]} test env {TUNING_SPLIT[1]} (where FGMixV1's "
