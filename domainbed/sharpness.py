@@ -151,7 +151,7 @@ def measure_job(path, model="final", **options):
         path = os.path.join(path, "model_iid.pkl" if model == "selected" else "model.pkl")
     device = get_device()
     algorithm = model_files.load_model(path, device)
-    dump = model_files.read_model_file(model_files.model_file_path(path))
+    dump = model_files.read_model_file(model_files.model_file_path(path))  # its args
     batches = training_batches(dump, settings["n_batches"], settings["batch_size"],
                                settings["seed"], device)
     args = dump["args"]

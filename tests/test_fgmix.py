@@ -122,7 +122,7 @@ def test_antigmix_reverses_gmix_preference_for_the_conflicting_domain():
     index, mask = _groups(torch.zeros(4, dtype=torch.long), torch.arange(4), 4, 3)
     groups = fgmix.Groups(index, mask, torch.ones(4), None)
     weights = {name: _algorithm(name, "Debug28", num_classes=3, num_domains=4)
-               ._weights(groups, (z, r)) for name in ("GMix", "AntiGMix")}
+               ._mixing(None, None, groups, (z, r)).weights for name in ("GMix", "AntiGMix")}
     assert torch.all(weights["GMix"].argmin(1) == 2)
     assert torch.all(weights["AntiGMix"].argmax(1) == 2)
     for w in weights.values():

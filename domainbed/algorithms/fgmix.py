@@ -476,9 +476,6 @@ class GroupMixBase(Algorithm):
                                             self._kappa()))
         return Mixing(policy, affine_weights(policy, groups.mask, self._kappa()))
 
-    def _weights(self, groups, signature, y=None, domains=None):
-        return self._mixing(y, domains, groups, signature).weights
-
     def _scores(self, y, domains, groups, signature, metric):
         """Each member's score for the directed weights: its cross-domain compatibility, or
         a random draw (SCORES = "random")."""

@@ -14,13 +14,16 @@ import numpy as np
 COLUMNS = [
     ("extrap_min", "smallest frac_extrapolating over the records after the first",
      lambda rs: min(r["frac_extrapolating"] for r in rs[1:])),
-    ("extrap_last", "frac_extrapolating at the last record", lambda rs: rs[-1]["frac_extrapolating"]),
+    ("extrap_last", "frac_extrapolating at the last record",
+     lambda rs: rs[-1]["frac_extrapolating"]),
     ("min_weight", "most negative weight, last record", lambda rs: rs[-1]["min_weight"]),
     ("outside", "outside_ratio at the last record", lambda rs: rs[-1]["outside_ratio"]),
     ("entropy", "policy_entropy at the last record (1 = uniform)",
      lambda rs: rs[-1]["policy_entropy"]),
-    ("mix/nll", "mixed_loss / nll at the last record", lambda rs: rs[-1]["mixed_loss"] / rs[-1]["nll"]),
-    ("meta/nll", "largest meta_nll_ratio over the records", lambda rs: max(r["meta_nll_ratio"] for r in rs)),
+    ("mix/nll", "mixed_loss / nll at the last record",
+     lambda rs: rs[-1]["mixed_loss"] / rs[-1]["nll"]),
+    ("meta/nll", "largest meta_nll_ratio over the records",
+     lambda rs: max(r["meta_nll_ratio"] for r in rs)),
     ("KL_fixed", "policy_kl_fixed at the last record", lambda rs: rs[-1]["policy_kl_fixed"]),
 ]
 
