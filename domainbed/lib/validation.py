@@ -34,6 +34,13 @@ def _get(args, name, default=None):
         return args.get(name, default)
     return getattr(args, name, default)
 
+# Ours: opt-in ways to run faster on a GPU (docs/benchmarks.md). Each is one of the job's
+# args (records, job identity, sweep hashes) only when it differs from its default, so a
+# job that does not use them keeps upstream's args, command and hash exactly.
+SPEED_OPTIONS = {"pipeline": "default", "precision": "fp32", "memory_format": "contiguous"}
+SPEED_CHOICES = {"pipeline": ("default", "fast"), "precision": ("fp32", "bf16"),
+                 "memory_format": ("contiguous", "channels_last")}
+
 
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

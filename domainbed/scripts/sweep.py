@@ -12,6 +12,7 @@ import sys
 from domainbed.launchers import command_launchers
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.sweeps.commands import run_sweep
+from domainbed.lib.validation import SPEED_CHOICES, SPEED_OPTIONS
 from domainbed.sweeps.errors import SweepError
 
 EPILOG = """\
@@ -52,6 +53,10 @@ def build_parser():
     parser.add_argument("--hparams", type=str, default=None)
     parser.add_argument("--holdout_fraction", type=float, default=0.2)
     parser.add_argument("--single_test_envs", action="store_true")
+    for name, choices in SPEED_CHOICES.items():   # ours: passed to train.py when not default
+        parser.add_argument(f"--{name}", choices=choices, default=SPEED_OPTIONS[name],
+                            help=f"train.py's --{name} for every job (a job hash changes only "
+                                 f"when it is not {SPEED_OPTIONS[name]})")
     parser.add_argument("--skip_confirmation", action="store_true")
     parser.add_argument(
         "--selection_method", nargs="+", default=None, metavar="METHOD",

@@ -62,6 +62,15 @@ def cmd_delete_incomplete(args, jobs):
     Job.delete(to_delete)
 
 
+def speed_options(args):
+    """The sweep's speed flags that are not train.py's defaults (added to every job's args;
+    absent from a namespace built without them)."""
+    from domainbed.lib.validation import SPEED_OPTIONS
+
+    return {name: getattr(args, name) for name, default in SPEED_OPTIONS.items()
+            if getattr(args, name, default) != default}
+
+
 def run_sweep(args):
     """The command `args.command` with `sweep`'s parsed arguments (see scripts/sweep.py)."""
     try:
@@ -107,7 +116,8 @@ def run_sweep(args):
             n_hparams_from=args.n_hparams_from, n_hparams=args.n_hparams, steps=args.steps,
             data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
             single_test_envs=args.single_test_envs, hparams=args.hparams,
-            test_env_counts=model_selection.test_env_counts(methods) if methods else None)
+            test_env_counts=model_selection.test_env_counts(methods) if methods else None,
+            speed_options=speed_options(args))
         sweep_dirs = [args.output_dir] * len(args_list)
     if args.command == "launch":
         check_jobs(args, args_list)

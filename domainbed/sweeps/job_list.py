@@ -20,13 +20,14 @@ def all_test_env_combinations(n):
 
 def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparams, steps,
                    data_dir, task, holdout_fraction, single_test_envs, hparams,
-                   test_env_counts=None):
+                   test_env_counts=None, speed_options=None):
     """Upstream's job list. Ours: the number of environments may depend on the sweep's
     --hparams (JSON string or None) and, for datasets such as `Folder`, on --data_dir; each
     dataset says which test envs a sweep runs (`sweep_test_envs`; upstream's enumeration
     unless the dataset overrides it). `test_env_counts` (from --selection_method): keep only
     the jobs with that many test envs, the ones those selection methods read (None: all).
-    Hparams or data a dataset refuses are a SweepError, before any job is listed."""
+    Hparams or data a dataset refuses are a SweepError, before any job is listed.
+    `speed_options`: train.py's speed flags (name -> value) added to every job's args."""
     overrides = json.loads(hparams) if hparams is not None else None
     pairs_needed = test_env_counts is None or 2 in test_env_counts
     test_env_lists = {}
@@ -59,6 +60,7 @@ def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparam
                             train_args["steps"] = steps
                         if hparams is not None:
                             train_args["hparams"] = hparams
+                        train_args.update(speed_options or {})
                         args_list.append(train_args)
     return args_list
 

@@ -13,11 +13,14 @@ from domainbed.training.run import run_job
 def train(*, dataset, algorithm, test_envs, output_dir, data_dir, hparams=None,
           hparams_seed=0, trial_seed=0, seed=0, steps=None, checkpoint_freq=None,
           holdout_fraction=0.2, uda_holdout_fraction=0, skip_model_save=False,
-          save_model_every_checkpoint=False, task="domain_generalization"):
+          save_model_every_checkpoint=False, task="domain_generalization", pipeline="default",
+          precision="fp32", memory_format="contiguous"):
     """Run one job as `python -m domainbed.scripts.train` does with the same flags (same
     job directory, files and records; a finished job is not run again, an interrupted one
     resumes) and return its records: the dicts of OUTPUT_DIR/results.jsonl.
 
+    pipeline, precision, memory_format: the speed options (train.py's flags of those
+    names; the defaults leave the job upstream's).
     test_envs: a list of environment indices (or one index); hparams: a dict or a JSON
     string of overrides, None for none; data_dir: None for datasets that read no files.
     A refusal (bad arguments, another job's directory, a failed write) raises a BadInput or
@@ -32,7 +35,8 @@ def train(*, dataset, algorithm, test_envs, output_dir, data_dir, hparams=None,
         trial_seed=trial_seed, seed=seed, steps=steps, checkpoint_freq=checkpoint_freq,
         test_envs=test_envs, output_dir=os.fspath(output_dir),
         holdout_fraction=holdout_fraction, uda_holdout_fraction=uda_holdout_fraction,
-        skip_model_save=skip_model_save, save_model_every_checkpoint=save_model_every_checkpoint)
+        skip_model_save=skip_model_save, save_model_every_checkpoint=save_model_every_checkpoint,
+        pipeline=pipeline, precision=precision, memory_format=memory_format)
     code = run_job(args)
     if code == EXIT_NON_FINITE:
         raise RunStopped(f"a non-finite loss stopped the run in {args.output_dir} (no 'done'; "

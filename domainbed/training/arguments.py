@@ -7,11 +7,19 @@ import argparse
 
 from domainbed.lib import tensorboard_logs
 from domainbed.lib.cli import OneLineErrorParser
+from domainbed.lib.validation import SPEED_CHOICES, SPEED_OPTIONS
 from domainbed.training.errors import BadInput
 
 # Args that do not change what a job computes: they may differ between the starts of one
 # job. (data_dir: a dataset may move without orphaning its jobs.)
 NON_IDENTIFYING_ARGS = ("output_dir", "data_dir", "skip_model_save", "save_model_every_checkpoint")
+
+SPEED_HELP = {
+    "pipeline": "ours: 'fast' decodes an image dataset once into a uint8 cache and augments "
+                "batches on the device (upstream's augmentation distribution)",
+    "precision": "ours: 'bf16' runs forward passes under bfloat16 autocast",
+    "memory_format": "ours: 'channels_last' stores the network and image batches NHWC",
+}
 
 
 def build_parser():
@@ -39,6 +47,9 @@ def build_parser():
                         help="For domain adaptation, %% of test to use unlabeled for training.")
     parser.add_argument("--skip_model_save", action="store_true")
     parser.add_argument("--save_model_every_checkpoint", action="store_true")
+    for name, choices in SPEED_CHOICES.items():
+        parser.add_argument(f"--{name}", choices=choices, default=argparse.SUPPRESS,
+                            help=f"{SPEED_HELP[name]} (default: {SPEED_OPTIONS[name]})")
     parser.add_argument("--tensorboard", action="store_true", default=argparse.SUPPRESS,
                         help="ours: also log TensorBoard scalars (not one of the job's args)")
     return parser
@@ -50,10 +61,28 @@ def job_args(**values):
     flag is a BadInput."""
     args = build_parser().parse_args([])
     for name, value in values.items():
-        if not hasattr(args, name):
+        if not hasattr(args, name) and name not in SPEED_OPTIONS:
             raise BadInput(f"unknown argument {name!r}; the arguments are train.py's flags: "
                            + ", ".join(vars(args)))
         setattr(args, name, value)
+    return args
+
+
+def speed_option(args, name):
+    """The value of a speed option (SPEED_OPTIONS) for these args, its default if unset."""
+    return getattr(args, name, SPEED_OPTIONS[name])
+
+
+def drop_default_speed_options(args):
+    """Remove the speed options that equal their defaults (`--precision fp32` is the same
+    job as no flag); a value that is not a choice is a BadInput."""
+    for name, default in SPEED_OPTIONS.items():
+        value = getattr(args, name, default)
+        if value not in SPEED_CHOICES[name]:
+            raise BadInput(f"--{name} must be one of {', '.join(SPEED_CHOICES[name])}, "
+                           f"got {value!r}")
+        if value == default and hasattr(args, name):
+            delattr(args, name)
     return args
 
 

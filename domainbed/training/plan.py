@@ -10,6 +10,7 @@ from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import misc, validation
 from domainbed.lib.cli import squeeze
 from domainbed.lib.registry import PluginError
+from domainbed.training.arguments import drop_default_speed_options
 from domainbed.training.errors import BadInput, JobError
 
 
@@ -77,6 +78,7 @@ class Plan:
 
 def validate(args):
     """Every check that needs neither the output directory nor the data. Returns a Plan."""
+    drop_default_speed_options(args)
     check_plain_args(args)
     algorithm_class, dataset_class = lookup_classes(args)
     hparams = choose_hparams(args)
