@@ -12,6 +12,7 @@ from domainbed import hparams_registry, training
 from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import jobdir, misc
 from domainbed.scripts import train
+from domainbed.training import timing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_BATCH = '{"batch_size": 8}'   # keeps CPU cost low; only args.hparams changes
@@ -80,6 +81,10 @@ def test_out_txt_blocks_and_table(debug_run):
     assert [l.split(":")[0].strip() for l in arg_lines] == sorted(ARGS_KEYS)
     assert "\ttest_envs: [0]" in arg_lines and "\tdata_dir: None" in arg_lines
     table = [l for l in lines[hp_at + 1:] if not l.startswith("\t")]
+    # Ours: the last line says where the wall time went (training/timing.py).
+    wall = timing.parse_summary(table.pop())
+    assert set(wall) == {"total", "other", *timing.PHASES}
+    assert wall["steps"] > 0 and wall["evaluation"] > 0 and wall["total"] >= wall["steps"]
     header, rows = table[0], table[1:]
     records = read_records(out)
     keys = sorted(k for k in records[0] if k not in ("args", "hparams"))

@@ -38,6 +38,8 @@ unmodified upstream DomainBed. That generator inlines `algorithms/base.py` and t
 """
 import collections
 import math
+import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +122,10 @@ def build_groups(y, domains, num_domains, num_classes, uniform):
     n = y.shape[0]
     cell_of_instance = domains * num_classes + y
     order = torch.argsort(cell_of_instance, stable=True)
-    counts = torch.bincount(cell_of_instance, minlength=num_domains * num_classes)
+    # Not bincount: on CUDA it reads the largest value back to size its output, a
+    # host-device synchronisation in the middle of the step (the GPU idles meanwhile).
+    counts = torch.zeros(num_domains * num_classes, dtype=torch.long, device=y.device) \
+        .scatter_add_(0, cell_of_instance, torch.ones_like(cell_of_instance))
     starts = torch.cumsum(counts, 0) - counts
 
     domain_ids = torch.arange(num_domains, device=y.device)
@@ -251,31 +256,36 @@ def sgd_lookahead(inner_lr):
     return step
 
 
-def optimizer_lookahead(optimizer, parameters, gamma):
+def optimizer_lookahead(optimizer, parameters, gamma, step_number=None):
     """The virtual step the model's own optimizer would take: θ' = Adam(θ, ∇(L_src + γ L_mix)).
 
     `parameters` maps the head's names to the model's Parameters, whose current Adam moments,
     step count, learning rate and weight decay are read, so that θ' is where the model's
     next step actually takes the head (to the rounding of float arithmetic). The gradient
     stays in the graph (the policy is learned through the first moment); the second moment
-    is a constant preconditioner, as it is for one step of Adam.
+    is a constant preconditioner, as it is for one step of Adam. `step_number`: the step
+    count the next step takes (see `adam_step`), None to read it from the optimizer.
     """
     def step(params, source_loss, mixed_loss):
         grads = torch.autograd.grad(source_loss + gamma * mixed_loss, list(params.values()),
                                     create_graph=True)
-        return {n: adam_step(optimizer, parameters[n], params[n], g)
+        return {n: adam_step(optimizer, parameters[n], params[n], g, step_number)
                 for n, g in zip(params, grads)}
     return step
 
 
-def adam_step(optimizer, parameter, value, grad):
-    """torch.optim.Adam's update of `parameter` (its group and state) applied to `value`."""
+def adam_step(optimizer, parameter, value, grad, step_number=None):
+    """torch.optim.Adam's update of `parameter` (its group and state) applied to `value`.
+
+    `step_number` (the count after this step), if given, is a float64 0-d tensor: a CUDA
+    graph replays the step with the count it holds then, where a Python number would be
+    frozen at capture. (Its powers are formed in float64, as Python's are.)"""
     group = next(g for g in optimizer.param_groups if any(p is parameter for p in g["params"]))
     if group.get("amsgrad") or group.get("maximize") or group.get("decoupled_weight_decay"):
         raise NotImplementedError("the look-ahead mirrors plain Adam only")
     beta1, beta2 = group["betas"]
     state = optimizer.state.get(parameter, {})
-    step = float(state["step"]) + 1 if "step" in state else 1.0
+    step = next_step_number(optimizer, parameter) if step_number is None else step_number
     if group["weight_decay"]:
         grad = grad + group["weight_decay"] * value.detach()
     first = (1 - beta1) * grad
@@ -285,6 +295,12 @@ def adam_step(optimizer, parameter, value, grad):
         second = second + beta2 * state["exp_avg_sq"]
     denominator = (second / (1 - beta2 ** step)).sqrt() + group["eps"]
     return value - group["lr"] * (first / (1 - beta1 ** step)) / denominator
+
+
+def next_step_number(optimizer, parameter):
+    """The step count of `parameter`'s next optimizer step (1 before the first)."""
+    state = optimizer.state.get(parameter, {})
+    return float(state["step"]) + 1 if "step" in state else 1.0
 
 
 def flatness_meta_loss(head, params, features, labels, groups, weights, virtual_step, rho,
@@ -352,6 +368,87 @@ def policy_kl(policy, reference, mask):
     return (policy * ratio).sum(1)
 
 
+# -- on a GPU: the step's small kernels as one captured graph --------------------------
+class CapturedRegion:
+    """Runs a function of tensors (tensors or None in, a tuple of tensors out) as a CUDA
+    graph.
+
+    Why: FGMix's policy step, weights and diagnostics are some 800 small kernels on
+    [N, F] features; on an H200 their launches cost the host ~15 ms a step, more than the
+    GPU spends on them, and the backbone's backward waits for them. A graph launches them
+    at once. Per input shape, the first WARMUP calls run eagerly (libraries set up their
+    workspaces, the optimizers create their state), the next is captured, and every call
+    then replays it: the inputs are copied into the captured ones, and the outputs are the
+    captured ones (valid until the next call). What the function reads besides its
+    arguments (parameters, optimizer state) must stay where it is in memory, as torch's
+    optimizers keep it. The kernels are the eager ones, so the numbers are too; except that
+    the policy's Adam runs in its `capturable` form on the GPU (the same update, its step
+    count on the device). Off on CPU, with DOMAINBED_CUDA_GRAPHS=0, and for good after a
+    capture fails (one warning; eager from then on).
+    """
+
+    WARMUP = 2
+
+    def __init__(self):
+        self._graphs = {}
+        self._calls = collections.Counter()
+        self.failed = False
+
+    def __deepcopy__(self, memo):   # a copied algorithm captures its own graph
+        return CapturedRegion()
+
+    def __reduce__(self):
+        return (CapturedRegion, ())
+
+    def active(self, tensor):
+        return (tensor.is_cuda and not self.failed
+                and os.environ.get("DOMAINBED_CUDA_GRAPHS", "1") != "0")
+
+    def prepare(self, algorithm, tensor):
+        """The policy optimizer in the form this device's calls need: capturable (step
+        count on the GPU) when the region is captured, torch's default otherwise."""
+        optimizer = getattr(algorithm, "policy_optimizer", None)
+        if optimizer is None:
+            return
+        capturable = self.active(tensor)
+        for group in optimizer.param_groups:
+            group["capturable"] = capturable
+        for state in optimizer.state.values():
+            if "step" in state:
+                state["step"] = state["step"].to(tensor.device if capturable else "cpu",
+                                                 torch.float32)
+
+    def __call__(self, function, *inputs):
+        if not self.active(inputs[0]):
+            return function(*inputs)
+        key = tuple(None if t is None else (t.shape, t.dtype) for t in inputs)
+        if key not in self._graphs:
+            self._calls[key] += 1
+            if self._calls[key] <= self.WARMUP or not self._capture(key, function, inputs):
+                return function(*inputs)
+        graph, static_inputs, static_outputs = self._graphs[key]
+        for static, value in zip(static_inputs, inputs):
+            if static is not None:
+                static.copy_(value)
+        graph.replay()
+        return static_outputs
+
+    def _capture(self, key, function, inputs):
+        static_inputs = [None if t is None else t.clone() for t in inputs]
+        graph = torch.cuda.CUDAGraph()
+        try:
+            torch.cuda.synchronize()
+            with torch.cuda.graph(graph):
+                static_outputs = function(*static_inputs)
+        except Exception as error:   # an op that cannot be captured: stay eager
+            self.failed = True
+            warnings.warn(f"FGMix: CUDA graph capture failed ({type(error).__name__}: "
+                          f"{str(error)[:200]}); running eagerly")
+            return False
+        self._graphs[key] = (graph, static_inputs, static_outputs)
+        return True
+
+
 # -- §6 one implementation with switches -----------------------------------------------
 Mixing = collections.namedtuple("Mixing", "policy weights")
 Mixing.__doc__ = "The policy π [N, D] (sum 1 over members) and the mixing weights λ [N, D]."
@@ -386,6 +483,7 @@ class GroupMixBase(Algorithm):
         self.classifier = networks.Classifier(
             self.featurizer.n_outputs, num_classes, hparams["nonlinear_classifier"])
         self.network = torch.nn.Sequential(self.featurizer, self.classifier)
+        self._captured = CapturedRegion()   # on CUDA: the step's small kernels as one graph
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=hparams["lr"], weight_decay=hparams["weight_decay"])
         if self.LEARN_POLICY:
@@ -413,18 +511,16 @@ class GroupMixBase(Algorithm):
         z = self.featurizer(x)
         logits = self.classifier(z)
         nll = F.cross_entropy(logits, y)
-        zero = torch.zeros((), device=z.device)
         if len(minibatches) < 2:  # no other domain to mix with: plain ERM
-            loss, mixed_loss, meta_loss = nll, zero, zero
-            mixing = groups = signature = None
+            loss, mixed_loss = nll, torch.zeros((), device=z.device)
+            measures = dict.fromkeys(self.measure_names(), mixed_loss)
         else:
-            groups = self._draw_groups(y, domains, len(minibatches), z.dtype)
+            groups = self._draw_groups(y, domains, len(minibatches),
+                                       torch.promote_types(z.dtype, torch.float32))
             signature = gradient_signature(self.classifier, z, logits, y) \
                 if self.WEIGHTS != "dirichlet" else None
-            meta_loss = self._update_policy(z.detach(), y, domains, groups, signature) \
-                if self.LEARN_POLICY else zero
-            with torch.no_grad():  # λ is a constant for the model (§4)
-                mixing = self._mixing(y, domains, groups, signature)
+            mixing, measures = self._policy_and_mixing(z.detach(), y, domains, groups,
+                                                       signature, nll.detach())
             mixed_loss = mixed_cross_entropy(self._mixed_logits(x, z, logits, groups, mixing),
                                              y, groups)
             loss = nll + self.hparams["fgmix_gamma"] * mixed_loss
@@ -432,8 +528,46 @@ class GroupMixBase(Algorithm):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return self._diagnostics(loss, nll, mixed_loss, meta_loss, z.detach(), y, domains,
-                                 groups, signature, mixing)
+        values = {"loss": loss, "nll": nll, "mixed_loss": mixed_loss, **measures}
+        # One transfer from the device for all the logged floats.
+        numbers = torch.stack([v.detach().to(torch.float64) for v in values.values()]).tolist()
+        return dict(zip(values, numbers))
+
+    def _policy_and_mixing(self, z, y, domains, groups, signature, nll):
+        """(Mixing, diagnostics): FGMix's policy step, then the weights λ (a constant for
+        the model, §4) and what the diagnostics measure — everything of a step that does
+        not backpropagate into the model. In float32 with autocast off: the cosines and the
+        look-ahead need the precision, and a captured graph must not read autocast's cached
+        casts. On CUDA it runs as one captured graph (`CapturedRegion`)."""
+        self._captured.prepare(self, z)
+        features, residuals = signature if signature is not None else (None, None)
+        step_number = None
+        if self.LEARN_POLICY and self.LOOKAHEAD == "optimizer" and self._captured.active(z):
+            count = next_step_number(self.optimizer, last_linear(self.classifier).weight)
+            step_number = torch.full((), count, dtype=torch.float64, device=z.device)
+        policy, weights, measures = self._captured(
+            self._policy_and_mixing_tensors, z, y, domains, groups.index, groups.mask, groups.valid, groups.draws, features,
+            residuals, nll, step_number)
+        return Mixing(policy, weights), dict(zip(self.measure_names(), measures.unbind()))
+
+    def _policy_and_mixing_tensors(self, z, y, domains, index, mask, valid, draws, features,
+                                   residuals, nll, step_number):
+        """`_policy_and_mixing` on tensors only (the captured function): (π, λ, measures)."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            groups = Groups(index, mask, valid.float(), None if draws is None else draws.float())
+            signature = None if features is None else (features.float(), residuals.float())
+            z, nll = z.float(), nll.float()
+            meta_loss = self._update_policy(z, y, domains, groups, signature, step_number) \
+                if self.LEARN_POLICY else None
+            with torch.no_grad():
+                mixing = self._mixing(y, domains, groups, signature)
+                measures = self._mixing_measures(z, groups, mixing)
+                if self.LEARN_POLICY:
+                    measures["meta_loss"] = meta_loss
+                    measures["meta_nll_ratio"] = meta_loss / nll.clamp(min=1e-12)
+                    measures["policy_kl_fixed"], measures["weight_shift_fixed"] = \
+                        self._shift_from_fixed_metric(y, domains, groups, signature, mixing)
+            return mixing.policy, mixing.weights, torch.stack(list(measures.values()))
 
     def _mixed_logits(self, x, z, logits, groups, mixing):
         if self._in_input_space():  # the same weights on the images; one more backbone pass
@@ -444,18 +578,21 @@ class GroupMixBase(Algorithm):
 
     def _draw_groups(self, y, domains, num_domains, dtype):
         """`Groups`, drawn from the algorithm's own generators (torch, then numpy)."""
+        # Drawn on the CPU (the generators are the algorithm's, saved with it) and copied
+        # without blocking: a blocking copy would wait for the forward pass to finish before
+        # the rest of the step could be queued behind it.
         n = y.shape[0]
         uniform = torch.rand((n, num_domains), generator=self.generator)
         index, mask = build_groups(y, domains, num_domains, self.num_classes,
-                                   uniform.to(device=y.device))
+                                   uniform.to(device=y.device, non_blocking=True))
         valid = (mask.sum(1) >= 2).to(dtype)  # groups of size 1 are dropped
         draws = None
         if self.WEIGHTS == "dirichlet":
             gammas = self.numpy_rng.gamma(self.hparams["fgmix_alpha"], size=(n, num_domains))
-            draws = torch.from_numpy(gammas).to(device=y.device, dtype=dtype)
+            draws = torch.from_numpy(gammas).to(device=y.device, dtype=dtype, non_blocking=True)
         elif self.SCORES == "random":
             draws = torch.randn((n, num_domains), generator=self.generator).to(
-                device=y.device, dtype=dtype)
+                device=y.device, dtype=dtype, non_blocking=True)
         return Groups(index, mask, valid, draws)
 
     def _mixing(self, y, domains, groups, signature, metric="learned"):
@@ -488,46 +625,39 @@ class GroupMixBase(Algorithm):
         return self.COMPATIBILITY_SIGN * compatibility.take(groups.index)
 
     # -- §5 the policy step (FGMix) ---------------------------------------------------
-    def _virtual_step(self):
+    def _virtual_step(self, step_number=None):
         if self.LOOKAHEAD == "optimizer":
             return optimizer_lookahead(self.optimizer, dict(self.classifier.named_parameters()),
-                                       self.hparams["fgmix_gamma"])
+                                       self.hparams["fgmix_gamma"], step_number)
         return sgd_lookahead(self.hparams["fgmix_inner_lr"])
 
-    def policy_meta_loss(self, z, y, groups, signature, epsilon=None, domains=None):
+    def policy_meta_loss(self, z, y, groups, signature, epsilon=None, domains=None,
+                         step_number=None):
         """(L_meta(ω), ε) of §5 on detached features and a functional copy of the head."""
         params = {name: p.detach().requires_grad_()
                   for name, p in self.classifier.named_parameters()}
         weights = self._mixing(y, domains, groups, signature).weights
         return flatness_meta_loss(self.classifier, params, z, y, groups, weights,
-                                  self._virtual_step(), self.hparams["fgmix_rho"], epsilon)
+                                  self._virtual_step(step_number), self.hparams["fgmix_rho"],
+                                  epsilon)
 
-    def _update_policy(self, z, y, domains, groups, signature):
-        meta_loss, _ = self.policy_meta_loss(z, y, groups, signature, domains=domains)
+    def _update_policy(self, z, y, domains, groups, signature, step_number=None):
+        meta_loss, _ = self.policy_meta_loss(z, y, groups, signature, domains=domains,
+                                             step_number=step_number)
         self.policy_optimizer.zero_grad()
         meta_loss.backward(inputs=[self.policy_omega])
         self.policy_optimizer.step()
         return meta_loss.detach()
 
     # -- what each step reports --------------------------------------------------------
-    def _diagnostics(self, loss, nll, mixed_loss, meta_loss, z, y, domains, groups, signature,
-                     mixing):
-        """Logged floats (docs/method.md, Diagnostics), read from the device in one transfer."""
-        values = {"loss": loss, "nll": nll, "mixed_loss": mixed_loss}
-        zero = torch.zeros((), device=loss.device)
-        if mixing is None:
-            values.update(dict.fromkeys(
-                ["mean_negative_weight", "frac_extrapolating", "n_groups", "min_weight",
-                 "negative_mass", "outside_norm", "outside_ratio", "policy_entropy"], zero))
-        else:
-            values.update(self._mixing_measures(z, groups, mixing))
-        if self.LEARN_POLICY:
-            values["meta_loss"] = meta_loss
-            values["meta_nll_ratio"] = meta_loss / nll.detach().clamp(min=1e-12)
-            values["policy_kl_fixed"], values["weight_shift_fixed"] = \
-                self._shift_from_fixed_metric(y, domains, groups, signature, mixing)
-        numbers = torch.stack([v.detach().to(torch.float64) for v in values.values()]).tolist()
-        return dict(zip(values, numbers))
+    MIXING_MEASURES = ("mean_negative_weight", "frac_extrapolating", "n_groups", "min_weight",
+                       "negative_mass", "outside_norm", "outside_ratio", "policy_entropy")
+    POLICY_MEASURES = ("meta_loss", "meta_nll_ratio", "policy_kl_fixed", "weight_shift_fixed")
+
+    def measure_names(self):
+        """The diagnostics each step logs besides loss, nll and mixed_loss (docs/method.md,
+        Diagnostics), in the order `_policy_and_mixing_tensors` stacks them."""
+        return self.MIXING_MEASURES + (self.POLICY_MEASURES if self.LEARN_POLICY else ())
 
     def _mixing_measures(self, z, groups, mixing):
         weights, kept = mixing.weights, groups.valid > 0
@@ -553,9 +683,6 @@ class GroupMixBase(Algorithm):
     def _shift_from_fixed_metric(self, y, domains, groups, signature, mixing):
         """What the learned metric changes: KL(π ‖ π_fixed) and Σ|λ − λ_fixed|, both averaged
         over kept groups, against the weights the fixed metric m = 1 gives on this batch."""
-        if mixing is None:
-            zero = torch.zeros((), device=y.device)
-            return zero, zero
         with torch.no_grad():
             fixed = self._mixing(y, domains, groups, signature, metric=None)
             kl = policy_kl(mixing.policy, fixed.policy, groups.mask)

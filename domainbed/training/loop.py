@@ -15,6 +15,7 @@ from domainbed.lib import checkpoint, jobdir, misc, tensorboard_logs
 from domainbed.lib.progress import progress_bar
 from domainbed.training.models import save_model, save_selected_model
 from domainbed.training.resume import start_or_resume
+from domainbed.training.timing import PhaseClock
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)   # exit code: 128 + signal number
 
@@ -76,9 +77,27 @@ class TrainingLoop:
         self.last_header = None    # the record table's header printed last
         self.best_val_acc = None   # of the records so far (DOMAINBED_SAVE_SELECTED)
         self.started = self.start_step = None   # this process's start (heartbeats)
+        self.clock = None                        # where the wall time goes (timing.py)
+        self.writer = checkpoint.CheckpointWriter(args.output_dir)
 
     def run(self, stop):
-        """Train the remaining steps, then finish. Returns the exit code."""
+        """Train the remaining steps, then finish. Returns the exit code. Every checkpoint
+        written in the background is on disk when this returns or raises."""
+        self.clock = PhaseClock(getattr(self.job, "started", None))
+        try:
+            code = self.train(stop)
+            with self.clock("checkpoints"):
+                self.writer.wait()
+        except BaseException as error:
+            self.writer.wait(raise_error=False)
+            step = getattr(error, "checkpoint_step", None)
+            if step is not None:   # a background write failed: name the step it belongs to
+                self.step = step
+            raise
+        return self.finish() if code is None else code
+
+    def train(self, stop):
+        """The steps; None when all are done, else the exit code of a stop request."""
         job, out = self.job, self.job.args.output_dir
         n_steps, checkpoint_freq = self.n_steps, self.checkpoint_freq
         start_step, running_lists, self.best_val_acc = start_or_resume(job, n_steps,
@@ -93,8 +112,10 @@ class TrainingLoop:
             for step in range(start_step, n_steps):
                 self.step = step
                 step_start_time = time.time()
-                minibatches, unlabeled = next_minibatches(job)
-                step_vals = job.algorithm.update(minibatches, unlabeled)
+                with self.clock("data"):
+                    minibatches, unlabeled = next_minibatches(job)
+                with self.clock("steps"):
+                    step_vals = job.algorithm.update(minibatches, unlabeled)
                 check_finite(step_vals, step)
                 running_lists["step_time"].append(time.time() - step_start_time)
                 for key, value in step_vals.items():
@@ -105,32 +126,37 @@ class TrainingLoop:
                     self.write_checkpoint(step, running_lists, bar)
                     last_beat = time.time()
                 elif stop.signum is not None:
-                    self.save_state(step + 1, running_lists)
+                    with self.clock("checkpoints"):
+                        self.save_state(step + 1, running_lists)
                 elif time.time() - last_beat >= jobdir.HEARTBEAT_PERIOD_S:
                     jobdir.write_heartbeat(out, step + 1, n_steps, self.started, start_step)
                     last_beat = time.time()
 
                 if stop.signum is not None:
                     name = signal.Signals(stop.signum).name
+                    self.writer.wait()   # the checkpoint is on disk before we say so
                     print(f"train.py: {name} received: stopped after step {step} with a "
                           f"checkpoint; rerun the same command to resume", file=sys.stderr)
                     return 128 + stop.signum
         finally:
             bar.close()
             self.scalar_log.close()
-        return self.finish()
+        return None
 
     def write_checkpoint(self, step, running_lists, bar):
         """A checkpoint step's results: the record (results.jsonl, the out.txt table), the
         models asked for, and the training state (checkpoint.pt, heartbeat.json)."""
         job = self.job
-        record = self.write_record(step, running_lists, bar)
+        with self.clock("evaluation"):
+            record = self.write_record(step, running_lists, bar)
         self.scalar_log(record)
         running_lists.clear()
-        if job.args.save_model_every_checkpoint:
-            save_model(job, f"model_step{step}.pkl")
-        self.best_val_acc = save_selected_model(job, record, self.best_val_acc)
-        self.save_state(step + 1, running_lists)
+        with self.clock("model files"):
+            if job.args.save_model_every_checkpoint:
+                save_model(job, f"model_step{step}.pkl")
+            self.best_val_acc = save_selected_model(job, record, self.best_val_acc)
+        with self.clock("checkpoints"):
+            self.save_state(step + 1, running_lists)
 
     def write_record(self, step, running_lists, bar):
         """The record of `step`: means of the step values, accuracies; a row of the out.txt
@@ -161,16 +187,20 @@ class TrainingLoop:
         return results
 
     def save_state(self, next_step, running_lists):
+        """Hand the training state after `next_step - 1` to the background writer."""
         out = self.job.args.output_dir
-        checkpoint.save_checkpoint(out, checkpoint.training_state(
+        self.writer.save(checkpoint.training_state(
             self.job.algorithm, self.job.streams, next_step, running_lists))
         jobdir.write_heartbeat(out, next_step, self.n_steps, self.started, self.start_step)
 
     def finish(self):
-        """model.pkl, then `done`; the checkpoint is removed (a done job never resumes)."""
+        """model.pkl, then `done`; the checkpoint is removed (a done job never resumes).
+        The last line of out.txt says where the run's wall time went."""
         out = self.job.args.output_dir
-        save_model(self.job, "model.pkl")
+        with self.clock("model files"):
+            save_model(self.job, "model.pkl")
         jobdir.write_done(out)
         checkpoint.remove_checkpoint(out)  # spare the disk
         jobdir.write_heartbeat(out, self.n_steps, self.n_steps, self.started, self.start_step)
+        print(self.clock.summary())
         return 0

@@ -15,6 +15,7 @@ from domainbed.training.lock import JobDirectoryLock, already_done_message
 from domainbed.training.logs import Logs, print_environment, print_sorted_block
 from domainbed.training.loop import StopRequest, TrainingLoop
 from domainbed.training.plan import setting_up, validate
+from domainbed.training.timing import job_start_time
 
 
 def run_job(args):
@@ -22,6 +23,7 @@ def run_job(args):
     already done), 3 (a non-finite loss), 128 + N (stopped by signal N, resumable); raises
     a JobError for a refusal or a failed write, and an unforeseen error as it is (after
     `failed` and the traceback are written)."""
+    started = job_start_time()
     tensorboard = tensorboard_requested(args)            # ours: not one of the job's args
     with setting_up():
         plan = validate(args)
@@ -32,6 +34,7 @@ def run_job(args):
                 return 0
             job = build(plan)
             job.tensorboard = tensorboard
+            job.started = started
         lock.keep()
         return run(job)
 
