@@ -232,6 +232,16 @@ def format_row(row, colwidth=10, latex=False):
     return sep.join(format_cell(x, colwidth) for x in row) + " " + end
 
 
+def format_table(header, rows):
+    """A plain-text table: columns left-aligned to their widest cell, a dashed rule under
+    the header (the benchmark commands' tables)."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
 def print_row(row, colwidth=10, latex=False):
     """Cells padded and truncated to `colwidth`; floats with 10 decimals; trailing space."""
     print(format_row(row, colwidth, latex))

@@ -22,6 +22,8 @@ import statistics
 import sys
 import time
 
+from domainbed.lib.misc import format_table
+
 DEFAULT_ALGORITHMS = "ERM,Mixup,InterpMix,ExtrapMix,GMix,FGMix"
 ARCH_IMAGE_SIZE = {"mnist_cnn": 28, "resnet18": 224, "resnet50": 224}
 # "vector": inputs of --input_dim numbers and the vector featurizer the dataset declares
@@ -74,13 +76,36 @@ def parse_args(argv):
                         help="where one train.py run's time goes on --dataset (start-up, data, "
                              "steps, evaluation, checkpoints), in a new process and in a warm "
                              "pool worker")
-    parser.add_argument("--hparams", default=None, help="--run_cost: JSON hparams overrides")
+    parser.add_argument("--hparams", default=None,
+                        help="JSON hparams overrides (step timings and --run_cost), e.g. "
+                             "'{\"fgmix_space\": \"features\"}'")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="step timings: bf16 autocast around each update, as train.py's "
+                             "--precision")
+    parser.add_argument("--memory_format", choices=["contiguous", "channels_last"],
+                        default="contiguous", help="step timings: as train.py's --memory_format")
+    runs = parser.add_argument_group(
+        "--run_cost on an image dataset (e.g. PACS): whole train.py runs (studies/train_runs.py)")
+    runs.add_argument("--data_dir", default=None,
+                      help="the dataset's root (default: a generated PACS-shaped tree)")
+    runs.add_argument("--upstream", default=None, metavar="PATH",
+                      help="an upstream DomainBed checkout: also time its train.py")
+    runs.add_argument("--variants", default="default,fast,fast-bf16",
+                      help="comma-separated: default, fast, fast-bf16, default-bf16")
+    runs.add_argument("--run_steps", type=int, default=301)
+    runs.add_argument("--run_checkpoint_freq", type=int, default=100)
+    runs.add_argument("--images_per_class", type=int, default=60,
+                      help="generated tree: images per domain and class (60: 1,680 images)")
+    runs.add_argument("--work_dir", default=None,
+                      help="keep the runs (and the generated tree) here (default: removed)")
+    runs.add_argument("--run_timeout", type=int, default=3600, help="seconds per run")
     parser.add_argument("--seed_batching", type=int, default=None, metavar="S",
                         help="what training S data seeds as one batched model would save: "
                              "ERM on an --input_dim -> --num_classes linear model, --steps "
                              "steps, as S runs, vmapped over seeds, and stacked by hand")
     args = parser.parse_args(argv)
-    for name in ["steps", "repeats", "num_classes", "num_domains"]:
+    for name in ["steps", "repeats", "num_classes", "num_domains", "run_steps",
+                 "run_checkpoint_freq", "images_per_class", "run_timeout"]:
         if getattr(args, name) < 1:
             raise BenchmarkError(f"--{name} must be at least 1, got {getattr(args, name)}.")
     if args.warmup < 0:
@@ -343,14 +368,6 @@ def time_compatibilities(args, device):
 
 
 # -- output ------------------------------------------------------------------------------
-def format_table(header, rows):
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines)
-
-
 def training_table(rows):
     header = ["algorithm", "ms/step (median)", "IQR ms", "ratio to ERM", "ratio min-max"]
     return format_table(header, [
@@ -449,6 +466,24 @@ def evaluate_as_a_record(job):
     if before_record is not None:
         before_record(job.evals, job.args.test_envs, job.device)
     return [misc.accuracy(job.algorithm, loader, None, job.device) for _, loader in job.evals]
+
+
+def run_algorithm(args):
+    """The one algorithm whole runs time: the first of --algorithms, ERM by default."""
+    if args.algorithms == DEFAULT_ALGORITHMS:
+        return "ERM"
+    algorithm_names(args)   # "did you mean" for a wrong name
+    return [name.strip() for name in args.algorithms.split(",") if name.strip()][0]
+
+
+def is_image_dataset(name):
+    """Whether --run_cost on `name` means whole train.py runs (an image-folder dataset)."""
+    from domainbed import datasets
+    from domainbed.datasets.image_folder import ImageFolderDataset
+
+    if not name or name not in datasets.DATASETS:
+        return False
+    return issubclass(datasets.get_dataset_class(name), ImageFolderDataset)
 
 
 def run_cost(args):
@@ -585,6 +620,14 @@ def main(argv=None):
         args = parse_args(argv)
         if args.seed_batching:
             return show(seed_batching(args), args.json, print_seed_batching)
+        if args.run_cost and is_image_dataset(args.dataset):
+            from domainbed.studies import train_runs
+
+            try:
+                report = train_runs.train_runs(args, run_algorithm(args))
+            except train_runs.RunsError as error:
+                raise BenchmarkError(str(error)) from None
+            return show(report, args.json, train_runs.print_train_runs)
         if args.run_cost:
             return show(run_cost(args), args.json, print_run_cost)
         report = run(args)
