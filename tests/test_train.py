@@ -80,7 +80,10 @@ def test_out_txt_blocks_and_table(debug_run):
     arg_lines = lines[args_at + 1:hp_at]
     assert [l.split(":")[0].strip() for l in arg_lines] == sorted(ARGS_KEYS)
     assert "\ttest_envs: [0]" in arg_lines and "\tdata_dir: None" in arg_lines
-    table = [l for l in lines[hp_at + 1:] if not l.startswith("\t")]
+    # ours: one line naming the input pipeline, after the HParams block
+    pipeline_at = hp_at + 1 + len(read_records(out)[0]["hparams"])
+    assert lines[pipeline_at].startswith("Pipeline: default (")
+    table = [l for l in lines[pipeline_at + 1:] if not l.startswith("\t")]
     # Ours: the last line says where the wall time went (training/timing.py).
     wall = timing.parse_summary(table.pop())
     assert set(wall) == {"total", "other", *timing.PHASES}

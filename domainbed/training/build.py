@@ -6,6 +6,7 @@ import numpy as np
 
 from domainbed import datasets
 from domainbed.lib import misc
+from domainbed.training.arguments import speed_option
 from domainbed.training.errors import BadInput
 from domainbed.training.plan import check_test_envs, validate
 
@@ -63,11 +64,21 @@ def make_splits(dataset, args, hparams):
     return in_splits, out_splits, uda_splits
 
 
+def _eval_names(splits):
+    in_splits, out_splits, uda_splits = splits
+    return ([f"env{i}_in" for i in range(len(in_splits))]
+            + [f"env{i}_out" for i in range(len(out_splits))]
+            + [f"env{i}_uda" for i in range(len(uda_splits))])  # upstream: uda list index
+
+
 def make_loaders(dataset, args, hparams, splits):
     """Training streams (each seeded from --seed and its index: deterministic and
-    resumable) and the evaluation loaders with upstream's names."""
+    resumable) and the evaluation loaders with upstream's names; with `--pipeline fast`
+    those of the decoded cache (`make_fast_loaders`)."""
     from domainbed.lib.fast_data_loader import FastDataLoader, InfiniteDataLoader
 
+    if speed_option(args, "pipeline") == "fast":
+        return make_fast_loaders(dataset, args, hparams, splits)
     in_splits, out_splits, uda_splits = splits
     batch_size = hparams["batch_size"]
 
@@ -84,10 +95,50 @@ def make_loaders(dataset, args, hparams, splits):
     eval_loaders = [FastDataLoader(dataset=split, batch_size=eval_batch_size,
                                    num_workers=dataset.N_WORKERS)
                     for split, _ in eval_splits]
-    eval_names = ([f"env{i}_in" for i in range(len(in_splits))]
-                  + [f"env{i}_out" for i in range(len(out_splits))]
-                  + [f"env{i}_uda" for i in range(len(uda_splits))])  # upstream: uda list index
-    return train_loaders, uda_loaders, list(zip(eval_names, eval_loaders))
+    return train_loaders, uda_loaders, list(zip(_eval_names(splits), eval_loaders))
+
+
+def make_fast_loaders(dataset, args, hparams, splits):
+    """make_loaders' streams and evaluation loaders (same seeds, names and order) over
+    the decoded uint8 cache, batches augmented on the device. An augmented evaluation
+    loader (a training env's split, as upstream) draws from its own fixed seed."""
+    from domainbed.datasets.fast_pipeline import FastPipeline
+    from domainbed.lib.device import get_device
+
+    in_splits, out_splits, uda_splits = splits
+    pipeline = FastPipeline(dataset, args.test_envs, hparams["data_augmentation"],
+                            get_device(), dataset.N_WORKERS)
+    batch_size = hparams["batch_size"]
+
+    def stream(split, weights, kind, i):
+        return pipeline.stream(split, weights, batch_size, misc.seed_hash(args.seed, kind, i))
+
+    train_loaders = [stream(split, w, "train_stream", i)
+                     for i, (split, w) in enumerate(in_splits) if i not in args.test_envs]
+    uda_loaders = [stream(split, w, "uda_stream", i) for i, (split, w) in enumerate(uda_splits)]
+    eval_batch_size = getattr(dataset, "EVAL_BATCH_SIZE", 64)
+    names = _eval_names(splits)
+    eval_loaders = [pipeline.eval_loader(split, eval_batch_size,
+                                         misc.seed_hash(args.seed, "eval_augmentation", name))
+                    for name, (split, _) in zip(names, in_splits + out_splits + uda_splits)]
+    return train_loaders, uda_loaders, list(zip(names, eval_loaders))
+
+
+def describe_pipeline(dataset, args):
+    """The line out.txt gets about the input pipeline."""
+    if speed_option(args, "pipeline") == "fast":
+        from domainbed.datasets.decoded_cache import SIZE, cache_dir
+        from domainbed.lib.device import get_device
+
+        n_images = sum(len(env) for env in dataset)
+        return (f"Pipeline: fast (decoded cache {cache_dir()}, {n_images} images at "
+                f"{SIZE}x{SIZE}, augmentation on {get_device().type})")
+    workers = getattr(dataset, "N_WORKERS", 0)
+    from domainbed.datasets.image_folder import ImageFolderDataset
+
+    if not isinstance(dataset, ImageFolderDataset):   # tensors in memory, no transforms
+        return f"Pipeline: default (the dataset's tensors, {workers} loader workers)"
+    return f"Pipeline: default (torchvision transforms, {workers} loader workers)"
 
 
 def build_algorithm(algorithm_class, dataset, args, hparams, device):

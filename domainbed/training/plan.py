@@ -10,7 +10,7 @@ from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import misc, validation
 from domainbed.lib.cli import squeeze
 from domainbed.lib.registry import PluginError
-from domainbed.training.arguments import drop_default_speed_options
+from domainbed.training.arguments import drop_default_speed_options, speed_option
 from domainbed.training.errors import BadInput, JobError
 
 
@@ -65,6 +65,19 @@ def choose_hparams(args):
     return hparams
 
 
+FAST_PIPELINE_DATASETS = "VLCS, PACS, OfficeHome, TerraIncognita, DomainNet, SVIRO or Folder"
+
+
+def check_pipeline(args, dataset_class):
+    """--pipeline fast decodes image folders: any other dataset is refused up front."""
+    from domainbed.datasets.image_folder import ImageFolderDataset
+
+    if speed_option(args, "pipeline") == "fast" and not issubclass(dataset_class,
+                                                                   ImageFolderDataset):
+        raise BadInput(f"--pipeline fast needs an image dataset ({FAST_PIPELINE_DATASETS}); "
+                       f"{args.dataset} is not one: drop --pipeline fast for it")
+
+
 class Plan:
     """What validation found: the classes, the hparams and the environment names."""
 
@@ -81,6 +94,7 @@ def validate(args):
     drop_default_speed_options(args)
     check_plain_args(args)
     algorithm_class, dataset_class = lookup_classes(args)
+    check_pipeline(args, dataset_class)
     hparams = choose_hparams(args)
     # Ours: a dataset's environments may depend on hparams, and it may refuse arguments.
     try:

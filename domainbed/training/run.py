@@ -8,7 +8,7 @@ import sys
 
 from domainbed.lib import jobdir
 from domainbed.training.arguments import identifying_args, tensorboard_requested
-from domainbed.training.build import build
+from domainbed.training.build import build, describe_pipeline
 from domainbed.training.errors import BadInput
 from domainbed.training.failures import record_failure
 from domainbed.training.lock import JobDirectoryLock, already_done_message
@@ -49,6 +49,7 @@ def run(job):
             print_environment()
             print_sorted_block("Args", vars(job.args))
             print_sorted_block("HParams", job.hparams)
+            print(describe_pipeline(job.dataset, job.args))   # ours: which input pipeline
             jobdir.write_job_identity(out, identifying_args(job.args))
             jobdir.clear_failed(out)
             return loop.run(stop)

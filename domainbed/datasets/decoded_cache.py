@@ -1,0 +1,276 @@
+"""Every image of an image-folder environment decoded once, for `--pipeline fast`.
+
+An environment (torchvision's ImageFolder or `folder.ImageList`: `.samples` = [(path,
+label)]) becomes one raw uint8 file of [N, 3, 224, 224] images (PIL, RGB, resized with
+upstream's eval resize, `transforms.Resize((224, 224))`, i.e. PIL bilinear) and a JSON index
+beside it: the paths, labels, each image's ORIGINAL (width, height) (the training crop is
+drawn in that geometry) and the fingerprint of the sources (path, size, mtime_ns).
+
+Where: $DOMAINBED_CACHE, else ~/.cache/domainbed/decoded (never the data directory); the
+file name is a hash of the fingerprint. Both files are written to temporaries and renamed,
+the index last, so a reader sees a whole cache or none; two jobs that build the same cache
+at once each write their own temporaries, and the last rename wins (same bytes). A cache
+whose index does not match the sources, whose file has the wrong size or whose sampled
+checksum differs is rebuilt, never trusted. When a source changes, the new cache replaces
+the old one's files (same paths, another fingerprint).
+"""
+import concurrent.futures
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+import uuid
+import zlib
+
+import numpy as np
+
+FORMAT_VERSION = 1
+SIZE = 224
+IMAGE_SHAPE = (3, SIZE, SIZE)
+IMAGE_BYTES = 3 * SIZE * SIZE
+CHUNK = 64                # images per decoding task
+CHECKSUM_SAMPLES = 64     # images read back to check the file on every load
+
+
+def cache_dir():
+    return os.environ.get("DOMAINBED_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "domainbed", "decoded")
+
+
+def fingerprint(samples):
+    """[[path, label, size, mtime_ns]] of the sources (stat only, nothing is read)."""
+    entries = []
+    for path, label in samples:
+        stat = os.stat(path)
+        entries.append([os.path.abspath(path), int(label), stat.st_size, stat.st_mtime_ns])
+    return entries
+
+
+def _digest(value):
+    return hashlib.sha256(json.dumps(value).encode("utf-8")).hexdigest()[:32]
+
+
+def _source_key(samples):
+    """The same for the same paths and labels, whatever their contents."""
+    return _digest([FORMAT_VERSION, [[os.path.abspath(p), int(y)] for p, y in samples]])
+
+
+class DecodedImages:
+    """One environment's decoded images: `images` a read-only uint8 memmap [N, 3, 224, 224],
+    `labels` int64 [N], `sizes` int64 [N, 2] (original width, height), `path` the data file."""
+
+    def __init__(self, path, index):
+        self.path = path
+        self.images = np.memmap(path, dtype=np.uint8, mode="r",
+                                shape=(index["count"],) + IMAGE_SHAPE)
+        self.labels = np.asarray(index["labels"], dtype=np.int64)
+        self.sizes = np.asarray(index["sizes"], dtype=np.int64).reshape(-1, 2)
+
+    def __len__(self):
+        return len(self.labels)
+
+    @property
+    def nbytes(self):
+        return len(self) * IMAGE_BYTES
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding (worker processes write straight into the temporary data file)
+
+def decode_image(path):
+    """(uint8 [3, 224, 224], (width, height)): what eval_transform's Resize sees."""
+    from PIL import Image, ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True   # as the datasets (allow_truncated_images)
+    with open(path, "rb") as f:
+        image = Image.open(f).convert("RGB")
+    resized = image.resize((SIZE, SIZE), Image.BILINEAR)   # = transforms.Resize((224, 224))
+    return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1), image.size
+
+
+def _decode_chunk(data_path, count, start, paths):
+    images = np.memmap(data_path, dtype=np.uint8, mode="r+", shape=(count,) + IMAGE_SHAPE)
+    sizes = []
+    for offset, path in enumerate(paths):
+        images[start + offset], size = decode_image(path)
+        sizes.append(size)
+    images.flush()
+    return start, sizes
+
+
+def _pool_context():
+    # fork is cheap (no re-import of torch) but unsafe once CUDA is initialised.
+    import torch
+
+    if "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _chunks(paths):
+    return [(start, paths[start:start + CHUNK]) for start in range(0, len(paths), CHUNK)]
+
+
+def _decode_all(data_path, paths, workers, label):
+    """Decode `paths` into the data file; returns the original sizes. A progress bar on a
+    terminal, else a line every tenth of the work."""
+    from domainbed.lib.progress import progress
+
+    count, sizes = len(paths), [None] * len(paths)
+    chunks = _chunks(paths)
+    workers = max(1, min(workers, len(chunks), os.cpu_count() or 1))
+    if workers == 1:
+        done = (_decode_chunk(data_path, count, start, part) for start, part in chunks)
+        _collect(progress(done, total=len(chunks), desc=label, unit="chunk"), sizes, label,
+                 len(chunks))
+        return sizes
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+        futures = [pool.submit(_decode_chunk, data_path, count, start, part)
+                   for start, part in chunks]
+        done = (future.result() for future in concurrent.futures.as_completed(futures))
+        _collect(progress(done, total=len(chunks), desc=label, unit="chunk"), sizes, label,
+                 len(chunks))
+    return sizes
+
+
+def _collect(results, sizes, label, n_chunks):
+    report_every = max(1, n_chunks // 10)
+    for finished, (start, chunk_sizes) in enumerate(results, 1):
+        sizes[start:start + len(chunk_sizes)] = chunk_sizes
+        if n_chunks >= 20 and finished % report_every == 0:
+            print(f"{label}: {100 * finished // n_chunks}%", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading, checking and writing the cache
+
+def _sample_checksum(images):
+    """CRC32 of up to CHECKSUM_SAMPLES evenly spaced images (cheap on any size)."""
+    rows = np.unique(np.linspace(0, len(images) - 1, min(len(images), CHECKSUM_SAMPLES))
+                     .astype(np.int64)) if len(images) else []
+    crc = 0
+    for row in rows:
+        crc = zlib.crc32(np.ascontiguousarray(images[row]).tobytes(), crc)
+    return crc
+
+
+def _read_index(index_path, sources):
+    """The index when it describes `sources` exactly, else None."""
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+        matches = (index["version"] == FORMAT_VERSION and index["fingerprint"] == sources
+                   and index["count"] == len(sources) == len(index["labels"])
+                   == len(index["sizes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return index if matches else None
+
+
+def _load_checked(stem, sources):
+    """The DecodedImages at `stem` when its index matches and its file is whole, else None."""
+    index = _read_index(stem + ".json", sources)
+    if index is None:
+        return None
+    try:
+        if os.path.getsize(stem + ".u8") != index["count"] * IMAGE_BYTES:
+            return None
+        decoded = DecodedImages(stem + ".u8", index)
+    except (OSError, ValueError):
+        return None
+    return decoded if _sample_checksum(decoded.images) == index["checksum"] else None
+
+
+def _temporary(path):
+    return f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def _write_json(path, value):
+    temporary = _temporary(path)
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_superseded(directory, source_key, keep_stem):
+    """Delete the caches of the same sources with another fingerprint (stale: an image
+    changed). A job still reading one keeps its open file (POSIX)."""
+    for name in os.listdir(directory):
+        if not name.endswith(".json") or os.path.join(directory, name[:-5]) == keep_stem:
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as f:
+                stale = json.load(f).get("source_key") == source_key
+        except (OSError, ValueError, AttributeError):
+            continue
+        if stale:
+            _remove(os.path.join(directory, name[:-5] + ".u8"))
+            _remove(os.path.join(directory, name))
+
+
+def _build(stem, samples, sources, workers, label):
+    data_path = stem + ".u8"
+    temporary = _temporary(data_path)
+    paths = [path for path, _ in samples]
+    try:
+        with open(temporary, "wb") as f:
+            f.truncate(len(paths) * IMAGE_BYTES)
+        sizes = _decode_all(temporary, paths, workers, label)
+        images = np.memmap(temporary, dtype=np.uint8, mode="r",
+                           shape=(len(paths),) + IMAGE_SHAPE)
+        checksum = _sample_checksum(images)
+        del images
+        with open(temporary, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temporary, data_path)
+    finally:
+        _remove(temporary)
+    index = {"version": FORMAT_VERSION, "count": len(paths), "shape": list(IMAGE_SHAPE),
+             "source_key": _source_key(samples), "fingerprint": sources,
+             "paths": [entry[0] for entry in sources],
+             "labels": [entry[1] for entry in sources],
+             "sizes": [list(size) for size in sizes], "checksum": checksum}
+    _write_json(stem + ".json", index)
+    return DecodedImages(data_path, index)
+
+
+def load_or_build(samples, workers=1, label="decoding"):
+    """The decoded images of `samples` [(path, label)], from the cache when it is valid,
+    else decoded now (`workers` processes) and cached. Returns (DecodedImages, built)."""
+    directory = cache_dir()
+    os.makedirs(directory, exist_ok=True)
+    sources = fingerprint(samples)
+    stem = os.path.join(directory, _digest([FORMAT_VERSION, SIZE, sources]))
+    decoded = _load_checked(stem, sources)
+    if decoded is not None:
+        return decoded, False
+    decoded = _build(stem, samples, sources, workers, label)
+    _remove_superseded(directory, _source_key(samples), stem)
+    return decoded, True
+
+
+def load_environments(dataset, workers):
+    """DecodedImages for each environment of an image-folder dataset (built when needed),
+    and one line per environment saying where its cache is and how big it is."""
+    decoded = []
+    for i, env in enumerate(dataset.datasets):
+        start = time.time()
+        images, built = load_or_build(env.samples, workers, label=f"decoding env {i}")
+        what = (f"built in {time.time() - start:.1f}s, "
+                f"{len(images) / max(time.time() - start, 1e-9):.0f} images/s"
+                if built else "reused")
+        print(f"Decoded cache env {i}: {images.path} ({len(images)} images, "
+              f"{images.nbytes / 1e6:.1f} MB, {what})", file=sys.stderr, flush=True)
+        decoded.append(images)
+    return decoded
