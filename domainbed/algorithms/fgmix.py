@@ -80,7 +80,8 @@ def cross_domain_compatibility(cosine, y, domains, num_domains, num_classes):
     cells = torch.arange(num_domains * num_classes, device=y.device)
     others = ((y.unsqueeze(0) == (cells % num_classes).unsqueeze(1))
               & (domains.unsqueeze(0) != (cells // num_classes).unsqueeze(1))).to(cosine.dtype)
-    against_cell = cosine @ others.T                      # [N, cells]: Σ_{j∈A_c} S_ij
+    with per_sample.autocast_off(cosine):  # bf16 would round the sums of fp32 cosines
+        against_cell = cosine @ others.T                  # [N, cells]: Σ_{j∈A_c} S_ij
     squared_norm = (others * against_cell.T).sum(1)       # [cells]: ‖Σ_{j∈A_c} ĝ_j‖²
     cell = (domains * num_classes + y).unsqueeze(1)
     numerator = against_cell.gather(1, cell).squeeze(1)
