@@ -7,6 +7,8 @@ range, so no GradScaler). `--memory_format channels_last` stores the network's 4
 and the 4-D input batches NHWC (the same numbers in a layout that convolution kernels on
 recent GPUs prefer). With the defaults (fp32, contiguous) every function here is the
 identity or a null context, so a default job computes exactly what it did without them.
+Inside `update`, the statistics a method needs in float32 leave autocast through
+`lib/autocast.py` and `lib/per_sample.py`.
 """
 import contextlib
 
@@ -29,15 +31,6 @@ def autocast(args, device):
     import torch
 
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def fp32_region(device):
-    """A context that turns autocast off on `device` (inside it, tensors keep their dtype:
-    cast bf16 inputs with `.float()`). For computations whose precision a method needs
-    (covariances, Gram matrices, cosines); a no-op where autocast is off anyway."""
-    import torch
-
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def prepare_algorithm(algorithm, args):
