@@ -14,10 +14,12 @@ import torch.nn.functional as F
 
 from domainbed.algorithms.erm import ERM
 from domainbed.algorithms.registry import register_algorithm
+from domainbed.lib.autocast import fp32_under_autocast
 
 GAUSSIAN_GAMMAS = (0.001, 0.01, 0.1, 1, 10, 100, 1000)
 
 
+@fp32_under_autocast   # bf16: |a|² + |b|² - 2a·b cancels to noise for close points
 def squared_distances(x1, x2):
     """Pairwise squared Euclidean distances, clamped away from 0 (and from rounding < 0)."""
     x1_norm = x1.pow(2).sum(dim=-1, keepdim=True)
@@ -38,6 +40,7 @@ def mmd_distance(x, y):
             - 2 * gaussian_kernel(x, y).mean())
 
 
+@fp32_under_autocast   # bf16 rounds the covariances' small entries, which CORAL matches
 def coral_distance(x, y):
     """Mean squared difference of the means plus that of the (n-1)-normalised covariances."""
     mean_x = x.mean(0, keepdim=True)

@@ -15,6 +15,7 @@ from domainbed.algorithms.adversarial import domain_labels
 from domainbed.algorithms.base import Algorithm
 from domainbed.algorithms.erm import concat_minibatches
 from domainbed.algorithms.registry import register_algorithm
+from domainbed.lib.autocast import fp32_under_autocast
 
 BASE_TEMPERATURE = 0.07
 
@@ -60,6 +61,7 @@ class _AbstractCAD(Algorithm):
         self.optimizer = torch.optim.Adam(
             parameters, lr=hparams["lr"], weight_decay=hparams["weight_decay"])
 
+    @fp32_under_autocast   # cosines over a small temperature: bf16 rounding is amplified
     def bn_loss(self, z, y, d):
         """The bottleneck loss of features `z` with labels `y` and domains `d` (a 0-d tensor;
         constant 0 when no anchor has a finite loss)."""

@@ -15,8 +15,10 @@ from domainbed.algorithms.adversarial import domain_labels
 from domainbed.algorithms.base import Algorithm
 from domainbed.algorithms.erm import concat_minibatches
 from domainbed.algorithms.registry import register_algorithm
+from domainbed.lib.autocast import fp32_under_autocast
 
 
+@fp32_under_autocast   # cosines over temperature 0.07: bf16 rounding is amplified
 def domain_weighted_supcon(features, y, d, weight=0.5, temperature=0.07):
     """Supervised contrastive loss whose terms weigh same-domain pairs by `weight` and
     other-domain pairs by 1 - `weight` (ADRMX's SCL, upstream's formula).

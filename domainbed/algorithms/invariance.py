@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from domainbed.algorithms.erm import ERM, concat_minibatches, make_adam
 from domainbed.algorithms.registry import register_algorithm
+from domainbed.lib.autocast import fp32_under_autocast
 
 
 def split_logits_by_domain(logits, minibatches):
@@ -136,6 +137,7 @@ class VREx(_AnnealedPenalty):
         return {"loss": loss.item(), "nll": losses[-1].item(), "penalty": penalty.item()}
 
 
+@fp32_under_autocast   # a variance (a covariance's diagonal): not in bf16
 def feature_variance_penalty(features):
     """Information-bottleneck penalty: the per-dimension (N-1)-variance of one domain's
     features, averaged over dimensions. A domain with < 2 samples gives 0 (not NaN)."""

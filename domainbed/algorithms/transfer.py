@@ -16,9 +16,11 @@ from domainbed import networks
 from domainbed.algorithms.base import Algorithm
 from domainbed.algorithms.erm import concat_minibatches, make_adam
 from domainbed.algorithms.registry import register_algorithm
+from domainbed.lib.autocast import fp32_under_autocast
 from domainbed.lib.model_state import weights_and_buffers
 
 
+@fp32_under_autocast   # bf16 dot products of gradients would round the series' terms
 def neumann_inverse_hvp(v, linear, features, labels, terms=10, bound=10.0):
     """Truncated Neumann series sum_k (I - H)^k v ~ H^{-1} v, with H the Hessian of
     CE(linear(features), labels) w.r.t. `linear.weight` (flattened); stops early once an
@@ -39,6 +41,11 @@ def neumann_inverse_hvp(v, linear, features, labels, terms=10, bound=10.0):
         if total.abs().max() > bound:
             break
     return total
+
+
+@fp32_under_autocast   # the inner product of two gradients, not rounded to bf16
+def gradient_dot(a, b):
+    return a @ b
 
 
 @register_algorithm
@@ -134,7 +141,8 @@ class TRM(Algorithm):
             else:
                 transfer_grad = torch.zeros_like(own_grad).detach()
             inverse_hvp = neumann_inverse_hvp(transfer_grad, head, features[q], labels[q])
-            swap_loss = swap_loss + transfer_loss - hp["cos_lambda"] * (inverse_hvp @ own_grad)
+            alignment = gradient_dot(inverse_hvp, own_grad)
+            swap_loss = swap_loss + transfer_loss - hp["cos_lambda"] * alignment
             with torch.no_grad():
                 for i, term in zip(others, weighted):
                     self.alpha[q, i] *= torch.exp(hp["groupdro_eta"] * term.detach())

@@ -4,27 +4,50 @@ For a head h(z) = W z + b and loss CE(h(z_i), y_i), the gradient of instance i i
 (r_i z_iᵀ, r_i) with the residual r_i = softmax(h(z_i)) − onehot(y_i). Gram matrices of
 these gradients need only two small products, never the N·C·F gradient tensor. Shared
 by FGMix (compatibilities) and Fishr (gradient variances); no BackPACK needed.
+
+Under bf16 autocast (`train --precision bf16`) these functions turn autocast off and
+compute in float32 (`autocast_off`, `float32`): small residuals, gradient variances and
+cosines are what the methods compare, and bf16 keeps 8 significant bits. Outside autocast
+nothing changes. The helpers use torch only: patches/ inlines this module into a plug-in.
 """
 import torch
 import torch.nn.functional as F
 
 
+def autocast_off(like):
+    """A context with autocast off on the device of the tensor `like` (a no-op where it is
+    off already)."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
+def float32(tensor):
+    """A bf16/fp16 tensor as float32 (differentiable); any other tensor (or None) as it is."""
+    if tensor is not None and tensor.dtype in (torch.bfloat16, torch.float16):
+        return tensor.float()
+    return tensor
+
+
 def head_residuals(logits, y):
     """r = softmax(logits) − onehot(y), shape [N, C]."""
-    return torch.softmax(logits, dim=1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)
+    with autocast_off(logits):   # bf16 would round small residuals away
+        logits = float32(logits)
+        return torch.softmax(logits, dim=1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)
 
 
 def head_gradients(features, logits, y):
     """Per-instance (∂CE_i/∂W [N, C, F], ∂CE_i/∂b [N, C]); differentiable (create_graph-safe)."""
     r = head_residuals(logits, y)
-    return r.unsqueeze(2) * features.unsqueeze(1), r
+    with autocast_off(features):   # Fishr's variances of these need float32
+        return r.unsqueeze(2) * float32(features).unsqueeze(1), r
 
 
 def head_gradient_gram(features, residuals, metric=None):
     """K_ij = (r_i · r_j) (Σ_f m_f z_if z_jf + 1): inner products of per-instance head
     gradients under a diagonal feature metric m (m = 1 when None)."""
-    weighted = features if metric is None else features * metric
-    return (residuals @ residuals.T) * (weighted @ features.T + 1.0)
+    with autocast_off(features):   # a bf16 Gram matrix would round its inner products
+        features, residuals = float32(features), float32(residuals)
+        weighted = features if metric is None else features * metric
+        return (residuals @ residuals.T) * (weighted @ features.T + 1.0)
 
 
 def cosine_from_gram(gram, eps=0.0):
@@ -74,8 +97,10 @@ def unit_gradient_factors(features, residuals, metric=None):
 
 def head_gradient_cosine(features, residuals, metric=None):
     """All pairs' cosines S [N, N] of the head gradients (the metric Gram, normalised)."""
-    r_unit, left, right = unit_gradient_factors(features, residuals, metric)
-    return (r_unit @ r_unit.T) * (left @ right.T)
+    with autocast_off(features):   # bf16 products would round the cosines
+        r_unit, left, right = unit_gradient_factors(float32(features), float32(residuals),
+                                                    metric)
+        return (r_unit @ r_unit.T) * (left @ right.T)
 
 
 def grouped_head_gradient_cosine(features, residuals, index, metric=None):
@@ -89,8 +114,10 @@ def grouped_head_gradient_cosine(features, residuals, index, metric=None):
     Each instance is normalised once (`unit_gradient_factors`), so S is two small batched
     products and one product of [G, K, K] tensors, finite-gradient everywhere.
     """
-    r_unit, left, right = unit_gradient_factors(features, residuals, metric)
-    r = gather_rows(r_unit, index)
-    residual_part = r @ r.transpose(1, 2)
-    feature_part = gather_rows(left, index) @ gather_rows(right, index).transpose(1, 2)
-    return residual_part * feature_part
+    with autocast_off(features):   # bf16 products would round the cosines
+        r_unit, left, right = unit_gradient_factors(float32(features), float32(residuals),
+                                                    metric)
+        r = gather_rows(r_unit, index)
+        residual_part = r @ r.transpose(1, 2)
+        feature_part = gather_rows(left, index) @ gather_rows(right, index).transpose(1, 2)
+        return residual_part * feature_part

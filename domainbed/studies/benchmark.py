@@ -143,6 +143,8 @@ def build_hparams(name, args):
                     "resnet18": args.arch == "resnet18"})
     if args.batch_size is not None:
         hparams["batch_size"] = args.batch_size
+    if args.hparams and not args.run_cost:
+        hparams.update(json.loads(args.hparams))
     return hparams
 
 
@@ -174,12 +176,16 @@ def synchronize(device):
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def time_steps(algorithm, batches, steps, device, clock=time.perf_counter):
-    """Seconds per `update` over `steps` steps (cycling through `batches`)."""
+def time_steps(algorithm, batches, steps, device, clock=time.perf_counter, speed=None):
+    """Seconds per `update` over `steps` steps (cycling through `batches`), under the
+    autocast of train.py's --precision in `speed` (a namespace), if given."""
+    from domainbed.training import precision
+
     synchronize(device)
     start = clock()
     for step in range(steps):
-        algorithm.update(batches[step % len(batches)])
+        with precision.autocast(speed, device):
+            algorithm.update(batches[step % len(batches)])
     synchronize(device)
     return (clock() - start) / steps
 
@@ -190,6 +196,8 @@ def time_training(args, device):
 
     from domainbed.algorithms import get_algorithm_class
 
+    from domainbed.training import precision
+
     names = algorithm_names(args)
     built = {}
     for name in names:
@@ -197,17 +205,19 @@ def time_training(args, device):
         hparams = build_hparams(name, args)
         algorithm = get_algorithm_class(name)(input_shape(args), args.num_classes,
                                               args.num_domains, hparams)
-        built[name] = algorithm.to(device).train()
+        built[name] = precision.prepare_algorithm(algorithm.to(device), args).train()
     batch_size = build_hparams("ERM", args)["batch_size"]
-    batches = synthetic_minibatches(args, batch_size, device)
+    convert = precision.input_converter(args)
+    batches = [[(convert(x), y) for x, y in batch]
+               for batch in synthetic_minibatches(args, batch_size, device)]
     for algorithm in built.values():
-        time_steps(algorithm, batches, args.warmup, device) if args.warmup else None
+        time_steps(algorithm, batches, args.warmup, device, speed=args) if args.warmup else None
     times = {name: [] for name in names}
     for round_index in range(args.repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             times[name].append(time_steps(built[name], batches, args.steps, device,
-                                          CLOCKS[args.clock]))
+                                          CLOCKS[args.clock], speed=args))
     return times, batch_size
 
 
@@ -397,7 +407,8 @@ def environment(args, device):
             "arch": args.arch,
             "input_shape": list(input_shape(args)), "num_domains": args.num_domains,
             "num_classes": args.num_classes, "steps": args.steps, "warmup": args.warmup,
-            "repeats": args.repeats}
+            "repeats": args.repeats, "precision": args.precision,
+            "memory_format": args.memory_format, "hparams": args.hparams}
 
 
 def run(args):

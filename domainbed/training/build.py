@@ -6,6 +6,7 @@ import numpy as np
 
 from domainbed import datasets
 from domainbed.lib import misc
+from domainbed.training import precision
 from domainbed.training.arguments import speed_option
 from domainbed.training.errors import BadInput
 from domainbed.training.plan import check_test_envs, validate
@@ -190,6 +191,7 @@ def build(plan):
     splits = make_splits(dataset, args, hparams)
     train_loaders, uda_loaders, evals = make_loaders(dataset, args, hparams, splits)
     algorithm = build_algorithm(plan.algorithm_class, dataset, args, hparams, device)
+    algorithm = precision.prepare_algorithm(algorithm, args)   # channels_last, if asked
     in_split_lengths = [len(split) for split, _ in splits[0]]
     return Job(args, hparams, dataset, in_split_lengths, algorithm, train_loaders, uda_loaders,
                evals, device)

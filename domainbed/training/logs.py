@@ -31,6 +31,16 @@ def print_environment():
     print(f"\tPIL: {_installed_version('Pillow')}")
 
 
+def print_precision(args):
+    """`Precision: bf16 autocast, channels_last` for a run with --precision or
+    --memory_format set (training/precision.py); nothing for a default run, whose out.txt
+    stays upstream's."""
+    from domainbed.training import precision
+
+    if precision.uses_bf16(args) or precision.uses_channels_last(args):
+        print(f"Precision: {precision.describe(args)}")
+
+
 def print_sorted_block(title, mapping):
     print(f"{title}:")
     for key, value in sorted(mapping.items()):

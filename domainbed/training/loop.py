@@ -13,6 +13,7 @@ import numpy as np
 
 from domainbed.lib import checkpoint, jobdir, misc, tensorboard_logs
 from domainbed.lib.progress import progress_bar
+from domainbed.training import precision
 from domainbed.training.models import save_model, save_selected_model
 from domainbed.training.resume import start_or_resume
 from domainbed.training.timing import PhaseClock
@@ -54,12 +55,13 @@ def check_finite(step_vals, step):
 
 
 def next_minibatches(job):
-    device = job.device
-    minibatches = [(x.to(device), y.to(device)) for x, y in
+    device, as_input = job.device, precision.input_converter(job.args)  # channels_last
+    minibatches = [(as_input(x.to(device)), y.to(device)) for x, y in
                    (next(loader) for loader in job.train_loaders)]
     unlabeled = None
     if job.args.task == "domain_adaptation":
-        unlabeled = [x.to(device) for x, _ in (next(loader) for loader in job.uda_loaders)]
+        unlabeled = [as_input(x.to(device))
+                     for x, _ in (next(loader) for loader in job.uda_loaders)]
     return minibatches, unlabeled
 
 
@@ -114,7 +116,7 @@ class TrainingLoop:
                 step_start_time = time.time()
                 with self.clock("data"):
                     minibatches, unlabeled = next_minibatches(job)
-                with self.clock("steps"):
+                with self.clock("steps"), precision.autocast(job.args, job.device):
                     step_vals = job.algorithm.update(minibatches, unlabeled)
                 check_finite(step_vals, step)
                 running_lists["step_time"].append(time.time() - step_start_time)
@@ -168,10 +170,12 @@ class TrainingLoop:
         for key, values in running_lists.items():
             results[key] = np.mean(values)
         before_record = getattr(job.algorithm, "before_record", None)
-        if before_record is not None:   # SWAD: choose the averaged model this record evaluates
-            results.update(before_record(job.evals, job.args.test_envs, job.device))
-        for name, loader in job.evals:
-            results[name + "_acc"] = misc.accuracy(job.algorithm, loader, None, job.device)
+        evals = precision.eval_loaders(job.evals, job.args, job.device)   # channels_last
+        with precision.autocast(job.args, job.device):   # --precision bf16
+            if before_record is not None:   # SWAD: choose the averaged model it evaluates
+                results.update(before_record(evals, job.args.test_envs, job.device))
+            for name, loader in evals:
+                results[name + "_acc"] = misc.accuracy(job.algorithm, loader, None, job.device)
         results["mem_gb"] = peak_memory_gb(job.device)
 
         keys = sorted(results)

@@ -12,7 +12,8 @@ from domainbed.training.build import build, describe_pipeline
 from domainbed.training.errors import BadInput
 from domainbed.training.failures import record_failure
 from domainbed.training.lock import JobDirectoryLock, already_done_message
-from domainbed.training.logs import Logs, print_environment, print_sorted_block
+from domainbed.training.logs import (Logs, print_environment, print_precision,
+                                     print_sorted_block)
 from domainbed.training.loop import StopRequest, TrainingLoop
 from domainbed.training.plan import setting_up, validate
 from domainbed.training.timing import job_start_time
@@ -47,6 +48,7 @@ def run(job):
     with Logs(out) as logs, StopRequest() as stop:
         try:
             print_environment()
+            print_precision(job.args)
             print_sorted_block("Args", vars(job.args))
             print_sorted_block("HParams", job.hparams)
             print(describe_pipeline(job.dataset, job.args))   # ours: which input pipeline

@@ -1,0 +1,72 @@
+"""bf16 against fp32 (docs/benchmarks.md, "bf16 and channels_last"): the paired accuracy
+differences of two sweeps that differ only in `--precision` (step times: the benchmark
+command's `--precision` and `--memory_format`).
+
+    python -m domainbed.scripts.precision_study paired FP32_SWEEP_DIR BF16_SWEEP_DIR
+"""
+import glob
+import json
+import math
+import os
+import statistics
+
+from domainbed.lib.cli import OneLineErrorParser
+
+def sweep_runs(sweep_dir):
+    """{(algorithm, test env, trial_seed, hparams_seed): the run's records} of a sweep's
+    single-test-env jobs."""
+    runs = {}
+    for path in sorted(glob.glob(os.path.join(sweep_dir, "*", "results.jsonl"))):
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        if not records or len(records[-1]["args"]["test_envs"]) != 1:
+            continue
+        args = records[-1]["args"]
+        runs[args["algorithm"], args["test_envs"][0], args["trial_seed"],
+             args["hparams_seed"]] = records
+    return runs
+
+
+def mean_and_error(values):
+    """(mean, standard error of the mean); the error is nan for a single value."""
+    mean = statistics.fmean(values)
+    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return mean, error
+
+
+def paired(fp32_dir, bf16_dir):
+    """Lines: per algorithm, the final step's test-env accuracy (in and out splits) of the
+    fp32 runs, the mean paired difference bf16 - fp32 ± its standard error, and each
+    sweep's mean step time (records after the first, which times step 0 alone)."""
+    fp32, bf16 = sweep_runs(fp32_dir), sweep_runs(bf16_dir)
+    common = sorted(fp32.keys() & bf16.keys())
+    lines = []
+    for algorithm in sorted({key[0] for key in common}):
+        keys = [key for key in common if key[0] == algorithm]
+        for split in ("in", "out"):
+            def acc(runs, key):
+                return runs[key][-1][f"env{key[1]}_{split}_acc"]
+            base = statistics.fmean(acc(fp32, key) for key in keys)
+            mean, error = mean_and_error([acc(bf16, key) - acc(fp32, key) for key in keys])
+            lines.append(f"{algorithm}: test env {split}-split accuracy, final step: fp32 "
+                         f"{100 * base:.2f}%, bf16 - fp32 = {100 * mean:+.2f} ± "
+                         f"{100 * error:.2f} points (n = {len(keys)} pairs)")
+        for name, runs in (("fp32", fp32), ("bf16", bf16)):
+            times = [statistics.fmean(r["step_time"] for r in runs[key][1:] or runs[key])
+                     for key in keys]
+            lines.append(f"{algorithm}: {name} step time (wall) {1000 * statistics.fmean(times):.2f}"
+                         f" ms, mean over {len(times)} runs")
+    return lines
+
+
+def main(argv=None):
+    parser = OneLineErrorParser(prog="precision_study", description=__doc__.split("\n\n")[0],
+                                hint="see --help")
+    commands = parser.add_subparsers(dest="command", required=True)
+    pair = commands.add_parser("paired", help="paired accuracies of an fp32 and a bf16 sweep")
+    pair.add_argument("fp32_dir")
+    pair.add_argument("bf16_dir")
+    args = parser.parse_args(argv)
+    for line in paired(args.fp32_dir, args.bf16_dir):
+        print(line)
+    return 0
