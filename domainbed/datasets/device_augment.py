@@ -205,9 +205,16 @@ def color_jitter(x, order, factors):
     return x
 
 
+_MEAN_STD = {}   # device -> (mean, std) [1, 3, 1, 1]
+
+
 def normalize(x):
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    # Made once per device: a tensor built from a Python list on a GPU is a blocking copy,
+    # which would stall the host at every batch.
+    if x.device not in _MEAN_STD:
+        _MEAN_STD[x.device] = (torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1),
+                               torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1))
+    mean, std = _MEAN_STD[x.device]
     return (x - mean) / std
 
 

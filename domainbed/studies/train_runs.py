@@ -16,10 +16,11 @@ Without --data_dir a PACS-shaped tree is generated: 4 domains x 7 classes of smo
 227x227 JPEGs (--images_per_class each). The fast pipeline's decoded cache is built once
 before the runs (its time is its own row) in a cache directory of the benchmark's own.
 
-Upstream's train.py is run unmodified, in its checkout, with one patch made from outside:
+Upstream's train.py is run unmodified, in its checkout, with two patches made from outside:
 torchvision's ResNets are built without downloading weights (`pretrained=True` there), and
-its `resnet50_augmix` hparam is off, as ours, so both train the same randomly initialised
-torchvision ResNet-50.
+where the `wilds` package is missing, empty stand-ins for the two WILDS modules that
+upstream's datasets.py imports at its top (PACS uses neither). Its `resnet50_augmix` hparam
+is off, as ours, so both train the same randomly initialised torchvision ResNet-50.
 """
 import argparse
 import json
@@ -50,7 +51,16 @@ UPSTREAM_HPARAMS = {"resnet50_augmix": False}
 # Run inside upstream's checkout: its train.py as __main__, with torchvision's ResNet
 # constructors told not to download weights (no network on a benchmark machine).
 UPSTREAM_LAUNCHER = """
-import runpy, sys, torchvision.models as models
+import runpy, sys, types, torchvision.models as models
+try:
+    import wilds
+except ImportError:   # upstream's datasets.py imports WILDS at its top; PACS needs none of it
+    for name, attribute in (("wilds", None), ("wilds.datasets", None),
+                            ("wilds.datasets.camelyon17_dataset", "Camelyon17Dataset"),
+                            ("wilds.datasets.fmow_dataset", "FMoWDataset")):
+        sys.modules[name] = types.ModuleType(name)
+        if attribute:
+            setattr(sys.modules[name], attribute, None)
 def without_weights(build):
     return lambda *args, **kwargs: build(weights=None)
 for name in ("resnet18", "resnet50"):

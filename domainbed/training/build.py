@@ -172,6 +172,14 @@ class Job:
     def streams(self):
         return self.train_loaders + self.uda_loaders
 
+    def close(self):
+        """Stop the loaders' background threads (the fast pipeline's prefetchers): a
+        thread still inside torch when the interpreter exits aborts the process."""
+        for loader in self.streams:
+            close = getattr(loader, "close", None)
+            if close is not None:
+                close()
+
 
 def prepare(args):
     """Validation and build without the output directory: the Job in memory (benchmark)."""

@@ -59,3 +59,5 @@ def run(job):
             raise
         except Exception as error:
             return record_failure(job, error, loop.step, stop, logs)
+        finally:
+            job.close()
