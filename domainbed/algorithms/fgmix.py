@@ -508,15 +508,18 @@ class GroupMixBase(Algorithm):
     # -- one training step ----------------------------------------------------------
     def update(self, minibatches, unlabeled=None):
         x, y, domains = concat_with_domains(minibatches)
+        # The groups need only labels: drawn before the forward pass, their host-to-device
+        # copies are done before the GPU is busy (a copy from pageable memory may wait for it).
+        groups = self._draw_groups(y, domains, len(minibatches),
+                                   torch.promote_types(x.dtype, torch.float32)) \
+            if len(minibatches) >= 2 else None
         z = self.featurizer(x)
         logits = self.classifier(z)
         nll = F.cross_entropy(logits, y)
-        if len(minibatches) < 2:  # no other domain to mix with: plain ERM
+        if groups is None:  # no other domain to mix with: plain ERM
             loss, mixed_loss = nll, torch.zeros((), device=z.device)
             measures = dict.fromkeys(self.measure_names(), mixed_loss)
         else:
-            groups = self._draw_groups(y, domains, len(minibatches),
-                                       torch.promote_types(z.dtype, torch.float32))
             signature = gradient_signature(self.classifier, z, logits, y) \
                 if self.WEIGHTS != "dirichlet" else None
             mixing, measures = self._policy_and_mixing(z.detach(), y, domains, groups,

@@ -42,9 +42,12 @@ class AugmentParams(NamedTuple):
     gray: torch.Tensor
 
     def to(self, device):
-        return self._replace(theta=self.theta.to(device, non_blocking=True),
-                             factors=self.factors.to(device, non_blocking=True),
-                             gray=self.gray.to(device, non_blocking=True))
+        # Pinned first: a copy from pageable memory may wait for the GPU's queued work.
+        def move(t):
+            return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" \
+                else t.to(device)
+        return self._replace(theta=move(self.theta), factors=move(self.factors),
+                             gray=move(self.gray))
 
 
 # ---------------------------------------------------------------------------------------

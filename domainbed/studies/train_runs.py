@@ -136,8 +136,13 @@ def run_variant(variant, args, data_dir, work_dir, env):
     if cwd:   # upstream's package first on the path, not ours
         run_env["PYTHONPATH"] = os.path.abspath(cwd)
     start = time.perf_counter()
-    proc = subprocess.run(train_command(variant, args, data_dir, output_dir, hparams), cwd=cwd,
-                          env=run_env, capture_output=True, text=True, timeout=args.run_timeout)
+    try:
+        proc = subprocess.run(train_command(variant, args, data_dir, output_dir, hparams),
+                              cwd=cwd, env=run_env, capture_output=True, text=True,
+                              timeout=args.run_timeout)
+    except subprocess.TimeoutExpired:
+        return {"variant": variant, "error": f"timed out after {args.run_timeout} s "
+                                             "(--run_timeout)"}
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no error output)"])[-1]
