@@ -70,3 +70,29 @@ def test_fast_loader_fast_path_equals_dataloader_path():
     assert len(batches_a) == len(batches_b) == len(a) == 5
     for (xa, ya), (xb, yb) in zip(batches_a, batches_b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+class Indexed(torch.utils.data.Dataset):
+    """Items that say which item they are (for worker-loaded passes)."""
+
+    def __len__(self):
+        return 23
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i)]), i
+
+
+def test_evaluation_passes_with_workers_are_whole_in_order_and_leave_the_global_rng():
+    """Each pass is every item once, in order, also when the next pass was started ahead
+    (at construction and at the end of a pass) or a pass was abandoned half-way; and
+    evaluating draws nothing from the global RNG (training's randomness stays the same)."""
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    loader = fdl.FastDataLoader(Indexed(), batch_size=5, num_workers=2, seed=3)
+    for _ in range(2):
+        labels = torch.cat([y for _, y in loader])
+        assert labels.tolist() == list(range(23)) and len(loader) == 5
+    half = iter(loader)
+    next(half)                     # abandoned after one batch
+    assert torch.cat([y for _, y in loader]).tolist() == list(range(23))
+    assert torch.equal(torch.get_rng_state(), before)

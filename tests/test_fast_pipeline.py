@@ -188,6 +188,19 @@ def test_grayscale_share_of_outputs(augmentation_runs):
         assert abs(gray_share - 0.1) < tolerance
 
 
+def test_the_gpu_and_cpu_jitter_paths_give_the_same_images():
+    """The GPU's select-from-all-four path (run here on CPU tensors) equals the CPU's
+    gather-the-subsets path, sample by sample; a wrong order or factor would not."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand((24, 3, 16, 16), generator=g)
+    order, factors = device_augment.sample_jitter(24, g)
+    gathered = device_augment._color_jitter_gathering(x.clone(), order, factors)
+    selected = device_augment._color_jitter_selecting(x.clone(), order, factors)
+    assert torch.allclose(gathered, selected, atol=1e-6)
+    swapped = device_augment._color_jitter_selecting(x.clone(), order.flip(1), factors)
+    assert not torch.allclose(gathered, swapped, atol=1e-3)
+
+
 def test_a_batch_is_a_function_of_its_seed_and_position():
     images = torch.randint(0, 256, (4, 3, 224, 224), dtype=torch.uint8)
     sizes = torch.tensor([[100, 80]] * 4)

@@ -35,7 +35,7 @@ class AugmentParams(NamedTuple):
     """One batch's random draws. theta: [B, 2, 3] crop+flip affine (output -> input
     normalised coordinates); order: [B, 4] the jitter adjustment applied at each position;
     factors: [B, 4] per adjustment (BRIGHTNESS, CONTRAST, SATURATION: multiplicative, HUE:
-    a shift in turns); gray: [B] bool. `order` stays on the CPU (it only selects samples)."""
+    a shift in turns); gray: [B] bool."""
     theta: torch.Tensor
     order: torch.Tensor
     factors: torch.Tensor
@@ -46,8 +46,8 @@ class AugmentParams(NamedTuple):
         def move(t):
             return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" \
                 else t.to(device)
-        return self._replace(theta=move(self.theta), factors=move(self.factors),
-                             gray=move(self.gray))
+        return self._replace(theta=move(self.theta), order=move(self.order),
+                             factors=move(self.factors), gray=move(self.gray))
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,8 +195,31 @@ ADJUSTMENTS = {BRIGHTNESS: adjust_brightness, CONTRAST: adjust_contrast,
 
 
 def color_jitter(x, order, factors):
-    """Each sample's four adjustments in its own order: at every position, each adjustment
-    runs once on the samples that have it there (indices chosen on the CPU: no sync)."""
+    """Each sample's four adjustments in its own order (every adjustment acts on each image
+    alone, so a sample's result does not depend on the others in the batch)."""
+    if x.is_cuda:
+        return _color_jitter_selecting(x, order, factors)
+    return _color_jitter_gathering(x, order, factors)
+
+
+def _color_jitter_selecting(x, order, factors):
+    """On a GPU: at every position each adjustment is computed for the whole batch and kept
+    where the sample has it there. No index lists: a list built on the host and copied over
+    could wait for the GPU's queued work (measured: 26-33 ms a step of waiting for data)."""
+    for position in range(4):
+        chosen = order[:, position].view(-1, 1, 1, 1)
+        adjusted = x
+        for adjustment, function in ADJUSTMENTS.items():
+            adjusted = torch.where(chosen == adjustment, function(x, factors[:, adjustment]),
+                                   adjusted)
+        x = adjusted
+    return x
+
+
+def _color_jitter_gathering(x, order, factors):
+    """On a CPU: at every position, each adjustment runs once on the samples that have it
+    there (a quarter of the work of computing all four for every sample)."""
+    order = order.cpu()
     for position in range(4):
         for adjustment, function in ADJUSTMENTS.items():
             rows = (order[:, position] == adjustment).nonzero()[:, 0]

@@ -114,24 +114,39 @@ class FastDataLoader:
     """One pass over the dataset in ceil(len / batch_size) batches (evaluation).
 
     Upstream shuffles the order; accuracy does not depend on it, so the order here is
-    sequential and the global RNG is left alone.
+    sequential. The loader draws its workers' seeds from a generator of its own (`seed`),
+    never from the global RNG: evaluating does not change the training run's randomness.
+    With workers, the next pass starts loading as soon as a pass ends (and the first at
+    construction), so an evaluation finds its first batches ready, as upstream's loaders
+    (which stream forever) do; without this, evaluation took 16 s of a 50 s PACS-shaped run
+    on an H200 (docs/benchmarks.md).
     """
 
-    def __init__(self, dataset, batch_size, num_workers):
+    def __init__(self, dataset, batch_size, num_workers, seed=0):
         self._length = (len(dataset) + batch_size - 1) // batch_size
         self._batch_size = batch_size
         self._tensors = in_memory_tensors(dataset) if num_workers == 0 else None
+        self._next_pass = None
         if self._tensors is None:
             self._loader = torch.utils.data.DataLoader(
                 dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                persistent_workers=num_workers > 0)
+                persistent_workers=num_workers > 0,
+                generator=torch.Generator().manual_seed(seed))
+            if num_workers > 0:
+                self._next_pass = iter(self._loader)
 
     def __iter__(self):
         if self._tensors is None:
-            return iter(self._loader)
+            return self._one_pass()
         inputs, labels = self._tensors
         return ((inputs[i:i + self._batch_size], labels[i:i + self._batch_size])
                 for i in range(0, len(inputs), self._batch_size))
+
+    def _one_pass(self):
+        batches, self._next_pass = self._next_pass or iter(self._loader), None
+        yield from batches
+        if self._loader.num_workers > 0:   # the whole pass was read: load the next one now
+            self._next_pass = iter(self._loader)
 
     def __len__(self):
         return self._length

@@ -94,8 +94,9 @@ def make_loaders(dataset, args, hparams, splits):
     eval_splits = in_splits + out_splits + uda_splits
     eval_batch_size = getattr(dataset, "EVAL_BATCH_SIZE", 64)
     eval_loaders = [FastDataLoader(dataset=split, batch_size=eval_batch_size,
-                                   num_workers=dataset.N_WORKERS)
-                    for split, _ in eval_splits]
+                                   num_workers=dataset.N_WORKERS,
+                                   seed=misc.seed_hash(args.seed, "eval_loader", i))
+                    for i, (split, _) in enumerate(eval_splits)]
     return train_loaders, uda_loaders, list(zip(_eval_names(splits), eval_loaders))
 
 
