@@ -32,7 +32,7 @@ def test_rounds_rotate_and_ratios_are_per_round_medians(monkeypatch, capsys):
     script = {"ERM": [0.010, 0.020, 0.040], "FGMix": [0.030, 0.020, 0.120]}
     calls = []
 
-    def scripted(algorithm, batches, steps, device, clock=None):
+    def scripted(algorithm, batches, steps, device, clock=None, speed=None):
         name = type(algorithm).__name__
         calls.append((name, steps))
         timed_before = sum(1 for n, s in calls[:-1] if n == name and s == 2)

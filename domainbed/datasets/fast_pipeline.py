@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from domainbed.datasets import decoded_cache, device_augment
-from domainbed.lib.fast_data_loader import _InfiniteIndexBatches
+from domainbed.lib.fast_data_loader import ResumableStream, _InfiniteIndexBatches
 from domainbed.lib.misc import _SplitDataset
 
 PREFETCH_DEPTH = 2        # batches gathered ahead of the training step
@@ -126,7 +126,7 @@ def _finish(batch, augmented, seed, batch_index):
     return device_augment.augment_batch(images, params), labels
 
 
-class FastInfiniteLoader:
+class FastInfiniteLoader(ResumableStream):
     """InfiniteDataLoader over the cache: the same indices, batches on the device."""
 
     def __init__(self, gather, weights, batch_size, seed, augmented):
@@ -152,9 +152,6 @@ class FastInfiniteLoader:
             index_batches.draw()
         self._prefetcher = _Prefetcher(self._produce_from(index_batches))
 
-    def __iter__(self):
-        return self
-
     def __next__(self):
         if self._prefetcher is None:
             self._start()
@@ -162,16 +159,9 @@ class FastInfiniteLoader:
         self.batches_drawn += 1
         return batch
 
-    def __len__(self):
-        raise ValueError("an InfiniteDataLoader has no length")
-
-    def state_dict(self):
-        return {"seed": self.seed, "batches_drawn": self.batches_drawn}
-
     def load_state_dict(self, state):
         """Continue after the batches already consumed (the thread restarts there)."""
-        if state["seed"] != self.seed:
-            raise ValueError("data stream seed differs from the checkpoint's")
+        self.check_seed(state)
         self.close()
         self.batches_drawn = state["batches_drawn"]
 

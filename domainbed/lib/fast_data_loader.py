@@ -54,7 +54,28 @@ class _InfiniteIndexBatches:
                                  generator=self.generator)
 
 
-class InfiniteDataLoader:
+class ResumableStream:
+    """What every training stream shares: an endless iterator (no length) whose position is
+    (seed, batches handed out), its `state_dict`."""
+
+    seed = 0
+    batches_drawn = 0
+
+    def __iter__(self):
+        return self
+
+    def __len__(self):
+        raise ValueError("an InfiniteDataLoader has no length")
+
+    def state_dict(self):
+        return {"seed": self.seed, "batches_drawn": self.batches_drawn}
+
+    def check_seed(self, state):
+        if state["seed"] != self.seed:
+            raise ValueError("data stream seed differs from the checkpoint's")
+
+
+class InfiniteDataLoader(ResumableStream):
     def __init__(self, dataset, weights, batch_size, num_workers, seed=0):
         self.dataset = dataset
         self.seed = seed
@@ -83,24 +104,14 @@ class InfiniteDataLoader:
             indices = self._index_batches.draw_indices()
             yield inputs[indices], labels[indices]
 
-    def __iter__(self):
-        return self
-
     def __next__(self):
         batch = next(self._loader)
         self.batches_drawn += 1
         return batch
 
-    def __len__(self):
-        raise ValueError("an InfiniteDataLoader has no length")
-
-    def state_dict(self):
-        return {"seed": self.seed, "batches_drawn": self.batches_drawn}
-
     def load_state_dict(self, state):
         """Re-create the stream and skip the batches already consumed (indices only)."""
-        if state["seed"] != self.seed:
-            raise ValueError("data stream seed differs from the checkpoint's")
+        self.check_seed(state)
         weights = self._index_batches.weights
         self._index_batches = _InfiniteIndexBatches(
             len(self.dataset), self._index_batches.batch_size, weights, self.seed)
