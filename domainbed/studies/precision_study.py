@@ -4,27 +4,31 @@ command's `--precision` and `--memory_format`).
 
     python -m domainbed.scripts.precision_study paired FP32_SWEEP_DIR BF16_SWEEP_DIR
 """
-import glob
-import json
 import math
 import os
 import statistics
 
 from domainbed.lib.cli import OneLineErrorParser
+from domainbed.lib.reporting import load_sweep
+
+
+class StudyError(ValueError):
+    """A sweep directory the study cannot compare; the message says what to do."""
+
 
 def sweep_runs(sweep_dir):
-    """{(algorithm, test env, trial_seed, hparams_seed): the run's records} of a sweep's
-    single-test-env jobs."""
+    """{(algorithm, test env, trial_seed, hparams_seed): the run's records, in step order}
+    of a sweep's finished single-test-env jobs (read as collect_results reads them)."""
+    if not os.path.isdir(sweep_dir):
+        raise StudyError(f"{sweep_dir} is not a directory; give the --output_dir of a sweep")
     runs = {}
-    for path in sorted(glob.glob(os.path.join(sweep_dir, "*", "results.jsonl"))):
-        with open(path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        if not records or len(records[-1]["args"]["test_envs"]) != 1:
-            continue
-        args = records[-1]["args"]
-        runs[args["algorithm"], args["test_envs"][0], args["trial_seed"],
-             args["hparams_seed"]] = records
-    return runs
+    for record in load_sweep(sweep_dir, completed_only=True).records:
+        args = record["args"]
+        if len(args["test_envs"]) == 1:
+            key = (args["algorithm"], args["test_envs"][0], args["trial_seed"],
+                   args["hparams_seed"])
+            runs.setdefault(key, []).append(record)
+    return {key: sorted(records, key=lambda r: r["step"]) for key, records in runs.items()}
 
 
 def mean_and_error(values):
@@ -40,6 +44,9 @@ def paired(fp32_dir, bf16_dir):
     sweep's mean step time (records after the first, which times step 0 alone)."""
     fp32, bf16 = sweep_runs(fp32_dir), sweep_runs(bf16_dir)
     common = sorted(fp32.keys() & bf16.keys())
+    if not common:
+        raise StudyError(f"{fp32_dir} and {bf16_dir} have no finished single-test-env job in "
+                         "common; run the same sweep with --precision fp32 and bf16")
     lines = []
     for algorithm in sorted({key[0] for key in common}):
         keys = [key for key in common if key[0] == algorithm]
@@ -67,6 +74,10 @@ def main(argv=None):
     pair.add_argument("fp32_dir")
     pair.add_argument("bf16_dir")
     args = parser.parse_args(argv)
-    for line in paired(args.fp32_dir, args.bf16_dir):
+    try:
+        lines = paired(args.fp32_dir, args.bf16_dir)
+    except StudyError as error:
+        parser.exit(2, f"precision_study: error: {error}\n")
+    for line in lines:
         print(line)
     return 0
