@@ -423,6 +423,6 @@ def test_fast_pipeline_refuses_a_dataset_without_images(tmp_path):
               output_dir=tmp_path / "out", steps=1, pipeline="fast")
     message = str(caught.value)
     assert message.startswith("--pipeline fast needs an image dataset (VLCS, PACS, OfficeHome, "
-                              "TerraIncognita, DomainNet, SVIRO or Folder); Debug28")
+                              "TerraIncognita, DomainNet, SVIRO, Folder); Debug28")
     assert "\n" not in message and not (tmp_path / "out").exists()
 

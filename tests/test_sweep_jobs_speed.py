@@ -37,3 +37,21 @@ def test_a_speed_flag_is_in_the_args_hash_and_command_of_its_jobs(tmp_path):
     explicit = build_parser().parse_args(["--dataset", "Debug28", "--precision", "fp32"])
     validate(explicit)
     assert not hasattr(explicit, "precision")
+
+
+def test_sweep_refuses_the_fast_pipeline_for_a_dataset_without_images(tmp_path, capsys):
+    """One line, exit 2, no job directory (train.py refuses it too, but only once launched)."""
+    import pytest
+
+    from domainbed.scripts import sweep
+
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(["launch", "--datasets", "Debug28", "--algorithms", "ERM", "--data_dir",
+                    str(tmp_path), "--output_dir", str(out), "--command_launcher", "dummy",
+                    "--n_hparams", "1", "--n_trials", "1", "--pipeline", "fast",
+                    "--skip_confirmation"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pipeline fast needs an image dataset (VLCS, PACS" in err[0]
+    assert "Debug28 is not one" in err[0] and not out.exists()

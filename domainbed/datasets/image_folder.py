@@ -124,6 +124,19 @@ class ImageFolderDataset(MultipleDomainDataset):
                 f"--datasets {type(self).__name__} --force") from error
 
 
+def fast_pipeline_refusal(name):
+    """Why `--pipeline fast` cannot run on the registered dataset `name` (it decodes image
+    folders), or None when it can."""
+    from domainbed.datasets.registry import dataset_names, get_dataset_class
+
+    if issubclass(get_dataset_class(name), ImageFolderDataset):
+        return None
+    image_datasets = [d for d in dataset_names()
+                      if issubclass(get_dataset_class(d), ImageFolderDataset)]
+    return (f"--pipeline fast needs an image dataset ({', '.join(image_datasets)}); {name} is "
+            "not one: drop --pipeline fast for it")
+
+
 def folder_dataset_class(path, name=None):
     """An (unregistered) dataset class for any `path/<domain>/<class>/<image>` tree: the
     environments are its sorted domain folders. Construct it with root = dirname(path)."""

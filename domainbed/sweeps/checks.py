@@ -33,6 +33,12 @@ def check_names(args, methods=None):
         if n_envs < 3 and pairs:
             raise SweepError(f"dataset {dataset} has {n_envs} environments; pairs of test envs need "
                              "3 or more: add --single_test_envs")
+        if getattr(args, "pipeline", "default") == "fast":
+            from domainbed.datasets.image_folder import fast_pipeline_refusal
+
+            refusal = fast_pipeline_refusal(dataset)
+            if refusal:
+                raise SweepError(refusal)
     if args.command_launcher is None and args.command != "status":
         raise SweepError("the following arguments are required: --command_launcher")
     if args.hparams is not None:

@@ -65,17 +65,14 @@ def choose_hparams(args):
     return hparams
 
 
-FAST_PIPELINE_DATASETS = "VLCS, PACS, OfficeHome, TerraIncognita, DomainNet, SVIRO or Folder"
-
-
-def check_pipeline(args, dataset_class):
+def check_pipeline(args):
     """--pipeline fast decodes image folders: any other dataset is refused up front."""
-    from domainbed.datasets.image_folder import ImageFolderDataset
+    from domainbed.datasets.image_folder import fast_pipeline_refusal
 
-    if speed_option(args, "pipeline") == "fast" and not issubclass(dataset_class,
-                                                                   ImageFolderDataset):
-        raise BadInput(f"--pipeline fast needs an image dataset ({FAST_PIPELINE_DATASETS}); "
-                       f"{args.dataset} is not one: drop --pipeline fast for it")
+    if speed_option(args, "pipeline") == "fast":
+        refusal = fast_pipeline_refusal(args.dataset)
+        if refusal:
+            raise BadInput(refusal)
 
 
 class Plan:
@@ -94,7 +91,7 @@ def validate(args):
     drop_default_speed_options(args)
     check_plain_args(args)
     algorithm_class, dataset_class = lookup_classes(args)
-    check_pipeline(args, dataset_class)
+    check_pipeline(args)
     hparams = choose_hparams(args)
     # Ours: a dataset's environments may depend on hparams, and it may refuse arguments.
     try:
