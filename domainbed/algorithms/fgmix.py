@@ -518,7 +518,7 @@ class GroupMixBase(Algorithm):
         nll = F.cross_entropy(logits, y)
         if groups is None:  # no other domain to mix with: plain ERM
             loss, mixed_loss = nll, torch.zeros((), device=z.device)
-            measures = dict.fromkeys(self.measure_names(), mixed_loss)
+            measures = torch.zeros(len(self.measure_names()), device=z.device)
         else:
             signature = gradient_signature(self.classifier, z, logits, y) \
                 if self.WEIGHTS != "dirichlet" else None
@@ -531,15 +531,16 @@ class GroupMixBase(Algorithm):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        values = {"loss": loss, "nll": nll, "mixed_loss": mixed_loss, **measures}
-        # One transfer from the device for all the logged floats.
-        numbers = torch.stack([v.detach().to(torch.float64) for v in values.values()]).tolist()
-        return dict(zip(values, numbers))
+        # One transfer from the device for all the logged floats (few kernels: on a GPU the
+        # host's launches, not the arithmetic, are what a step of small tensors costs).
+        losses = torch.stack([loss.detach(), nll.detach(), mixed_loss.detach()])
+        numbers = torch.cat([losses.double(), measures.double()]).tolist()
+        return dict(zip(("loss", "nll", "mixed_loss") + self.measure_names(), numbers))
 
     def _policy_and_mixing(self, z, y, domains, groups, signature, nll):
-        """(Mixing, diagnostics): FGMix's policy step, then the weights λ (a constant for
-        the model, §4) and what the diagnostics measure — everything of a step that does
-        not backpropagate into the model. In float32 with autocast off: the cosines and the
+        """(Mixing, the diagnostics [M] in `measure_names()` order): FGMix's policy step,
+        then the weights λ (a constant for the model, §4) and what the diagnostics measure:
+        everything of a step that does not backpropagate into the model. In float32 with autocast off: the cosines and the
         look-ahead need the precision, and a captured graph must not read autocast's cached
         casts. On CUDA it runs as one captured graph (`CapturedRegion`)."""
         self._captured.prepare(self, z)
@@ -551,7 +552,7 @@ class GroupMixBase(Algorithm):
         policy, weights, measures = self._captured(
             self._policy_and_mixing_tensors, z, y, domains, groups.index, groups.mask, groups.valid, groups.draws, features,
             residuals, nll, step_number)
-        return Mixing(policy, weights), dict(zip(self.measure_names(), measures.unbind()))
+        return Mixing(policy, weights), measures
 
     def _policy_and_mixing_tensors(self, z, y, domains, index, mask, valid, draws, features,
                                    residuals, nll, step_number):
