@@ -540,9 +540,10 @@ class GroupMixBase(Algorithm):
     def _policy_and_mixing(self, z, y, domains, groups, signature, nll):
         """(Mixing, the diagnostics [M] in `measure_names()` order): FGMix's policy step,
         then the weights λ (a constant for the model, §4) and what the diagnostics measure:
-        everything of a step that does not backpropagate into the model. In float32 with autocast off: the cosines and the
-        look-ahead need the precision, and a captured graph must not read autocast's cached
-        casts. On CUDA it runs as one captured graph (`CapturedRegion`)."""
+        everything of a step that does not backpropagate into the model. In float32 with
+        autocast off: the cosines and the look-ahead need the precision, and a captured
+        graph must not read autocast's cached casts. On CUDA it runs as one captured graph
+        (`CapturedRegion`)."""
         self._captured.prepare(self, z)
         features, residuals = signature if signature is not None else (None, None)
         step_number = None
@@ -550,8 +551,8 @@ class GroupMixBase(Algorithm):
             count = next_step_number(self.optimizer, last_linear(self.classifier).weight)
             step_number = torch.full((), count, dtype=torch.float64, device=z.device)
         policy, weights, measures = self._captured(
-            self._policy_and_mixing_tensors, z, y, domains, groups.index, groups.mask, groups.valid, groups.draws, features,
-            residuals, nll, step_number)
+            self._policy_and_mixing_tensors, z, y, domains, groups.index, groups.mask,
+            groups.valid, groups.draws, features, residuals, nll, step_number)
         return Mixing(policy, weights), measures
 
     def _policy_and_mixing_tensors(self, z, y, domains, index, mask, valid, draws, features,
