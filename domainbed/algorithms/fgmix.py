@@ -572,7 +572,8 @@ class GroupMixBase(Algorithm):
                     measures["meta_nll_ratio"] = meta_loss / nll.clamp(min=1e-12)
                     measures["policy_kl_fixed"], measures["weight_shift_fixed"] = \
                         self._shift_from_fixed_metric(y, domains, groups, signature, mixing)
-            return mixing.policy, mixing.weights, torch.stack(list(measures.values()))
+            return mixing.policy, mixing.weights, torch.stack(
+                [measures[name] for name in self.measure_names()])
 
     def _mixed_logits(self, x, z, logits, groups, mixing):
         if self._in_input_space():  # the same weights on the images; one more backbone pass
@@ -584,8 +585,7 @@ class GroupMixBase(Algorithm):
     def _draw_groups(self, y, domains, num_domains, dtype):
         """`Groups`, drawn from the algorithm's own generators (torch, then numpy)."""
         # Drawn on the CPU (the generators are the algorithm's, saved with it) and copied
-        # without blocking: a blocking copy would wait for the forward pass to finish before
-        # the rest of the step could be queued behind it.
+        # without blocking (the host need not wait for the GPU's queued work).
         n = y.shape[0]
         uniform = torch.rand((n, num_domains), generator=self.generator)
         index, mask = build_groups(y, domains, num_domains, self.num_classes,
@@ -661,7 +661,7 @@ class GroupMixBase(Algorithm):
 
     def measure_names(self):
         """The diagnostics each step logs besides loss, nll and mixed_loss (docs/method.md,
-        Diagnostics), in the order `_policy_and_mixing_tensors` stacks them."""
+        Diagnostics), in the order of the tensor `_policy_and_mixing_tensors` returns."""
         return self.MIXING_MEASURES + (self.POLICY_MEASURES if self.LEARN_POLICY else ())
 
     def _mixing_measures(self, z, groups, mixing):

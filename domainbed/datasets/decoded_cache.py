@@ -26,6 +26,8 @@ import zlib
 
 import numpy as np
 
+from domainbed.lib.misc import atomic_write_text
+
 FORMAT_VERSION = 1
 SIZE = 224
 IMAGE_SHAPE = (3, SIZE, SIZE)
@@ -187,15 +189,6 @@ def _temporary(path):
     return f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
 
 
-def _write_json(path, value):
-    temporary = _temporary(path)
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-
-
 def _remove(path):
     try:
         os.remove(path)
@@ -241,7 +234,7 @@ def _build(stem, samples, sources, workers, label):
              "paths": [entry[0] for entry in sources],
              "labels": [entry[1] for entry in sources],
              "sizes": [list(size) for size in sizes], "checksum": checksum}
-    _write_json(stem + ".json", index)
+    atomic_write_text(stem + ".json", json.dumps(index))
     return DecodedImages(data_path, index)
 
 

@@ -11,8 +11,8 @@ import sys
 
 from domainbed.launchers import command_launchers
 from domainbed.lib.cli import OneLineErrorParser
-from domainbed.sweeps.commands import run_sweep
 from domainbed.lib.validation import SPEED_CHOICES, SPEED_OPTIONS
+from domainbed.sweeps.commands import run_sweep
 from domainbed.sweeps.errors import SweepError
 
 EPILOG = """\

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 
+from domainbed.lib import jobdir
 from domainbed.lib.misc import format_table
 from domainbed.training.timing import parse_summary
 
@@ -114,10 +115,8 @@ def train_command(variant, args, data_dir, output_dir, hparams):
 
 def read_run(output_dir):
     """(records, wall-time summary or None) of a finished run's directory."""
-    records = []
-    with open(os.path.join(output_dir, "results.jsonl")) as f:
-        for line in f:
-            records.append(json.loads(line))
+    lines = jobdir.read_records_file(os.path.join(output_dir, jobdir.RESULTS_FILE))
+    records = [record for _, _, record in lines if record is not None]
     summary = None
     out_txt = os.path.join(output_dir, "out.txt")
     if os.path.exists(out_txt):
@@ -125,6 +124,20 @@ def read_run(output_dir):
             for line in f:
                 summary = parse_summary(line.strip()) or summary
     return records, summary
+
+
+def timed_process(command, args, env, cwd=None):
+    """(wall seconds, None) of a process that succeeded, or (None, why it did not)."""
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=args.run_timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {args.run_timeout} s (--run_timeout)"
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no error output)"])[-1]
+        return None, f"exit {proc.returncode}: {tail[:300]}"
+    return time.perf_counter() - start, None
 
 
 def run_variant(variant, args, data_dir, work_dir, env):
@@ -135,18 +148,10 @@ def run_variant(variant, args, data_dir, work_dir, env):
     run_env = dict(env)
     if cwd:   # upstream's package first on the path, not ours
         run_env["PYTHONPATH"] = os.path.abspath(cwd)
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(train_command(variant, args, data_dir, output_dir, hparams),
-                              cwd=cwd, env=run_env, capture_output=True, text=True,
-                              timeout=args.run_timeout)
-    except subprocess.TimeoutExpired:
-        return {"variant": variant, "error": f"timed out after {args.run_timeout} s "
-                                             "(--run_timeout)"}
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no error output)"])[-1]
-        return {"variant": variant, "error": f"exit {proc.returncode}: {tail[:300]}"}
+    wall, error = timed_process(train_command(variant, args, data_dir, output_dir, hparams),
+                                args, run_env, cwd)
+    if error:
+        return {"variant": variant, "error": error}
     records, summary = read_run(output_dir)
     n_envs = len(records[-1]["args"]["test_envs"])
     n_train_envs = sum(1 for key in records[-1] if key.endswith("_in_acc")) - n_envs
@@ -172,13 +177,10 @@ def build_cache(args, data_dir, work_dir, env):
     hparams = run_hparams(args, upstream=False)
     command = train_command("fast", quick, data_dir, os.path.join(work_dir, "cache-run"),
                             hparams)
-    start = time.perf_counter()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True,
-                          timeout=args.run_timeout)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no error output)"])[-1]
-        raise RunsError(f"building the fast pipeline's cache failed: {tail[:300]}")
-    return time.perf_counter() - start
+    seconds, error = timed_process(command, args, env)
+    if error:
+        raise RunsError(f"building the fast pipeline's cache failed: {error}")
+    return seconds
 
 
 def train_runs(args, algorithm="ERM"):

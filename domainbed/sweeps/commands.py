@@ -65,9 +65,7 @@ def cmd_delete_incomplete(args, jobs):
 def speed_options(args):
     """The sweep's speed flags that are not train.py's defaults (added to every job's args;
     absent from a namespace built without them)."""
-    from domainbed.lib.validation import SPEED_OPTIONS
-
-    return {name: getattr(args, name) for name, default in SPEED_OPTIONS.items()
+    return {name: getattr(args, name) for name, default in validation.SPEED_OPTIONS.items()
             if getattr(args, name, default) != default}
 
 

@@ -74,56 +74,58 @@ def _eval_names(splits):
 
 def make_loaders(dataset, args, hparams, splits):
     """Training streams (each seeded from --seed and its index: deterministic and
-    resumable) and the evaluation loaders with upstream's names; with `--pipeline fast`
-    those of the decoded cache (`make_fast_loaders`)."""
-    from domainbed.lib.fast_data_loader import FastDataLoader, InfiniteDataLoader
-
-    if speed_option(args, "pipeline") == "fast":
-        return make_fast_loaders(dataset, args, hparams, splits)
+    resumable) and the evaluation loaders with upstream's names, from the job's pipeline:
+    upstream's (`default_loader_makers`) or the decoded cache's (`fast_loader_makers`)."""
     in_splits, out_splits, uda_splits = splits
+    makers = fast_loader_makers if speed_option(args, "pipeline") == "fast" \
+        else default_loader_makers
+    stream, eval_loader = makers(dataset, args, hparams)
     batch_size = hparams["batch_size"]
 
-    def stream(split, weights, kind, i):
-        return InfiniteDataLoader(dataset=split, weights=weights, batch_size=batch_size,
-                                  num_workers=dataset.N_WORKERS,
-                                  seed=misc.seed_hash(args.seed, kind, i))
+    def seeded_stream(split, weights, kind, i):
+        return stream(split, weights, batch_size, misc.seed_hash(args.seed, kind, i))
 
-    train_loaders = [stream(split, w, "train_stream", i)
+    train_loaders = [seeded_stream(split, w, "train_stream", i)
                      for i, (split, w) in enumerate(in_splits) if i not in args.test_envs]
-    uda_loaders = [stream(split, w, "uda_stream", i) for i, (split, w) in enumerate(uda_splits)]
-    eval_splits = in_splits + out_splits + uda_splits
+    uda_loaders = [seeded_stream(split, w, "uda_stream", i)
+                   for i, (split, w) in enumerate(uda_splits)]
     eval_batch_size = getattr(dataset, "EVAL_BATCH_SIZE", 64)
-    eval_loaders = [FastDataLoader(dataset=split, batch_size=eval_batch_size,
-                                   num_workers=dataset.N_WORKERS,
-                                   seed=misc.seed_hash(args.seed, "eval_loader", i))
-                    for i, (split, _) in enumerate(eval_splits)]
-    return train_loaders, uda_loaders, list(zip(_eval_names(splits), eval_loaders))
+    names = _eval_names(splits)
+    eval_loaders = [eval_loader(split, eval_batch_size, i, name) for i, (name, (split, _))
+                    in enumerate(zip(names, in_splits + out_splits + uda_splits))]
+    return train_loaders, uda_loaders, list(zip(names, eval_loaders))
 
 
-def make_fast_loaders(dataset, args, hparams, splits):
-    """make_loaders' streams and evaluation loaders (same seeds, names and order) over
-    the decoded uint8 cache, batches augmented on the device. An augmented evaluation
-    loader (a training env's split, as upstream) draws from its own fixed seed."""
+def default_loader_makers(dataset, args, hparams):
+    """(stream, eval_loader) of upstream's pipeline: the splits through torch's DataLoader
+    (or gathered by index when in memory), the dataset's own transforms."""
+    from domainbed.lib.fast_data_loader import FastDataLoader, InfiniteDataLoader
+
+    def stream(split, weights, batch_size, seed):
+        return InfiniteDataLoader(dataset=split, weights=weights, batch_size=batch_size,
+                                  num_workers=dataset.N_WORKERS, seed=seed)
+
+    def eval_loader(split, batch_size, index, name):
+        return FastDataLoader(dataset=split, batch_size=batch_size,
+                              num_workers=dataset.N_WORKERS,
+                              seed=misc.seed_hash(args.seed, "eval_loader", index))
+    return stream, eval_loader
+
+
+def fast_loader_makers(dataset, args, hparams):
+    """(stream, eval_loader) of `--pipeline fast`: the decoded uint8 cache, batches
+    augmented on the device. An augmented evaluation loader (a training env's split, as
+    upstream) draws from its own fixed seed."""
     from domainbed.datasets.fast_pipeline import FastPipeline
     from domainbed.lib.device import get_device
 
-    in_splits, out_splits, uda_splits = splits
     pipeline = FastPipeline(dataset, args.test_envs, hparams["data_augmentation"],
                             get_device(), dataset.N_WORKERS)
-    batch_size = hparams["batch_size"]
 
-    def stream(split, weights, kind, i):
-        return pipeline.stream(split, weights, batch_size, misc.seed_hash(args.seed, kind, i))
-
-    train_loaders = [stream(split, w, "train_stream", i)
-                     for i, (split, w) in enumerate(in_splits) if i not in args.test_envs]
-    uda_loaders = [stream(split, w, "uda_stream", i) for i, (split, w) in enumerate(uda_splits)]
-    eval_batch_size = getattr(dataset, "EVAL_BATCH_SIZE", 64)
-    names = _eval_names(splits)
-    eval_loaders = [pipeline.eval_loader(split, eval_batch_size,
-                                         misc.seed_hash(args.seed, "eval_augmentation", name))
-                    for name, (split, _) in zip(names, in_splits + out_splits + uda_splits)]
-    return train_loaders, uda_loaders, list(zip(names, eval_loaders))
+    def eval_loader(split, batch_size, index, name):
+        return pipeline.eval_loader(split, batch_size,
+                                    misc.seed_hash(args.seed, "eval_augmentation", name))
+    return pipeline.stream, eval_loader
 
 
 def describe_pipeline(dataset, args):
@@ -135,9 +137,9 @@ def describe_pipeline(dataset, args):
         n_images = sum(len(env) for env in dataset)
         return (f"Pipeline: fast (decoded cache {cache_dir()}, {n_images} images at "
                 f"{SIZE}x{SIZE}, augmentation on {get_device().type})")
-    workers = getattr(dataset, "N_WORKERS", 0)
     from domainbed.datasets.image_folder import ImageFolderDataset
 
+    workers = getattr(dataset, "N_WORKERS", 0)
     if not isinstance(dataset, ImageFolderDataset):   # tensors in memory, no transforms
         return f"Pipeline: default (the dataset's tensors, {workers} loader workers)"
     return f"Pipeline: default (torchvision transforms, {workers} loader workers)"
