@@ -435,6 +435,9 @@ def test_cross_domain_compatibility_matches_its_definition():
     cosine = per_sample.head_gradient_cosine(z, r)
     ours = fgmix.cross_domain_compatibility(cosine, y, domains, 3, 3)
     torch.testing.assert_close(ours, _loop_cross_domain_compatibility(z, r, y, domains))
+    # The cells a step forms once give the same scores.
+    cells = fgmix.cross_domain_cells(y, domains, 3, 3, cosine.dtype)
+    assert torch.equal(fgmix.cross_domain_compatibility(cosine, y, domains, 3, 3, cells), ours)
     # Label 2 exists in domains 1 and 2 only; a two-member comparison is not symmetric.
     assert ours[4] != 0 and ours[8] != 0
 

@@ -96,3 +96,17 @@ def test_gather_rows_is_advanced_indexing_with_its_gradient():
     (ours,) = torch.autograd.grad((gathered * upstream).sum(), values)
     (reference,) = torch.autograd.grad((values[index] * upstream).sum(), values)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_residual_part_formed_once_gives_the_same_cosines(n_classes):
+    """FGMix forms r̂ r̂ᵀ once a step and compares under several metrics with it."""
+    z, y, weight, bias, metric = _problem(n=9, n_classes=n_classes, seed=8)
+    residuals = per_sample.head_residuals(F.linear(z, weight, bias), y)
+    shared = per_sample.residual_cosine(residuals)
+    for m in (None, metric):
+        full = per_sample.cosine_from_gram(per_sample.head_gradient_gram(z, residuals, m))
+        torch.testing.assert_close(per_sample.head_gradient_cosine(z, residuals, m), full,
+                                   rtol=1e-12, atol=1e-12)
+        assert torch.equal(per_sample.head_gradient_cosine(z, residuals, m, shared),
+                           per_sample.head_gradient_cosine(z, residuals, m))

@@ -62,35 +62,52 @@ def last_linear(classifier):
     return classifier if isinstance(classifier, torch.nn.Linear) else classifier[-1]
 
 
+Signature = collections.namedtuple("Signature", "features residuals residual_cosine cells",
+                                   defaults=(None, None))
+Signature.__doc__ = """Instance i's head gradient (r_i z_iᵀ, r_i) as its head input z [N, F] and
+residual r [N, C], detached (the policy reads gradients only).
+
+residual_cosine r̂ r̂ᵀ [N, N] and cells (`cross_domain_cells`) are what every cross-domain
+compatibility of a step shares whatever the metric; FGMix compares under two metrics,
+three times a step, so a step forms them once (None: formed where needed)."""
+
+
 def gradient_signature(classifier, features, logits, y):
-    """(head input z, residual r) per instance, detached: the policy reads gradients only.
-    Instance i's head gradient is (r_i z_iᵀ, r_i); cosines come from per_sample."""
+    """The batch's `Signature` (z, r); cosines come from per_sample."""
     with torch.no_grad():
-        return head_input(classifier, features.detach()), \
-            per_sample.head_residuals(logits.detach(), y)
+        return Signature(head_input(classifier, features.detach()),
+                         per_sample.head_residuals(logits.detach(), y))
 
 
-def cross_domain_compatibility(cosine, y, domains, num_domains, num_classes):
+def cross_domain_cells(y, domains, num_domains, num_classes, dtype):
+    """(others [cells, N] of `dtype`, cell [N, 1]): others[c, j] = 1 where instance j has
+    cell c's class and another domain (j ∈ A_c), for each (domain, class) cell c; `cell`
+    holds each instance's own cell."""
+    cells = torch.arange(num_domains * num_classes, device=y.device)
+    others = ((y.unsqueeze(0) == (cells % num_classes).unsqueeze(1))
+              & (domains.unsqueeze(0) != (cells // num_classes).unsqueeze(1))).to(dtype)
+    return others, (domains * num_classes + y).unsqueeze(1)
+
+
+def cross_domain_compatibility(cosine, y, domains, num_domains, num_classes, cells=None):
     """c_i = cos(g_i, Σ_{j∈A_i} ĝ_j) [N]: instance i's head gradient against the summed unit
     gradients of its class in the *other* domains (A_i: y_j = y_i, d_j ≠ d_i); 0 if A_i is empty.
 
     From the all-pairs cosines S [N, N]: the numerator is Σ_{j∈A_i} S_ij, and the norm
     ‖Σ_{j∈A} ĝ_j‖² = Σ_{j,l∈A} S_jl is formed once per (domain, class) cell. Unlike the
     mean over a group's other members, this is not symmetric in a pair, so it still ranks
-    the two members of a two-domain group.
+    the two members of a two-domain group. `cells`: `cross_domain_cells(...)` if formed.
     """
-    cells = torch.arange(num_domains * num_classes, device=y.device)
-    others = ((y.unsqueeze(0) == (cells % num_classes).unsqueeze(1))
-              & (domains.unsqueeze(0) != (cells // num_classes).unsqueeze(1))).to(cosine.dtype)
+    others, cell = cells if cells is not None else \
+        cross_domain_cells(y, domains, num_domains, num_classes, cosine.dtype)
     against_cell = cosine @ others.T                      # [N, cells]: Σ_{j∈A_c} S_ij
     squared_norm = (others * against_cell.T).sum(1)       # [cells]: ‖Σ_{j∈A_c} ĝ_j‖²
-    cell = (domains * num_classes + y).unsqueeze(1)
     numerator = against_cell.gather(1, cell).squeeze(1)
     squared = squared_norm.gather(0, cell.squeeze(1))
     nonzero = squared > 1e-12
     # sqrt only of positive numbers: keeps the gradient to the metric finite.
-    norm = torch.sqrt(torch.where(nonzero, squared, torch.ones_like(squared)))
-    return torch.where(nonzero, numerator / norm, torch.zeros_like(numerator))
+    norm = torch.sqrt(torch.where(nonzero, squared, 1.0))
+    return torch.where(nonzero, numerator / norm, 0.0)
 
 
 # -- §2 mixing groups ------------------------------------------------------------------
@@ -154,7 +171,7 @@ def mean_compatibility(cosine, mask):
 
 def compatibility_policy(compatibility, mask, tau):
     """π = softmax(c / τ) over each group's members."""
-    scores = (compatibility / tau).masked_fill(~mask, float("-inf"))
+    scores = torch.where(mask, compatibility / tau, float("-inf"))
     # The same softmax over the transposed layout: on CPU, softmax along a short last
     # dimension is about 6x slower (torch 2.14, measured for [640, 10]).
     return torch.softmax(scores.T, dim=0).T
@@ -162,7 +179,7 @@ def compatibility_policy(compatibility, mask, tau):
 
 def dirichlet_policy(draws, mask):
     """π ~ Dirichlet(α·1) over each group's members, from Gamma(α, 1) draws [N, D]."""
-    draws = torch.where(mask, draws, torch.zeros_like(draws))
+    draws = torch.where(mask, draws, 0.0)
     total = draws.sum(1, keepdim=True)
     uniform = mask.to(draws.dtype) / mask.sum(1, keepdim=True)
     # All draws underflowing to 0 (tiny α) is nearly impossible; then fall back to uniform.
@@ -173,7 +190,7 @@ def affine_weights(policy, mask, kappa):
     """λ_k = (1 + κ) π_k − κ / K on members (0 elsewhere): Σ λ = 1 and λ ≥ −κ/K."""
     size = mask.sum(1, keepdim=True).to(policy.dtype)
     weights = (1.0 + kappa) * policy - kappa / size
-    return torch.where(mask, weights, torch.zeros_like(weights))
+    return torch.where(mask, weights, 0.0)
 
 
 def standardized(scores, mask):
@@ -183,8 +200,8 @@ def standardized(scores, mask):
     centred = (scores - (scores * members).sum(1, keepdim=True) / count) * members
     variance = (centred * centred).sum(1, keepdim=True) / count
     spread = variance > 1e-12
-    std = torch.sqrt(torch.where(spread, variance, torch.ones_like(variance)))
-    return torch.where(spread, centred / std, torch.zeros_like(centred))
+    std = torch.sqrt(torch.where(spread, variance, 1.0))
+    return torch.where(spread, centred / std, 0.0)
 
 
 def directed_weights(scores, mask, tau, kappa):
@@ -200,7 +217,7 @@ def directed_weights(scores, mask, tau, kappa):
     toward = compatibility_policy(unit, mask, tau)
     away = compatibility_policy(-unit, mask, tau)
     weights = (1.0 + kappa) * toward - kappa * away
-    return toward, torch.where(mask, weights, torch.zeros_like(weights))
+    return toward, torch.where(mask, weights, 0.0)
 
 
 # -- §4 the model's objective ----------------------------------------------------------
@@ -220,8 +237,9 @@ def mixed_logits(head, features, index, weights, affine, logits=None):
     return head(mix(features, index, weights))
 
 
-def masked_mean(values, valid):
-    return (values * valid).sum() / valid.sum().clamp(min=1)
+def masked_mean(values, valid, count=None):
+    """Mean of `values` over kept groups; `count`: valid.sum().clamp(min=1) if formed."""
+    return (values * valid).sum() / (valid.sum().clamp(min=1) if count is None else count)
 
 
 def mixed_cross_entropy(mixed, labels, groups):
@@ -243,7 +261,8 @@ def sharpness_perturbation(head, params, features, labels, rho):
     frozen = {name: p.detach().requires_grad_() for name, p in params.items()}
     loss = F.cross_entropy(call_head(head, frozen, features), labels)
     grads = torch.autograd.grad(loss, list(frozen.values()))
-    norm = torch.sqrt(sum((g * g).sum() for g in grads))
+    squares = [(g * g).sum() for g in grads]
+    norm = torch.sqrt(sum(squares[1:], squares[0]))   # not 0 + ...: one kernel fewer
     scale = rho / norm.clamp(min=1e-12)
     return {name: g * scale for name, g in zip(frozen, grads)}
 
@@ -347,24 +366,24 @@ def extrapolation_measures(values, index, weights, valid):
     centroid = (in_group.unsqueeze(2) * members).sum(1) / size
     radius = ((members - centroid.unsqueeze(1)).norm(dim=2) * in_group).sum(1) / size.squeeze(1)
     ratio = torch.where(radius > 0, outside_norm / radius.clamp(min=1e-12),
-                        torch.zeros_like(radius))
+                        0.0)
     return mass, outside_norm, ratio * (valid > 0)
 
 
 def normalized_entropy(policy, mask):
     """H(π) / log K per group (1 = uniform over the K members; 0 for groups of one)."""
     logs = torch.where(mask & (policy > 0), policy.clamp(min=1e-30).log(),
-                       torch.zeros_like(policy))
+                       0.0)
     size = mask.sum(1).to(policy.dtype)
     return torch.where(size > 1, -(policy * logs).sum(1) / size.clamp(min=2).log(),
-                       torch.zeros_like(size))
+                       0.0)
 
 
 def policy_kl(policy, reference, mask):
     """KL(π ‖ π_ref) over each group's members."""
     ratio = torch.where(mask & (policy > 0),
                         policy.clamp(min=1e-30).log() - reference.clamp(min=1e-30).log(),
-                        torch.zeros_like(policy))
+                        0.0)
     return (policy * ratio).sum(1)
 
 
@@ -545,7 +564,7 @@ class GroupMixBase(Algorithm):
         graph must not read autocast's cached casts. On CUDA it runs as one captured graph
         (`CapturedRegion`)."""
         self._captured.prepare(self, z)
-        features, residuals = signature if signature is not None else (None, None)
+        features, residuals = signature[:2] if signature is not None else (None, None)
         step_number = None
         if self.LEARN_POLICY and self.LOOKAHEAD == "optimizer" and self._captured.active(z):
             count = next_step_number(self.optimizer, last_linear(self.classifier).weight)
@@ -560,7 +579,8 @@ class GroupMixBase(Algorithm):
         """`_policy_and_mixing` on tensors only (the captured function): (π, λ, measures)."""
         with torch.autocast(device_type=z.device.type, enabled=False):
             groups = Groups(index, mask, valid.float(), None if draws is None else draws.float())
-            signature = None if features is None else (features.float(), residuals.float())
+            signature = None if features is None else \
+                self._step_signature(features.float(), residuals.float(), y, domains, mask)
             z, nll = z.float(), nll.float()
             meta_loss = self._update_policy(z, y, domains, groups, signature, step_number) \
                 if self.LEARN_POLICY else None
@@ -574,6 +594,14 @@ class GroupMixBase(Algorithm):
                         self._shift_from_fixed_metric(y, domains, groups, signature, mixing)
             return mixing.policy, mixing.weights, torch.stack(
                 [measures[name] for name in self.measure_names()])
+
+    def _step_signature(self, features, residuals, y, domains, mask):
+        """The step's `Signature`, with what its cross-domain compatibilities share."""
+        if self.SCORES != "compatibility":
+            return Signature(features, residuals)
+        return Signature(features, residuals, per_sample.residual_cosine(residuals),
+                         cross_domain_cells(y, domains, mask.shape[1], self.num_classes,
+                                            features.dtype))
 
     def _mixed_logits(self, x, z, logits, groups, mixing):
         if self._in_input_space():  # the same weights on the images; one more backbone pass
@@ -607,7 +635,7 @@ class GroupMixBase(Algorithm):
         if self.WEIGHTS == "dirichlet":
             policy = dirichlet_policy(groups.draws, groups.mask)
         elif self.WEIGHTS == "gradient":
-            features, residuals = signature
+            features, residuals = signature[:2]
             cosine = per_sample.grouped_head_gradient_cosine(features, residuals, groups.index,
                                                              metric)
             compatibility = self.COMPATIBILITY_SIGN * mean_compatibility(cosine, groups.mask)
@@ -623,10 +651,10 @@ class GroupMixBase(Algorithm):
         a random draw (SCORES = "random")."""
         if self.SCORES == "random":
             return groups.draws
-        features, residuals = signature
-        cosine = per_sample.head_gradient_cosine(features, residuals, metric)
+        cosine = per_sample.head_gradient_cosine(signature.features, signature.residuals, metric,
+                                                 signature.residual_cosine)
         compatibility = cross_domain_compatibility(cosine, y, domains, groups.mask.shape[1],
-                                                   self.num_classes)
+                                                   self.num_classes, signature.cells)
         return self.COMPATIBILITY_SIGN * compatibility.take(groups.index)
 
     # -- §5 the policy step (FGMix) ---------------------------------------------------
@@ -667,22 +695,22 @@ class GroupMixBase(Algorithm):
     def _mixing_measures(self, z, groups, mixing):
         weights, kept = mixing.weights, groups.valid > 0
         n_groups = groups.valid.sum()
+        count = n_groups.clamp(min=1)
         negative = (weights < 0) & kept.unsqueeze(1)
         with torch.no_grad():
             mass, outside, ratio = extrapolation_measures(z, groups.index, weights, groups.valid)
             entropy = normalized_entropy(mixing.policy, groups.mask)
-        inf = torch.full_like(weights, float("inf"))
-        lowest = torch.where(kept.unsqueeze(1) & groups.mask, weights, inf).min()
+        lowest = torch.where(kept.unsqueeze(1) & groups.mask, weights, float("inf")).min()
         return {
-            "mean_negative_weight": torch.where(negative, weights, torch.zeros_like(weights))
+            "mean_negative_weight": torch.where(negative, weights, 0.0)
             .sum() / negative.sum().clamp(min=1),
-            "frac_extrapolating": negative.any(1).sum() / n_groups.clamp(min=1),
+            "frac_extrapolating": negative.any(1).sum() / count,
             "n_groups": n_groups,
-            "min_weight": torch.where(torch.isfinite(lowest), lowest, torch.zeros_like(lowest)),
-            "negative_mass": masked_mean(mass, groups.valid),
-            "outside_norm": masked_mean(outside, groups.valid),
-            "outside_ratio": masked_mean(ratio, groups.valid),
-            "policy_entropy": masked_mean(entropy, groups.valid),
+            "min_weight": torch.where(torch.isfinite(lowest), lowest, 0.0),
+            "negative_mass": masked_mean(mass, groups.valid, count),
+            "outside_norm": masked_mean(outside, groups.valid, count),
+            "outside_ratio": masked_mean(ratio, groups.valid, count),
+            "policy_entropy": masked_mean(entropy, groups.valid, count),
         }
 
     def _shift_from_fixed_metric(self, y, domains, groups, signature, mixing):
@@ -692,7 +720,8 @@ class GroupMixBase(Algorithm):
             fixed = self._mixing(y, domains, groups, signature, metric=None)
             kl = policy_kl(mixing.policy, fixed.policy, groups.mask)
             shift = (mixing.weights - fixed.weights).abs().sum(1)
-        return masked_mean(kl, groups.valid), masked_mean(shift, groups.valid)
+        count = groups.valid.sum().clamp(min=1)
+        return masked_mean(kl, groups.valid, count), masked_mean(shift, groups.valid, count)
 
 
 # -- §6 the registered variants (each declares only the hparams it uses) ---------------

@@ -72,35 +72,56 @@ def gather_rows(values, index):
 MIN_INNER_DIM = 4
 
 
-def unit_gradient_factors(features, residuals, metric=None):
-    """(r̂, left, right): each instance's head gradient normalised once, as two factors.
-
-    The cosine of instances a and b is (r̂_a·r̂_b)·(left_a·right_b), with r̂ = r/‖r‖ (0 for a
-    zero residual) and left = (m z, 1)/‖(√m z, 1)‖, right = (z, 1)/‖(√m z, 1)‖ (the same
-    tensor when m is None). Its gradient is finite everywhere (a zero residual gives a zero
-    cosine without NaNs; √m is never formed), so a learnable `metric` trains through it.
-    Two-class residuals are zero-padded to MIN_INNER_DIM columns (no product changes).
-    """
+def unit_residuals(residuals):
+    """r̂ = r/‖r‖ [N, C] (0 for a zero residual), two-class residuals zero-padded to
+    MIN_INNER_DIM columns (no product changes)."""
     squared = (residuals * residuals).sum(1, keepdim=True)
     nonzero = squared > 0
     # sqrt only of positive numbers: sqrt'(0) = inf would turn the masked branch into NaN.
-    r_norm = torch.sqrt(torch.where(nonzero, squared, torch.ones_like(squared)))
-    r_unit = torch.where(nonzero, residuals / r_norm, torch.zeros_like(residuals))
+    r_norm = torch.sqrt(torch.where(nonzero, squared, 1.0))
+    r_unit = torch.where(nonzero, residuals / r_norm, 0.0)
+    if r_unit.shape[1] < MIN_INNER_DIM:
+        r_unit = F.pad(r_unit, (0, MIN_INNER_DIM - r_unit.shape[1]))
+    return r_unit
+
+
+def unit_feature_factors(features, metric=None):
+    """(left, right) = ((m z, 1), (z, 1)) / ‖(√m z, 1)‖ [N, F + 1] (one tensor when m is
+    None): left_a · right_b is the feature part of the cosine of instances a and b."""
     weighted = features if metric is None else features * metric
     scale = torch.rsqrt((weighted * features).sum(1, keepdim=True) + 1.0)
     left = torch.cat([weighted * scale, scale], 1)
     right = left if metric is None else torch.cat([features * scale, scale], 1)
-    if r_unit.shape[1] < MIN_INNER_DIM:  # zero columns change no product
-        r_unit = F.pad(r_unit, (0, MIN_INNER_DIM - r_unit.shape[1]))
-    return r_unit, left, right
+    return left, right
 
 
-def head_gradient_cosine(features, residuals, metric=None):
-    """All pairs' cosines S [N, N] of the head gradients (the metric Gram, normalised)."""
+def unit_gradient_factors(features, residuals, metric=None):
+    """(r̂, left, right): each instance's head gradient normalised once, as two factors.
+
+    The cosine of instances a and b is (r̂_a·r̂_b)·(left_a·right_b) (`unit_residuals`,
+    `unit_feature_factors`). Its gradient is finite everywhere (a zero residual gives a
+    zero cosine without NaNs; √m is never formed), so a learnable `metric` trains through
+    it.
+    """
+    return (unit_residuals(residuals),) + unit_feature_factors(features, metric)
+
+
+def residual_cosine(residuals):
+    """r̂ r̂ᵀ [N, N]: the residual part of the head gradients' cosines, which no feature
+    metric changes (so a step that compares under several metrics forms it once)."""
+    with autocast_off(residuals):
+        r_unit = unit_residuals(float32(residuals))
+        return r_unit @ r_unit.T
+
+
+def head_gradient_cosine(features, residuals, metric=None, residual_part=None):
+    """All pairs' cosines S [N, N] of the head gradients (the metric Gram, normalised);
+    `residual_part`: `residual_cosine(residuals)` if already formed."""
     with autocast_off(features):   # bf16 products would round the cosines
-        r_unit, left, right = unit_gradient_factors(float32(features), float32(residuals),
-                                                    metric)
-        return (r_unit @ r_unit.T) * (left @ right.T)
+        if residual_part is None:
+            residual_part = residual_cosine(residuals)
+        left, right = unit_feature_factors(float32(features), metric)
+        return residual_part * (left @ right.T)
 
 
 def grouped_head_gradient_cosine(features, residuals, index, metric=None):

@@ -72,6 +72,10 @@ def parse_args(argv):
     parser.add_argument("--compat_shapes", default="all",
                         help="'all' or comma-separated indices into the shape list (0 = MNIST)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--count_ops", action="store_true",
+                        help="also count the tensor operations of one step per algorithm "
+                             "(studies/op_count.py): what a launch-bound GPU step costs, "
+                             "measured on any device")
     parser.add_argument("--run_cost", action="store_true",
                         help="where one train.py run's time goes on --dataset (start-up, data, "
                              "steps, evaluation, checkpoints), in a new process and in a warm "
@@ -218,7 +222,20 @@ def time_training(args, device):
         for name in names[shift:] + names[:shift]:
             times[name].append(time_steps(built[name], batches, args.steps, device,
                                           CLOCKS[args.clock], speed=args))
-    return times, batch_size
+    ops = count_step_ops(built, batches[0], args, device) if args.count_ops else None
+    return times, batch_size, ops
+
+
+def count_step_ops(built, batch, args, device):
+    """{name: {"kernels", "other"}} of one more update of each algorithm."""
+    from domainbed.studies.op_count import count_ops
+    from domainbed.training import precision
+
+    def step(algorithm):
+        with precision.autocast(args, device):
+            algorithm.update(batch)
+
+    return {name: count_ops(step, algorithm)[0] for name, algorithm in built.items()}
 
 
 def quartiles(values):
@@ -228,7 +245,7 @@ def quartiles(values):
     return q[0], q[2]
 
 
-def summarise_training(times):
+def summarise_training(times, ops=None):
     rows = []
     for name, seconds in times.items():
         ratios = [t / e for t, e in zip(seconds, times["ERM"])]
@@ -237,6 +254,8 @@ def summarise_training(times):
                      "q1_ms": 1e3 * q1, "q3_ms": 1e3 * q3,
                      "ratio_to_erm": statistics.median(ratios),
                      "ratio_min": min(ratios), "ratio_max": max(ratios)})
+        if ops:
+            rows[-1]["ops"] = ops[name]
     return rows
 
 
@@ -380,9 +399,14 @@ def time_compatibilities(args, device):
 # -- output ------------------------------------------------------------------------------
 def training_table(rows):
     header = ["algorithm", "ms/step (median)", "IQR ms", "ratio to ERM", "ratio min-max"]
+    counted = all("ops" in r for r in rows)
+    if counted:
+        header += ["kernel ops/step", "other ops"]
     return format_table(header, [
         [r["algorithm"], f"{r['median_ms']:.1f}", f"{r['q1_ms']:.1f}-{r['q3_ms']:.1f}",
-         f"{r['ratio_to_erm']:.3f}", f"{r['ratio_min']:.3f}-{r['ratio_max']:.3f}"] for r in rows])
+         f"{r['ratio_to_erm']:.3f}", f"{r['ratio_min']:.3f}-{r['ratio_max']:.3f}"]
+        + ([r["ops"]["kernels"], r["ops"]["other"]] if counted else [])
+        for r in rows])
 
 
 def compat_table(rows):
@@ -421,9 +445,9 @@ def run(args):
     device = torch.device(args.device) if args.device else get_device()
     report = {"environment": environment(args, device)}
     if not args.compat_only:
-        times, batch_size = time_training(args, device)
+        times, batch_size, ops = time_training(args, device)
         report["environment"]["batch_size_per_domain"] = batch_size
-        report["training"] = summarise_training(times)
+        report["training"] = summarise_training(times, ops)
     if args.compat or args.compat_only:
         report["compatibility"] = time_compatibilities(args, device)
     return report

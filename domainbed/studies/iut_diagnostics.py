@@ -168,7 +168,7 @@ def anchor_compatibility(algorithm, signature, y, domains, groups):
     from domainbed.algorithms import fgmix
     from domainbed.lib import per_sample
 
-    features, residuals = signature
+    features, residuals = signature[:2]
     if algorithm.WEIGHTS == "directed":  # version 2: one score per instance
         cosine = per_sample.head_gradient_cosine(features, residuals, algorithm._metric())
         return fgmix.cross_domain_compatibility(cosine, y, domains, groups.mask.shape[1],
