@@ -426,3 +426,42 @@ def test_fast_pipeline_refuses_a_dataset_without_images(tmp_path):
                               "TerraIncognita, DomainNet, SVIRO, Folder); Debug28")
     assert "\n" not in message and not (tmp_path / "out").exists()
 
+
+
+def test_too_little_room_for_the_cache_is_refused_before_decoding(train_tree, tmp_path,
+                                                                   monkeypatch, cache_in_tmp):
+    """Every environment's bytes are checked at once; nothing is decoded or written."""
+    from domainbed import train
+    from domainbed.training.errors import BadInput
+
+    real = decoded_cache.shutil.disk_usage
+
+    def nearly_full(path):
+        return real(path)._replace(free=5 * decoded_cache.IMAGE_BYTES)
+
+    monkeypatch.setattr(decoded_cache.shutil, "disk_usage", nearly_full)
+    with pytest.raises(BadInput) as caught:
+        fast_train(train_tree, tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith("the decoded cache of --pipeline fast needs 0.0 GB for 18 images "
+                              "of 3 environments in ")
+    assert "0.0 GB free: set DOMAINBED_CACHE" in message and "\n" not in message
+    assert not (tmp_path / "out").exists() and files_under(cache_in_tmp) == []
+
+
+def test_a_disk_that_fills_while_decoding_leaves_no_temporary(tmp_path, monkeypatch,
+                                                              cache_in_tmp):
+    import errno
+
+    samples = folder.scan_tree(make_jpeg_tree(tmp_path / "tree", per_class=2)).samples[0]
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(decoded_cache, "_decode_all", full)
+    with pytest.raises(decoded_cache.CacheSpaceError, match="set DOMAINBED_CACHE"):
+        decoded_cache.load_or_build(samples)
+    assert files_under(cache_in_tmp) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("DOMAINBED_CACHE", str(cache_in_tmp))
+    assert decoded_cache.load_or_build(samples)[1], "a later run builds the cache"

@@ -15,10 +15,12 @@ checksum differs is rebuilt, never trusted. When a source changes, the new cache
 the old one's files (same paths, another fingerprint).
 """
 import concurrent.futures
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -34,6 +36,15 @@ IMAGE_SHAPE = (3, SIZE, SIZE)
 IMAGE_BYTES = 3 * SIZE * SIZE
 CHUNK = 64                # images per decoding task
 CHECKSUM_SAMPLES = 64     # images read back to check the file on every load
+
+
+class CacheSpaceError(OSError):
+    """Too little room in the cache directory for the images still to decode; the message
+    says how much is needed and what to do."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.errno = errno.ENOSPC
 
 
 def cache_dir():
@@ -238,28 +249,72 @@ def _build(stem, samples, sources, workers, label):
     return DecodedImages(data_path, index)
 
 
+def _cached(directory, samples):
+    """(stem, sources, DecodedImages or None): where `samples`' cache is, and it if valid."""
+    sources = fingerprint(samples)
+    stem = os.path.join(directory, _digest([FORMAT_VERSION, SIZE, sources]))
+    return stem, sources, _load_checked(stem, sources)
+
+
+def _space_message(directory, needed, free, what):
+    return (f"the decoded cache of --pipeline fast needs {needed / 1e9:.1f} GB for {what} in "
+            f"{directory}, which has {free / 1e9:.1f} GB free: set DOMAINBED_CACHE to a "
+            f"directory on a larger disk, or run with --pipeline default")
+
+
+def check_free_space(directory, needed, what):
+    """Refuse (CacheSpaceError) before decoding when `needed` bytes do not fit."""
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        raise CacheSpaceError(_space_message(directory, needed, free, what))
+
+
+def _build_checked(directory, stem, samples, sources, workers, label):
+    """_build, with a full disk (checked before, or met on the way) reported as one
+    CacheSpaceError; the temporary file is gone either way."""
+    check_free_space(directory, len(samples) * IMAGE_BYTES, f"{len(samples)} images")
+    try:
+        decoded = _build(stem, samples, sources, workers, label)
+    except OSError as error:
+        if getattr(error, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        free = shutil.disk_usage(directory).free
+        raise CacheSpaceError(_space_message(directory, len(samples) * IMAGE_BYTES, free,
+                                             f"{len(samples)} images")) from None
+    _remove_superseded(directory, _source_key(samples), stem)
+    return decoded
+
+
 def load_or_build(samples, workers=1, label="decoding"):
     """The decoded images of `samples` [(path, label)], from the cache when it is valid,
     else decoded now (`workers` processes) and cached. Returns (DecodedImages, built)."""
     directory = cache_dir()
     os.makedirs(directory, exist_ok=True)
-    sources = fingerprint(samples)
-    stem = os.path.join(directory, _digest([FORMAT_VERSION, SIZE, sources]))
-    decoded = _load_checked(stem, sources)
+    stem, sources, decoded = _cached(directory, samples)
     if decoded is not None:
         return decoded, False
-    decoded = _build(stem, samples, sources, workers, label)
-    _remove_superseded(directory, _source_key(samples), stem)
-    return decoded, True
+    return _build_checked(directory, stem, samples, sources, workers, label), True
 
 
 def load_environments(dataset, workers):
     """DecodedImages for each environment of an image-folder dataset (built when needed),
-    and one line per environment saying where its cache is and how big it is."""
+    and one line per environment saying where its cache is and how big it is. The room for
+    every environment still to decode is checked before the first is decoded (DomainNet's
+    cache is ~88 GB, hours of decoding)."""
+    directory = cache_dir()
+    os.makedirs(directory, exist_ok=True)
+    found = [_cached(directory, env.samples) for env in dataset.datasets]
+    missing = [len(env.samples) for env, (_, _, cached) in zip(dataset.datasets, found)
+               if cached is None]
+    check_free_space(directory, sum(missing) * IMAGE_BYTES,
+                     f"{sum(missing)} images of {len(missing)} environments")
     decoded = []
-    for i, env in enumerate(dataset.datasets):
+    for i, (env, (stem, sources, images)) in enumerate(zip(dataset.datasets, found)):
         start = time.time()
-        images, built = load_or_build(env.samples, workers, label=f"decoding env {i}")
+        built = images is None
+        if built:
+            images = _build_checked(directory, stem, env.samples, sources, workers,
+                                    f"decoding env {i}")
         what = (f"built in {time.time() - start:.1f}s, "
                 f"{len(images) / max(time.time() - start, 1e-9):.0f} images/s"
                 if built else "reused")
