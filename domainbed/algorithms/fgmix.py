@@ -365,25 +365,21 @@ def extrapolation_measures(values, index, weights, valid):
     size = in_group.sum(1, keepdim=True).clamp(min=1)
     centroid = (in_group.unsqueeze(2) * members).sum(1) / size
     radius = ((members - centroid.unsqueeze(1)).norm(dim=2) * in_group).sum(1) / size.squeeze(1)
-    ratio = torch.where(radius > 0, outside_norm / radius.clamp(min=1e-12),
-                        0.0)
+    ratio = torch.where(radius > 0, outside_norm / radius.clamp(min=1e-12), 0.0)
     return mass, outside_norm, ratio * (valid > 0)
 
 
 def normalized_entropy(policy, mask):
     """H(π) / log K per group (1 = uniform over the K members; 0 for groups of one)."""
-    logs = torch.where(mask & (policy > 0), policy.clamp(min=1e-30).log(),
-                       0.0)
+    logs = torch.where(mask & (policy > 0), policy.clamp(min=1e-30).log(), 0.0)
     size = mask.sum(1).to(policy.dtype)
-    return torch.where(size > 1, -(policy * logs).sum(1) / size.clamp(min=2).log(),
-                       0.0)
+    return torch.where(size > 1, -(policy * logs).sum(1) / size.clamp(min=2).log(), 0.0)
 
 
 def policy_kl(policy, reference, mask):
     """KL(π ‖ π_ref) over each group's members."""
-    ratio = torch.where(mask & (policy > 0),
-                        policy.clamp(min=1e-30).log() - reference.clamp(min=1e-30).log(),
-                        0.0)
+    log_ratio = policy.clamp(min=1e-30).log() - reference.clamp(min=1e-30).log()
+    ratio = torch.where(mask & (policy > 0), log_ratio, 0.0)
     return (policy * ratio).sum(1)
 
 
