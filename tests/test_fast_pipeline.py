@@ -1,6 +1,7 @@
 """`--pipeline fast`: the decoded uint8 cache, the batched augmentation (against
 torchvision's reference pipeline on the CPU), the loaders (the default pipeline's indices,
 exact resume) and `train` end to end. Offline: small generated JPEG trees."""
+import contextlib
 import math
 import os
 import signal
@@ -239,7 +240,7 @@ def test_cache_is_reused_and_rebuilt_when_an_image_changes(tmp_path, cache_in_tm
     assert built and rebuilt.path != first.path
     assert tuple(rebuilt.sizes[2]) == (30, 20) and rebuilt.images[2, 0].min() > 240
     assert sorted(files_under(cache_in_tmp)) == sorted(
-        os.path.basename(rebuilt.path[:-3]) + ext for ext in (".json", ".u8")), \
+        os.path.basename(rebuilt.path[:-3]) + ext for ext in (".json", ".lock", ".u8")), \
         "the stale cache is removed, no temporaries are left"
 
 
@@ -449,6 +450,67 @@ def test_too_little_room_for_the_cache_is_refused_before_decoding(train_tree, tm
     assert not (tmp_path / "out").exists() and files_under(cache_in_tmp) == []
 
 
+@contextlib.contextmanager
+def another_job_building(samples):
+    """Holds the build lock of `samples`' cache, as a job decoding it would."""
+    import fcntl
+
+    directory = decoded_cache.cache_dir()
+    os.makedirs(directory, exist_ok=True)
+    stem, sources, _ = decoded_cache._cached(directory, samples)
+    with open(stem + ".lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        yield stem, sources
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def test_a_cache_another_job_is_building_is_waited_for_and_reused(tmp_path, monkeypatch,
+                                                                  capsys):
+    import threading
+
+    samples = folder.scan_tree(make_jpeg_tree(tmp_path / "tree", per_class=2)).samples[0]
+    decodes, result = [], []
+    decode_all = decoded_cache._decode_all
+    monkeypatch.setattr(decoded_cache, "_decode_all",
+                        lambda *args: decodes.append(1) or decode_all(*args))
+    with another_job_building(samples) as (stem, sources):
+        waiting = threading.Thread(target=lambda: result.append(
+            decoded_cache.load_or_build(samples, label="decoding env 0")))
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive(), "the second job waits for the lock"
+        decoded_cache._build(stem, samples, sources, 1, "the other job")
+    waiting.join(timeout=30)
+    (images, built), = result
+    assert not built and len(decodes) == 1, "decoded once, by the job that held the lock"
+    assert "decoding env 0: another job is building this cache; waiting for it" in \
+        capsys.readouterr().err
+
+
+def test_the_room_check_leaves_out_a_cache_another_job_is_building(tmp_path, monkeypatch):
+    root = make_jpeg_tree(tmp_path / "tree", per_class=2)       # 3 envs x 4 images
+    dataset = folder.Folder(root, [0], {"data_augmentation": False})
+    real = decoded_cache.shutil.disk_usage
+    monkeypatch.setattr(decoded_cache.shutil, "disk_usage", lambda path: real(path)._replace(
+        free=9 * decoded_cache.IMAGE_BYTES))                    # room for 2 envs, not 3
+    with pytest.raises(decoded_cache.CacheSpaceError, match="12 images of 3 environments"):
+        decoded_cache.load_environments(dataset, workers=1)
+    needed = []
+    monkeypatch.setattr(decoded_cache, "check_free_space",
+                        lambda directory, n, what: needed.append(n))
+
+    class BuiltElsewhere:   # what the stand-in build hands back
+        path, nbytes = "built elsewhere", 0
+
+        def __len__(self):
+            return 4
+
+    monkeypatch.setattr(decoded_cache, "_build_checked", lambda *args: (BuiltElsewhere(), False))
+    with another_job_building(dataset.datasets[1].samples):
+        decoded = decoded_cache.load_environments(dataset, workers=1)
+    assert needed == [8 * decoded_cache.IMAGE_BYTES] and len(decoded) == 3
+
+
 def test_a_disk_that_fills_while_decoding_leaves_no_temporary(tmp_path, monkeypatch,
                                                               cache_in_tmp):
     import errno
@@ -461,7 +523,8 @@ def test_a_disk_that_fills_while_decoding_leaves_no_temporary(tmp_path, monkeypa
     monkeypatch.setattr(decoded_cache, "_decode_all", full)
     with pytest.raises(decoded_cache.CacheSpaceError, match="set DOMAINBED_CACHE"):
         decoded_cache.load_or_build(samples)
-    assert files_under(cache_in_tmp) == []
+    assert [f for f in files_under(cache_in_tmp) if not f.endswith(".lock")] == [], \
+        "no partial cache is left (only the build lock's empty file)"
     monkeypatch.undo()
     monkeypatch.setenv("DOMAINBED_CACHE", str(cache_in_tmp))
     assert decoded_cache.load_or_build(samples)[1], "a later run builds the cache"

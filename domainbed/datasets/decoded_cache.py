@@ -8,14 +8,17 @@ drawn in that geometry) and the fingerprint of the sources (path, size, mtime_ns
 
 Where: $DOMAINBED_CACHE, else ~/.cache/domainbed/decoded (never the data directory); the
 file name is a hash of the fingerprint. Both files are written to temporaries and renamed,
-the index last, so a reader sees a whole cache or none; two jobs that build the same cache
-at once each write their own temporaries, and the last rename wins (same bytes). A cache
+the index last, so a reader sees a whole cache or none. One job at a time builds a cache
+(an advisory lock, `<cache>.lock`, that the kernel drops if its holder dies): the jobs a
+sweep starts together wait for it and reuse it instead of each decoding it again. A cache
 whose index does not match the sources, whose file has the wrong size or whose sampled
 checksum differs is rebuilt, never trusted. When a source changes, the new cache replaces
 the old one's files (same paths, another fingerprint).
 """
 import concurrent.futures
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -219,8 +222,8 @@ def _remove_superseded(directory, source_key, keep_stem):
         except (OSError, ValueError, AttributeError):
             continue
         if stale:
-            _remove(os.path.join(directory, name[:-5] + ".u8"))
-            _remove(os.path.join(directory, name))
+            for extension in (".u8", ".json", ".lock"):
+                _remove(os.path.join(directory, name[:-5] + extension))
 
 
 def _build(stem, samples, sources, workers, label):
@@ -269,20 +272,54 @@ def check_free_space(directory, needed, what):
         raise CacheSpaceError(_space_message(directory, needed, free, what))
 
 
+@contextlib.contextmanager
+def _building(stem, label):
+    """Hold `stem`'s build lock; says so on stderr when another job holds it first."""
+    with open(stem + ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{label}: another job is building this cache; waiting for it",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _being_built(stem):
+    """Whether another job holds `stem`'s build lock now."""
+    if not os.path.exists(stem + ".lock"):
+        return False
+    with open(stem + ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    return False
+
+
 def _build_checked(directory, stem, samples, sources, workers, label):
-    """_build, with a full disk (checked before, or met on the way) reported as one
-    CacheSpaceError; the temporary file is gone either way."""
-    check_free_space(directory, len(samples) * IMAGE_BYTES, f"{len(samples)} images")
-    try:
-        decoded = _build(stem, samples, sources, workers, label)
-    except OSError as error:
-        if getattr(error, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        free = shutil.disk_usage(directory).free
-        raise CacheSpaceError(_space_message(directory, len(samples) * IMAGE_BYTES, free,
-                                             f"{len(samples)} images")) from None
+    """(DecodedImages, built): the cache another job finished while this one waited for
+    the lock, else built here, with a full disk (checked before, or met on the way)
+    reported as one CacheSpaceError; the temporary file is gone either way."""
+    with _building(stem, label):
+        decoded = _load_checked(stem, sources)
+        if decoded is not None:
+            return decoded, False
+        check_free_space(directory, len(samples) * IMAGE_BYTES, f"{len(samples)} images")
+        try:
+            decoded = _build(stem, samples, sources, workers, label)
+        except OSError as error:
+            if getattr(error, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            free = shutil.disk_usage(directory).free
+            raise CacheSpaceError(_space_message(directory, len(samples) * IMAGE_BYTES, free,
+                                                 f"{len(samples)} images")) from None
     _remove_superseded(directory, _source_key(samples), stem)
-    return decoded
+    return decoded, True
 
 
 def load_or_build(samples, workers=1, label="decoding"):
@@ -293,28 +330,29 @@ def load_or_build(samples, workers=1, label="decoding"):
     stem, sources, decoded = _cached(directory, samples)
     if decoded is not None:
         return decoded, False
-    return _build_checked(directory, stem, samples, sources, workers, label), True
+    return _build_checked(directory, stem, samples, sources, workers, label)
 
 
 def load_environments(dataset, workers):
     """DecodedImages for each environment of an image-folder dataset (built when needed),
     and one line per environment saying where its cache is and how big it is. The room for
     every environment still to decode is checked before the first is decoded (DomainNet's
-    cache is ~88 GB, hours of decoding)."""
+    cache is ~88 GB, hours of decoding); a cache another job is building is waited for,
+    and its room is that job's."""
     directory = cache_dir()
     os.makedirs(directory, exist_ok=True)
     found = [_cached(directory, env.samples) for env in dataset.datasets]
-    missing = [len(env.samples) for env, (_, _, cached) in zip(dataset.datasets, found)
-               if cached is None]
+    missing = [len(env.samples) for env, (stem, _, cached) in zip(dataset.datasets, found)
+               if cached is None and not _being_built(stem)]
     check_free_space(directory, sum(missing) * IMAGE_BYTES,
                      f"{sum(missing)} images of {len(missing)} environments")
     decoded = []
     for i, (env, (stem, sources, images)) in enumerate(zip(dataset.datasets, found)):
         start = time.time()
-        built = images is None
-        if built:
-            images = _build_checked(directory, stem, env.samples, sources, workers,
-                                    f"decoding env {i}")
+        built = False
+        if images is None:
+            images, built = _build_checked(directory, stem, env.samples, sources, workers,
+                                           f"decoding env {i}")
         what = (f"built in {time.time() - start:.1f}s, "
                 f"{len(images) / max(time.time() - start, 1e-9):.0f} images/s"
                 if built else "reused")
