@@ -66,7 +66,8 @@ PRESETS = {
     },
     "default": {
         "cost": "about 60 minutes on 2 CPU cores (timed 2026-12-04: 64 and 61, partly shared "
-                "with other work; digits 49, unit tests 11-15; README, Results); --suite iut alone: "
+                "with other work; digits 49, unit tests 11-15; README, Results); "
+                "--suite iut alone: "
                 "every method "
                 "of the unit-test suite at 5 draws x 5 seeds, about 40-60 minutes (estimated)",
         "datasets": ["RotatedMNIST5k"], "algorithms": DEFAULT_ROWS,
