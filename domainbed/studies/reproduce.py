@@ -67,9 +67,8 @@ PRESETS = {
     "default": {
         "cost": "about 60 minutes on 2 CPU cores (timed 2026-12-04: 64 and 61, partly shared "
                 "with other work; digits 49, unit tests 11-15; README, Results); "
-                "--suite iut alone: "
-                "every method "
-                "of the unit-test suite at 5 draws x 5 seeds, about 40-60 minutes (estimated)",
+                "--suite iut alone: every method of the unit-test suite at 5 draws x 5 seeds, "
+                "about 40-60 minutes (estimated)",
         "datasets": ["RotatedMNIST5k"], "algorithms": DEFAULT_ROWS,
         "n_hparams": 3, "n_trials": 3, "steps": None,
         # Both suites together fit the main job's budget with 3 draws x 3 data seeds of the
