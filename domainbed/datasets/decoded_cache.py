@@ -272,13 +272,20 @@ def check_free_space(directory, needed, what):
         raise CacheSpaceError(_space_message(directory, needed, free, what))
 
 
+def _try_lock(lock):
+    """Take the exclusive flock of the open file `lock` if no one holds it; True if taken."""
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def _building(stem, label):
     """Hold `stem`'s build lock; says so on stderr when another job holds it first."""
     with open(stem + ".lock", "a") as lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(lock):
             print(f"{label}: another job is building this cache; waiting for it",
                   file=sys.stderr, flush=True)
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -293,9 +300,7 @@ def _being_built(stem):
     if not os.path.exists(stem + ".lock"):
         return False
     with open(stem + ".lock", "a") as lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(lock):
             return True
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
     return False
@@ -305,19 +310,19 @@ def _build_checked(directory, stem, samples, sources, workers, label):
     """(DecodedImages, built): the cache another job finished while this one waited for
     the lock, else built here, with a full disk (checked before, or met on the way)
     reported as one CacheSpaceError; the temporary file is gone either way."""
+    needed, what = len(samples) * IMAGE_BYTES, f"{len(samples)} images"
     with _building(stem, label):
         decoded = _load_checked(stem, sources)
         if decoded is not None:
             return decoded, False
-        check_free_space(directory, len(samples) * IMAGE_BYTES, f"{len(samples)} images")
+        check_free_space(directory, needed, what)
         try:
             decoded = _build(stem, samples, sources, workers, label)
         except OSError as error:
             if getattr(error, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             free = shutil.disk_usage(directory).free
-            raise CacheSpaceError(_space_message(directory, len(samples) * IMAGE_BYTES, free,
-                                                 f"{len(samples)} images")) from None
+            raise CacheSpaceError(_space_message(directory, needed, free, what)) from None
     _remove_superseded(directory, _source_key(samples), stem)
     return decoded, True
 

@@ -227,15 +227,11 @@ def time_training(args, device):
 
 
 def count_step_ops(built, batch, args, device):
-    """{name: {"kernels", "other"}} of one more update of each algorithm."""
+    """{name: {"kernels", "other"}} of one more update of each algorithm (as timed)."""
     from domainbed.studies.op_count import count_ops
-    from domainbed.training import precision
 
-    def step(algorithm):
-        with precision.autocast(args, device):
-            algorithm.update(batch)
-
-    return {name: count_ops(step, algorithm)[0] for name, algorithm in built.items()}
+    return {name: count_ops(time_steps, algorithm, [batch], 1, device, speed=args)[0]
+            for name, algorithm in built.items()}
 
 
 def quartiles(values):
