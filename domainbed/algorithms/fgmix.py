@@ -111,13 +111,15 @@ def cross_domain_compatibility(cosine, y, domains, num_domains, num_classes, cel
 
 
 # -- §2 mixing groups ------------------------------------------------------------------
-Groups = collections.namedtuple("Groups", "index mask valid draws")
+Groups = collections.namedtuple("Groups", "index mask valid draws keys", defaults=(None,))
 Groups.__doc__ = """One group per anchor instance.
 
 index [N, D]: column d holds the member from domain d (the anchor sits in its own
 domain's column and fills the columns of absent members); mask [N, D]: real members;
 valid [N]: 1.0 for groups of two or more members (groups of one are masked out of the
-loss); draws [N, D]: Gamma(α) draws for the Dirichlet variants, else None."""
+loss); draws [N, D]: Gamma(α) draws for the Dirichlet variants, standard normal scores
+for the random-direction ones, else None; keys [N]: uniform draws that shuffle version 3's
+amounts across groups (the information control), else None."""
 
 
 def concat_with_domains(minibatches):
@@ -220,6 +222,61 @@ def directed_weights(scores, mask, tau, kappa):
     return toward, torch.where(mask, weights, 0.0)
 
 
+# -- §3c the policy decides how far (version 3) ----------------------------------------
+def group_agreement(compatibility, mask):
+    """a_g = mean over the group's members of their cross-domain compatibility [G]
+    (`compatibility` [G, K], the members' c_k); 0 for an empty group."""
+    members = mask.to(compatibility.dtype)
+    return (compatibility * members).sum(1) / members.sum(1).clamp(min=1)
+
+
+def standardized_over_groups(values, valid):
+    """(v − mean) / std over the kept groups of the batch (valid > 0); 0 elsewhere and where
+    every kept group ties. Across groups, not across a group's members: so it has a
+    gradient whatever the group size (two members included), as long as groups differ."""
+    count = valid.sum().clamp(min=1)
+    centred = (values - (values * valid).sum() / count) * valid
+    variance = (centred * centred).sum() / count
+    spread = variance > 1e-12
+    return torch.where(spread, centred / torch.sqrt(torch.where(spread, variance, 1.0)), 0.0)
+
+
+def extrapolation_amounts(agreement, valid, low, high, tau, sign=1.0):
+    """κ_g = low + (high − low) · σ(sign · â_g / τ), â the agreement standardised over the
+    batch's kept groups: with sign +1 the groups whose members agree most with the other
+    domains are pushed furthest (toward `high`), the most conflicting ones interpolate
+    (toward `low` < 0); sign −1 reverses that (a control)."""
+    unit = standardized_over_groups(agreement, valid)
+    return low + (high - low) * torch.sigmoid(sign * unit / tau)
+
+
+def shuffled_amounts(amounts, valid, keys):
+    """The same amounts handed to the kept groups in a random order (`keys` [G], uniform
+    draws): the amounts' distribution, and so the augmentation's strength, is kept, and
+    their link to the groups' compatibilities is cut (the information control)."""
+    kept = valid > 0
+    inf = torch.full_like(keys, float("inf"))
+    source = torch.argsort(torch.where(kept, keys, inf))          # kept groups, shuffled
+    positions = torch.arange(len(keys), device=keys.device, dtype=keys.dtype)
+    target = torch.argsort(torch.where(kept, positions, inf))     # kept groups, in order
+    shuffled = amounts.clone()
+    shuffled[target] = amounts[source]   # the first n_kept entries of both are kept groups
+    return torch.where(kept, shuffled, amounts)
+
+
+def amount_weights(direction, mask, tau, amounts):
+    """(p, λ) with λ_g = (1 + κ_g)·p_g − κ_g·q_g: the directed weights of §3b with a κ per
+    group. The mixed point z_p + κ_g (z_p − z_q) lies between the favoured and disfavoured
+    members for −1 < κ_g < 0 (interpolation; −0.5 is their midpoint) and beyond the
+    favoured one for κ_g > 0 (extrapolation). Σ λ = 1 for every κ_g."""
+    unit = standardized(direction, mask)
+    toward = compatibility_policy(unit, mask, tau)
+    away = compatibility_policy(-unit, mask, tau)
+    kappa = amounts.unsqueeze(1)
+    weights = (1.0 + kappa) * toward - kappa * away
+    return toward, torch.where(mask, weights, 0.0)
+
+
 # -- §4 the model's objective ----------------------------------------------------------
 def mix(values, index, weights):
     """z̃_g = Σ_k λ_gk z_index[g, k] (rows of `values` [N, F])."""
@@ -256,10 +313,18 @@ def call_head(head, params, inputs):
     return torch.func.functional_call(head, params, (inputs,))
 
 
-def sharpness_perturbation(head, params, features, labels, rho):
-    """SAM's first-order worst case ε = ρ g / ‖g‖, g = ∇ L_src at `params`, as a constant."""
+def weighted_cross_entropy(logits, labels, instance_weights=None):
+    """Mean cross-entropy, or its mean over the instances with weight 1 (a 0/1 mask [N])."""
+    if instance_weights is None:
+        return F.cross_entropy(logits, labels)
+    return masked_mean(F.cross_entropy(logits, labels, reduction="none"), instance_weights)
+
+
+def sharpness_perturbation(head, params, features, labels, rho, instance_weights=None):
+    """SAM's first-order worst case ε = ρ g / ‖g‖, g = ∇ L_src at `params`, as a constant
+    (L_src over the instances `instance_weights` marks, all by default)."""
     frozen = {name: p.detach().requires_grad_() for name, p in params.items()}
-    loss = F.cross_entropy(call_head(head, frozen, features), labels)
+    loss = weighted_cross_entropy(call_head(head, frozen, features), labels, instance_weights)
     grads = torch.autograd.grad(loss, list(frozen.values()))
     squares = [(g * g).sum() for g in grads]
     norm = torch.sqrt(sum(squares[1:], squares[0]))   # not 0 + ...: one kernel fewer
@@ -323,13 +388,16 @@ def next_step_number(optimizer, parameter):
 
 
 def flatness_meta_loss(head, params, features, labels, groups, weights, virtual_step, rho,
-                       epsilon=None):
+                       epsilon=None, held_out=None):
     """(L_meta, ε): L_meta = L_src(θ' + ε), θ' = virtual_step(θ), differentiable w.r.t.
     `weights`; ε is a constant (SAM's convention), recomputed at θ' unless given.
 
     `params` are the head's parameters (leaves requiring grad), `features` the detached
     source features, `weights` the policy's λ for `groups`; `virtual_step(params, L_src,
     L_mix)` is `sgd_lookahead` (version 1) or `optimizer_lookahead`.
+    `held_out` (§5c, a 0/1 mask [N] of one source domain's instances): the virtual step
+    sees only the other domains' instances and the groups anchored there, and L_meta is
+    scored on the held-out domain (leave one source domain out); None: the same batch.
     """
     def head_at(values):
         return lambda inputs: call_head(head, values, inputs)
@@ -337,12 +405,15 @@ def flatness_meta_loss(head, params, features, labels, groups, weights, virtual_
     affine = isinstance(head, torch.nn.Linear)
     logits = head_at(params)(features)
     mixed = mixed_logits(head_at(params), features, groups.index, weights, affine, logits)
+    seen = None if held_out is None else 1.0 - held_out
+    if seen is not None:
+        groups = groups._replace(valid=groups.valid * seen)
     mixed_loss = mixed_cross_entropy(mixed, labels, groups)
-    virtual = virtual_step(params, F.cross_entropy(logits, labels), mixed_loss)
+    virtual = virtual_step(params, weighted_cross_entropy(logits, labels, seen), mixed_loss)
     if epsilon is None:
-        epsilon = sharpness_perturbation(head, virtual, features, labels, rho)
+        epsilon = sharpness_perturbation(head, virtual, features, labels, rho, held_out)
     perturbed = {n: virtual[n] + epsilon[n] for n in params}
-    loss = F.cross_entropy(head_at(perturbed)(features), labels)
+    loss = weighted_cross_entropy(head_at(perturbed)(features), labels, held_out)
     return loss, epsilon
 
 
@@ -374,6 +445,51 @@ def normalized_entropy(policy, mask):
     logs = torch.where(mask & (policy > 0), policy.clamp(min=1e-30).log(), 0.0)
     size = mask.sum(1).to(policy.dtype)
     return torch.where(size > 1, -(policy * logs).sum(1) / size.clamp(min=2).log(), 0.0)
+
+
+def masked_std(values, valid, count=None):
+    """Standard deviation of `values` over kept groups (how much a choice varies)."""
+    mean = masked_mean(values, valid, count)
+    return masked_mean((values - mean).square(), valid, count).sqrt()
+
+
+def masked_correlation(a, b, valid):
+    """Pearson correlation of `a` and `b` over kept groups (0 when either is constant)."""
+    a, b = a - masked_mean(a, valid), b - masked_mean(b, valid)
+    covariance = masked_mean(a * b, valid)
+    scale = (masked_mean(a * a, valid) * masked_mean(b * b, valid)).sqrt()
+    return torch.where(scale > 1e-12, covariance / scale.clamp(min=1e-12), 0.0)
+
+
+def domain_preference(policy, mask, valid):
+    """How much the policy's favoured member depends on its domain: the total-variation
+    distance between the domains of the favoured members (argmax π; the columns of a
+    group are domains) and what a choice blind to domains would give (each member of a
+    group equally likely). 0: no preference; 1: always one domain where any could win."""
+    favoured = F.one_hot(torch.where(mask, policy, -1.0).argmax(1), mask.shape[1])
+    chance = mask.to(policy.dtype) / mask.sum(1, keepdim=True).clamp(min=1)
+    count = valid.sum().clamp(min=1)
+    observed = (favoured.to(policy.dtype) * valid.unsqueeze(1)).sum(0) / count
+    expected = (chance * valid.unsqueeze(1)).sum(0) / count
+    return 0.5 * (observed - expected).abs().sum()
+
+
+def explained_by_domain(values, domains, valid, num_domains):
+    """η²: the share of the variance of a per-group value (κ_g) over kept groups that the
+    anchor's domain explains (0: the same across domains; 1: set by the domain alone)."""
+    one_hot = F.one_hot(domains, num_domains).to(values.dtype) * valid.unsqueeze(1)
+    sizes = one_hot.sum(0)
+    overall = masked_mean(values, valid)
+    domain_means = (one_hot * values.unsqueeze(1)).sum(0) / sizes.clamp(min=1)
+    between = (sizes * (domain_means - overall).square()).sum()
+    total = ((values - overall).square() * valid).sum()
+    return torch.where(total > 1e-12, between / total.clamp(min=1e-12), 0.0)
+
+
+def bernoulli_kl(p, q):
+    """KL(Bern(p) ‖ Bern(q)) per element, for version 3's far-or-near choice."""
+    p, q = p.clamp(1e-6, 1 - 1e-6), q.clamp(1e-6, 1 - 1e-6)
+    return p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()
 
 
 def policy_kl(policy, reference, mask):
@@ -465,8 +581,11 @@ class CapturedRegion:
 
 
 # -- §6 one implementation with switches -----------------------------------------------
-Mixing = collections.namedtuple("Mixing", "policy weights")
-Mixing.__doc__ = "The policy π [N, D] (sum 1 over members) and the mixing weights λ [N, D]."
+# XORed into the algorithm's seed for a variant's own stream (random scores, shuffles).
+VARIANT_STREAM = 0x2545F4914F6CDD1D
+Mixing = collections.namedtuple("Mixing", "policy weights amounts", defaults=(None,))
+Mixing.__doc__ = """The policy π [N, D] (sum 1 over members), the mixing weights λ [N, D] and,
+in version 3, each group's extrapolation amount κ_g [N] (None otherwise)."""
 
 
 class GroupMixBase(Algorithm):
@@ -474,15 +593,21 @@ class GroupMixBase(Algorithm):
 
     Switches set by the registered variants:
       WEIGHTS: "dirichlet" (π ~ Dir(α), affine map of §3), "gradient" (π = softmax(c/τ) of
-        the pairwise compatibility, affine map: version 1), or "directed" (scores →
-        `directed_weights`: extrapolation by design, version 2);
-      SCORES (directed only): "compatibility" (`cross_domain_compatibility`) or "random"
-        (standard normal scores: a random direction at the same extrapolation);
+        the pairwise compatibility, affine map: version 1), "directed" (scores →
+        `directed_weights`: extrapolation by design, version 2) or "amount" (a direction as
+        in version 2 and an amount κ_g per group from the group's compatibility →
+        `amount_weights`: version 3, §3c);
+      SCORES (directed, amount): the direction's scores, "compatibility"
+        (`cross_domain_compatibility`) or "random" (standard normal scores);
       EXTRAPOLATE: κ from hparams, else 0; LEARN_POLICY: the §5 meta-step for the metric;
       LOOKAHEAD: "sgd" (version 1's virtual step) or "optimizer" (the model's own Adam step);
-      COMPATIBILITY_SIGN: −1 favours the least compatible members (AntiGMix).
-    Version 2 variants also read `fgmix_space`: "features" mixes z (one backbone pass), "inputs"
-    mixes the images with the same weights (a second backbone pass, as upstream's Mixup).
+      META (§5c): "same_batch" (SAM on the batch) or "leave_one_domain_out";
+      COMPATIBILITY_SIGN: −1 favours the least compatible members (AntiGMix);
+      AMOUNT_SIGN (amount): +1 pushes the most compatible groups furthest, −1 the least;
+      SHUFFLE_AMOUNTS (amount): the amounts handed to groups in a random order (a control).
+    Version 2 and 3 variants also read `fgmix_space`: "features" mixes z (one backbone pass),
+    "inputs" mixes the images with the same weights (a second backbone pass, as upstream's
+    Mixup).
     """
 
     WEIGHTS = "dirichlet"
@@ -490,7 +615,12 @@ class GroupMixBase(Algorithm):
     EXTRAPOLATE = False
     LEARN_POLICY = False
     LOOKAHEAD = "sgd"
+    META = "same_batch"
     COMPATIBILITY_SIGN = 1.0
+    AMOUNT_SIGN = 1.0
+    SHUFFLE_AMOUNTS = False
+    # κ_g's near end in version 3: the midpoint of the favoured and the disfavoured members.
+    INTERPOLATION_END = -0.5
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
@@ -501,6 +631,12 @@ class GroupMixBase(Algorithm):
         self._captured = CapturedRegion()   # on CUDA: the step's small kernels as one graph
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=hparams["lr"], weight_decay=hparams["weight_decay"])
+        if self._needs_own_draws():
+            # A variant's extra randomness (random scores, shuffles) from a stream of its own,
+            # derived from the algorithm's seed: its groups are then drawn exactly as the
+            # other variants' are under the same --seed (paired comparisons).
+            self.variant_generator = torch.Generator().manual_seed(
+                self.generator.initial_seed() ^ VARIANT_STREAM)
         if self.LEARN_POLICY:
             # m = softplus(ω) = 1 at the start: the policy begins as GMix's.
             n_metric = last_linear(self.classifier).in_features
@@ -510,6 +646,9 @@ class GroupMixBase(Algorithm):
 
     def predict(self, x):
         return self.network(x)
+
+    def _needs_own_draws(self):
+        return self.SCORES == "random" or self.SHUFFLE_AMOUNTS
 
     def _kappa(self):
         return self.hparams["fgmix_kappa"] if self.EXTRAPOLATE else 0.0
@@ -539,18 +678,23 @@ class GroupMixBase(Algorithm):
                 if self.WEIGHTS != "dirichlet" else None
             mixing, measures = self._policy_and_mixing(z.detach(), y, domains, groups,
                                                        signature, nll.detach())
-            mixed_loss = mixed_cross_entropy(self._mixed_logits(x, z, logits, groups, mixing),
-                                             y, groups)
+            mixed = self._mixed_logits(x, z, logits, groups, mixing)
+            mixed_loss = mixed_cross_entropy(mixed, y, groups)
             loss = nll + self.hparams["fgmix_gamma"] * mixed_loss
+            if self._in_input_space():
+                measures = torch.cat([measures, self._surrogate_measures(
+                    z, logits, mixed, y, groups, mixing)])
 
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         # One transfer from the device for all the logged floats (few kernels: on a GPU the
         # host's launches, not the arithmetic, are what a step of small tensors costs).
-        losses = torch.stack([loss.detach(), nll.detach(), mixed_loss.detach()])
+        losses = torch.stack([loss.detach(), nll.detach(), mixed_loss.detach(),
+                              mixed_loss.detach() / nll.detach().clamp(min=1e-12)])
         numbers = torch.cat([losses.double(), measures.double()]).tolist()
-        return dict(zip(("loss", "nll", "mixed_loss") + self.measure_names(), numbers))
+        return dict(zip(("loss", "nll", "mixed_loss", "mixed_source_ratio")
+                        + self.measure_names(), numbers))
 
     def _policy_and_mixing(self, z, y, domains, groups, signature, nll):
         """(Mixing, the diagnostics [M] in `measure_names()` order): FGMix's policy step,
@@ -565,39 +709,56 @@ class GroupMixBase(Algorithm):
         if self.LEARN_POLICY and self.LOOKAHEAD == "optimizer" and self._captured.active(z):
             count = next_step_number(self.optimizer, last_linear(self.classifier).weight)
             step_number = torch.full((), count, dtype=torch.float64, device=z.device)
-        policy, weights, measures = self._captured(
+        policy, weights, amounts, measures = self._captured(
             self._policy_and_mixing_tensors, z, y, domains, groups.index, groups.mask,
-            groups.valid, groups.draws, features, residuals, nll, step_number)
-        return Mixing(policy, weights), measures
+            groups.valid, groups.draws, groups.keys, features, residuals, nll, step_number,
+            self._held_out(domains, groups.mask.shape[1]))
+        return Mixing(policy, weights, amounts if self.WEIGHTS == "amount" else None), measures
 
-    def _policy_and_mixing_tensors(self, z, y, domains, index, mask, valid, draws, features,
-                                   residuals, nll, step_number):
-        """`_policy_and_mixing` on tensors only (the captured function): (π, λ, measures)."""
+    def _held_out(self, domains, num_domains):
+        """§5c: the 0/1 mask of the source domain the look-ahead leaves out at this step (the
+        domains in turn), or None (the same-batch meta-objective)."""
+        if not (self.LEARN_POLICY and self.META == "leave_one_domain_out"):
+            return None
+        step = int(next_step_number(self.policy_optimizer, self.policy_omega)) - 1
+        return (domains == step % num_domains).float()
+
+    def _policy_and_mixing_tensors(self, z, y, domains, index, mask, valid, draws, keys,
+                                   features, residuals, nll, step_number, held_out):
+        """`_policy_and_mixing` on tensors only (the captured function): (π, λ, κ_g or an
+        empty tensor, measures)."""
         with torch.autocast(device_type=z.device.type, enabled=False):
-            groups = Groups(index, mask, valid.float(), None if draws is None else draws.float())
+            groups = Groups(index, mask, valid.float(), None if draws is None else draws.float(),
+                            None if keys is None else keys.float())
             signature = None if features is None else \
                 self._step_signature(features.float(), residuals.float(), y, domains, mask)
             z, nll = z.float(), nll.float()
-            meta_loss = self._update_policy(z, y, domains, groups, signature, step_number) \
-                if self.LEARN_POLICY else None
+            meta_loss = self._update_policy(z, y, domains, groups, signature, step_number,
+                                            held_out) if self.LEARN_POLICY else None
             with torch.no_grad():
                 mixing = self._mixing(y, domains, groups, signature)
-                measures = self._mixing_measures(z, groups, mixing)
+                measures = self._mixing_measures(z, domains, groups, mixing)
                 if self.LEARN_POLICY:
                     measures["meta_loss"] = meta_loss
                     measures["meta_nll_ratio"] = meta_loss / nll.clamp(min=1e-12)
                     measures["policy_kl_fixed"], measures["weight_shift_fixed"] = \
                         self._shift_from_fixed_metric(y, domains, groups, signature, mixing)
-            return mixing.policy, mixing.weights, torch.stack(
-                [measures[name] for name in self.measure_names()])
+                    measures["metric_distance"] = \
+                        (self._metric() - 1.0).square().mean().sqrt()
+            amounts = mixing.amounts if mixing.amounts is not None else z.new_zeros(0)
+            return mixing.policy, mixing.weights, amounts, torch.stack(
+                [measures[name] for name in self._tensor_measure_names()])
 
     def _step_signature(self, features, residuals, y, domains, mask):
         """The step's `Signature`, with what its cross-domain compatibilities share."""
-        if self.SCORES != "compatibility":
+        if not self._reads_compatibility():
             return Signature(features, residuals)
         return Signature(features, residuals, per_sample.residual_cosine(residuals),
                          cross_domain_cells(y, domains, mask.shape[1], self.num_classes,
                                             features.dtype))
+
+    def _reads_compatibility(self):
+        return self.SCORES == "compatibility" or self.WEIGHTS == "amount"
 
     def _mixed_logits(self, x, z, logits, groups, mixing):
         if self._in_input_space():  # the same weights on the images; one more backbone pass
@@ -607,7 +768,8 @@ class GroupMixBase(Algorithm):
                             isinstance(self.classifier, torch.nn.Linear), logits)
 
     def _draw_groups(self, y, domains, num_domains, dtype):
-        """`Groups`, drawn from the algorithm's own generators (torch, then numpy)."""
+        """`Groups`, drawn from the algorithm's own generators (torch, then numpy; a
+        variant's extra draws from its own stream)."""
         # Drawn on the CPU (the generators are the algorithm's, saved with it) and copied
         # without blocking (the host need not wait for the GPU's queued work).
         n = y.shape[0]
@@ -615,14 +777,17 @@ class GroupMixBase(Algorithm):
         index, mask = build_groups(y, domains, num_domains, self.num_classes,
                                    uniform.to(device=y.device, non_blocking=True))
         valid = (mask.sum(1) >= 2).to(dtype)  # groups of size 1 are dropped
-        draws = None
+        draws = keys = None
         if self.WEIGHTS == "dirichlet":
             gammas = self.numpy_rng.gamma(self.hparams["fgmix_alpha"], size=(n, num_domains))
             draws = torch.from_numpy(gammas).to(device=y.device, dtype=dtype, non_blocking=True)
         elif self.SCORES == "random":
-            draws = torch.randn((n, num_domains), generator=self.generator).to(
+            draws = torch.randn((n, num_domains), generator=self.variant_generator).to(
                 device=y.device, dtype=dtype, non_blocking=True)
-        return Groups(index, mask, valid, draws)
+        if self.SHUFFLE_AMOUNTS:
+            keys = torch.rand((n,), generator=self.variant_generator).to(
+                device=y.device, dtype=dtype, non_blocking=True)
+        return Groups(index, mask, valid, draws, keys)
 
     def _mixing(self, y, domains, groups, signature, metric="learned"):
         """`Mixing` for every group (§3). metric="learned" uses the policy's metric (FGMix),
@@ -636,22 +801,43 @@ class GroupMixBase(Algorithm):
                                                              metric)
             compatibility = self.COMPATIBILITY_SIGN * mean_compatibility(cosine, groups.mask)
             policy = compatibility_policy(compatibility, groups.mask, self.hparams["fgmix_tau"])
-        else:
+        elif self.WEIGHTS == "directed":
             return Mixing(*directed_weights(self._scores(y, domains, groups, signature, metric),
                                             groups.mask, self.hparams["fgmix_tau"],
                                             self._kappa()))
+        else:
+            return self._amount_mixing(y, domains, groups, signature, metric)
         return Mixing(policy, affine_weights(policy, groups.mask, self._kappa()))
+
+    def _amount_mixing(self, y, domains, groups, signature, metric):
+        """Version 3 (§3c): the direction's weights p, q and a κ_g per group from the
+        agreement of its members with their class in the other domains."""
+        members = self._member_compatibility(y, domains, groups, signature, metric)
+        amounts = extrapolation_amounts(
+            group_agreement(members, groups.mask), groups.valid, self.INTERPOLATION_END,
+            self._kappa(), self.hparams["fgmix_amount_tau"], self.AMOUNT_SIGN)
+        if self.SHUFFLE_AMOUNTS:
+            amounts = shuffled_amounts(amounts, groups.valid, groups.keys)
+        direction = groups.draws if self.SCORES == "random" else self.COMPATIBILITY_SIGN * members
+        policy, weights = amount_weights(direction, groups.mask, self.hparams["fgmix_tau"],
+                                         amounts)
+        return Mixing(policy, weights, amounts)
+
+    def _member_compatibility(self, y, domains, groups, signature, metric):
+        """c_k of every group's members [N, D] (§1b), under `metric`."""
+        cosine = per_sample.head_gradient_cosine(signature.features, signature.residuals, metric,
+                                                 signature.residual_cosine)
+        compatibility = cross_domain_compatibility(cosine, y, domains, groups.mask.shape[1],
+                                                   self.num_classes, signature.cells)
+        return compatibility.take(groups.index)
 
     def _scores(self, y, domains, groups, signature, metric):
         """Each member's score for the directed weights: its cross-domain compatibility, or
         a random draw (SCORES = "random")."""
         if self.SCORES == "random":
             return groups.draws
-        cosine = per_sample.head_gradient_cosine(signature.features, signature.residuals, metric,
-                                                 signature.residual_cosine)
-        compatibility = cross_domain_compatibility(cosine, y, domains, groups.mask.shape[1],
-                                                   self.num_classes, signature.cells)
-        return self.COMPATIBILITY_SIGN * compatibility.take(groups.index)
+        return self.COMPATIBILITY_SIGN * self._member_compatibility(y, domains, groups,
+                                                                    signature, metric)
 
     # -- §5 the policy step (FGMix) ---------------------------------------------------
     def _virtual_step(self, step_number=None):
@@ -661,18 +847,18 @@ class GroupMixBase(Algorithm):
         return sgd_lookahead(self.hparams["fgmix_inner_lr"])
 
     def policy_meta_loss(self, z, y, groups, signature, epsilon=None, domains=None,
-                         step_number=None):
+                         step_number=None, held_out=None):
         """(L_meta(ω), ε) of §5 on detached features and a functional copy of the head."""
         params = {name: p.detach().requires_grad_()
                   for name, p in self.classifier.named_parameters()}
         weights = self._mixing(y, domains, groups, signature).weights
         return flatness_meta_loss(self.classifier, params, z, y, groups, weights,
                                   self._virtual_step(step_number), self.hparams["fgmix_rho"],
-                                  epsilon)
+                                  epsilon, held_out)
 
-    def _update_policy(self, z, y, domains, groups, signature, step_number=None):
+    def _update_policy(self, z, y, domains, groups, signature, step_number=None, held_out=None):
         meta_loss, _ = self.policy_meta_loss(z, y, groups, signature, domains=domains,
-                                             step_number=step_number)
+                                             step_number=step_number, held_out=held_out)
         self.policy_optimizer.zero_grad()
         meta_loss.backward(inputs=[self.policy_omega])
         self.policy_optimizer.step()
@@ -680,15 +866,26 @@ class GroupMixBase(Algorithm):
 
     # -- what each step reports --------------------------------------------------------
     MIXING_MEASURES = ("mean_negative_weight", "frac_extrapolating", "n_groups", "min_weight",
-                       "negative_mass", "outside_norm", "outside_ratio", "policy_entropy")
-    POLICY_MEASURES = ("meta_loss", "meta_nll_ratio", "policy_kl_fixed", "weight_shift_fixed")
+                       "negative_mass", "outside_norm", "outside_ratio", "policy_entropy",
+                       "negative_mass_std", "frac_interpolating", "domain_preference")
+    AMOUNT_MEASURES = ("amount_mean", "amount_std", "amount_domain_r2")
+    POLICY_MEASURES = ("meta_loss", "meta_nll_ratio", "policy_kl_fixed", "weight_shift_fixed",
+                       "metric_distance")
+    SURROGATE_MEASURES = ("surrogate_corr", "surrogate_ratio")
 
     def measure_names(self):
-        """The diagnostics each step logs besides loss, nll and mixed_loss (docs/method.md,
-        Diagnostics), in the order of the tensor `_policy_and_mixing_tensors` returns."""
-        return self.MIXING_MEASURES + (self.POLICY_MEASURES if self.LEARN_POLICY else ())
+        """The diagnostics each step logs besides loss, nll, mixed_loss and
+        mixed_source_ratio (docs/method.md, Diagnostics), in the order `update` logs them."""
+        return self._tensor_measure_names() + (
+            self.SURROGATE_MEASURES if self._in_input_space() else ())
 
-    def _mixing_measures(self, z, groups, mixing):
+    def _tensor_measure_names(self):
+        """Those `_policy_and_mixing_tensors` returns, in its order."""
+        return (self.MIXING_MEASURES
+                + (self.AMOUNT_MEASURES if self.WEIGHTS == "amount" else ())
+                + (self.POLICY_MEASURES if self.LEARN_POLICY else ()))
+
+    def _mixing_measures(self, z, domains, groups, mixing):
         weights, kept = mixing.weights, groups.valid > 0
         n_groups = groups.valid.sum()
         count = n_groups.clamp(min=1)
@@ -697,17 +894,42 @@ class GroupMixBase(Algorithm):
             mass, outside, ratio = extrapolation_measures(z, groups.index, weights, groups.valid)
             entropy = normalized_entropy(mixing.policy, groups.mask)
         lowest = torch.where(kept.unsqueeze(1) & groups.mask, weights, float("inf")).min()
-        return {
+        extrapolating = negative.any(1).sum() / count
+        measures = {
             "mean_negative_weight": torch.where(negative, weights, 0.0)
             .sum() / negative.sum().clamp(min=1),
-            "frac_extrapolating": negative.any(1).sum() / count,
+            "frac_extrapolating": extrapolating,
             "n_groups": n_groups,
             "min_weight": torch.where(torch.isfinite(lowest), lowest, 0.0),
             "negative_mass": masked_mean(mass, groups.valid, count),
             "outside_norm": masked_mean(outside, groups.valid, count),
             "outside_ratio": masked_mean(ratio, groups.valid, count),
             "policy_entropy": masked_mean(entropy, groups.valid, count),
+            "negative_mass_std": masked_std(mass, groups.valid, count),
+            "frac_interpolating": torch.where(n_groups > 0, 1.0 - extrapolating, 0.0),
+            "domain_preference": domain_preference(mixing.policy, groups.mask, groups.valid),
         }
+        if mixing.amounts is not None:
+            measures["amount_mean"] = masked_mean(mixing.amounts, groups.valid, count)
+            measures["amount_std"] = masked_std(mixing.amounts, groups.valid, count)
+            measures["amount_domain_r2"] = explained_by_domain(
+                mixing.amounts, domains, groups.valid, groups.mask.shape[1])
+        return measures
+
+    def _surrogate_measures(self, z, logits, mixed, y, groups, mixing):
+        """How well the feature-space mixing (what the look-ahead and the diagnostics see)
+        stands for the image mixing the model trains on: the correlation over kept groups of
+        the two per-group mixed losses, and the ratio of their means."""
+        with torch.no_grad():
+            surrogate = mixed_logits(self.classifier, z.detach(), groups.index, mixing.weights,
+                                     isinstance(self.classifier, torch.nn.Linear),
+                                     logits.detach())
+            feature_loss = F.cross_entropy(surrogate.float(), y, reduction="none")
+            image_loss = F.cross_entropy(mixed.detach().float(), y, reduction="none")
+            return torch.stack([
+                masked_correlation(feature_loss, image_loss, groups.valid),
+                masked_mean(feature_loss, groups.valid)
+                / masked_mean(image_loss, groups.valid).clamp(min=1e-12)])
 
     def _shift_from_fixed_metric(self, y, domains, groups, signature, mixing):
         """What the learned metric changes: KL(π ‖ π_fixed) and Σ|λ − λ_fixed|, both averaged
@@ -716,68 +938,106 @@ class GroupMixBase(Algorithm):
             fixed = self._mixing(y, domains, groups, signature, metric=None)
             kl = policy_kl(mixing.policy, fixed.policy, groups.mask)
             shift = (mixing.weights - fixed.weights).abs().sum(1)
+            if mixing.amounts is not None:   # version 3: how far is the policy's choice
+                span = self._kappa() - self.INTERPOLATION_END
+                kl = kl + bernoulli_kl((mixing.amounts - self.INTERPOLATION_END) / span,
+                                       (fixed.amounts - self.INTERPOLATION_END) / span)
         count = groups.valid.sum().clamp(min=1)
         return masked_mean(kl, groups.valid, count), masked_mean(shift, groups.valid, count)
 
 
-# -- §6 the registered variants (each declares only the hparams it uses) ---------------
+# -- §6 the registered variants and their hparams --------------------------------------
+# One declaration per hparam and version: (default, random search). Each variant lists the
+# names it uses (HPARAMS); every value is drawn from its own name-seeded stream, so adding a
+# name changes no other draw. Version 2's defaults were chosen on the tuning split DigitsDG5k
+# before any evaluation, version 3's likewise (docs/method.md, pre-registered defaults).
+VERSION1_HPARAMS = {
+    "fgmix_gamma": (1.0, lambda r: 10**r.uniform(-1, 0.5)),
+    "fgmix_alpha": (1.0, lambda r: 10**r.uniform(-1, 1)),
+    "fgmix_kappa": (0.5, lambda r: r.uniform(0, 1)),
+    "fgmix_tau": (0.2, lambda r: 10**r.uniform(-1.5, 0)),
+    "fgmix_policy_lr": (1e-2, lambda r: 10**r.uniform(-3, -1)),
+    "fgmix_inner_lr": (0.1, lambda r: 10**r.uniform(-2, 0)),
+    "fgmix_rho": (0.05, lambda r: r.choice([0.01, 0.02, 0.05, 0.1, 0.2])),
+}
+VERSION2_HPARAMS = {
+    **VERSION1_HPARAMS,
+    "fgmix_gamma": (0.3, lambda r: 10**r.uniform(-1, 0.5)),
+    # κ's range starts at 0.1: κ = 0 would switch off the extrapolation that defines it.
+    "fgmix_kappa": (0.5, lambda r: r.uniform(0.1, 1)),
+    "fgmix_tau": (0.2, lambda r: 10**r.uniform(-1, 0)),
+    # Where the mixing happens is part of the formulation, not searched.
+    "fgmix_space": ("inputs", lambda r: "inputs"),
+}
+VERSION3_HPARAMS = {
+    **VERSION2_HPARAMS,
+    # κ is the far end of κ_g ∈ (−0.5, κ); strengths up to 2 are searched (docs/method.md).
+    "fgmix_kappa": (1.0, lambda r: 10**r.uniform(-0.5, 0.3)),
+    "fgmix_amount_tau": (1.0, lambda r: 10**r.uniform(-0.5, 0.5)),
+    # The direction's scores; chosen on the tuning split, not searched.
+    "fgmix_direction": ("random", lambda r: "random"),
+}
+HPARAM_TABLES = {1: VERSION1_HPARAMS, 2: VERSION2_HPARAMS, 3: VERSION3_HPARAMS}
+
+
+class Variant(GroupMixBase):
+    """A registered variant: its switches (`GroupMixBase`), its version's hparam table and
+    the names it uses, with defaults of its own where it differs (DEFAULTS)."""
+
+    VERSION = 1
+    HPARAMS = ()
+    DEFAULTS = {}
+
+    @classmethod
+    def declare_hparams(cls, hparam, dataset):
+        table = HPARAM_TABLES[cls.VERSION]
+        for name in cls.HPARAMS:
+            default, search = table[name]
+            hparam(name, cls.DEFAULTS.get(name, default), search)
+
+
+V1_MIXING = ("fgmix_gamma", "fgmix_kappa", "fgmix_tau")
+V1_POLICY = ("fgmix_policy_lr", "fgmix_inner_lr", "fgmix_rho")
+V2_MIXING = ("fgmix_gamma", "fgmix_kappa", "fgmix_tau", "fgmix_space")
+POLICY = ("fgmix_policy_lr", "fgmix_rho")
+V3_MIXING = V2_MIXING + ("fgmix_amount_tau", "fgmix_direction")
+
+
 @register_algorithm
-class InterpMix(GroupMixBase):
+class InterpMix(Variant):
     """Ablation: random convex weights π ~ Dirichlet(α) inside groups, no extrapolation."""
 
     WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "dirichlet", False, False
-
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        hparam("fgmix_gamma", 1.0, lambda r: 10**r.uniform(-1, 0.5))
-        hparam("fgmix_alpha", 1.0, lambda r: 10**r.uniform(-1, 1))
+    HPARAMS = ("fgmix_gamma", "fgmix_alpha")
 
 
 @register_algorithm
-class ExtrapMix(GroupMixBase):
+class ExtrapMix(Variant):
     """Ablation: random weights π ~ Dirichlet(α), extrapolated with strength κ."""
 
     WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "dirichlet", True, False
-
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        hparam("fgmix_gamma", 1.0, lambda r: 10**r.uniform(-1, 0.5))
-        hparam("fgmix_alpha", 1.0, lambda r: 10**r.uniform(-1, 1))
-        hparam("fgmix_kappa", 0.5, lambda r: r.uniform(0, 1))
+    HPARAMS = ("fgmix_gamma", "fgmix_alpha", "fgmix_kappa")
 
 
 @register_algorithm
-class GMix(GroupMixBase):
+class GMix(Variant):
     """Ablation: weights from gradient compatibilities with a fixed metric m = 1."""
 
     WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "gradient", True, False
-
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        hparam("fgmix_gamma", 1.0, lambda r: 10**r.uniform(-1, 0.5))
-        hparam("fgmix_kappa", 0.5, lambda r: r.uniform(0, 1))
-        hparam("fgmix_tau", 0.2, lambda r: 10**r.uniform(-1.5, 0))
+    HPARAMS = V1_MIXING
 
 
 @register_algorithm
-class FGMixV1(GroupMixBase):
+class FGMixV1(Variant):
     """FGMix as formulated up to 2026-12-04 (docs/method.md, Changelog): the pairwise
     compatibility, the affine extrapolation bound of §3 and an SGD virtual step of size η."""
 
     WEIGHTS, EXTRAPOLATE, LEARN_POLICY, LOOKAHEAD = "gradient", True, True, "sgd"
-
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        hparam("fgmix_gamma", 1.0, lambda r: 10**r.uniform(-1, 0.5))
-        hparam("fgmix_kappa", 0.5, lambda r: r.uniform(0, 1))
-        hparam("fgmix_tau", 0.2, lambda r: 10**r.uniform(-1.5, 0))
-        hparam("fgmix_policy_lr", 1e-2, lambda r: 10**r.uniform(-3, -1))
-        hparam("fgmix_inner_lr", 0.1, lambda r: 10**r.uniform(-2, 0))
-        hparam("fgmix_rho", 0.05, lambda r: r.choice([0.01, 0.02, 0.05, 0.1, 0.2]))
+    HPARAMS = V1_MIXING + V1_POLICY
 
 
 @register_algorithm
-class AntiGMix(GroupMixBase):
+class AntiGMix(Variant):
     """Proposed variant (docs/invariance.md): GMix with the compatibility's sign reversed,
     π = softmax(−c / τ), so extrapolation moves toward the members whose head gradients
     disagree with their group's.
@@ -790,30 +1050,15 @@ class AntiGMix(GroupMixBase):
 
     WEIGHTS, EXTRAPOLATE, LEARN_POLICY = "gradient", True, False
     COMPATIBILITY_SIGN = -1.0
-
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        GMix.declare_hparams(hparam, dataset)
+    HPARAMS = V1_MIXING
 
 
 # -- version 2: extrapolation by design (§3b), the model's own look-ahead (§5b) -------------
-# Defaults chosen on the tuning split DigitsDG5k before any evaluation (docs/method.md,
-# "Version 2's defaults"); the search ranges are version 1's where the hparam is shared.
-V2_DEFAULTS = {"fgmix_kappa": 0.5, "fgmix_tau": 0.2, "fgmix_gamma": 0.3, "fgmix_space": "inputs"}
-
-
-class Version2(GroupMixBase):
+class Version2(Variant):
     """What the version-2 variants share: extrapolation by design (§3b) and its hparams."""
 
-    WEIGHTS, EXTRAPOLATE = "directed", True
-
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        hparam("fgmix_gamma", V2_DEFAULTS["fgmix_gamma"], lambda r: 10**r.uniform(-1, 0.5))
-        hparam("fgmix_kappa", V2_DEFAULTS["fgmix_kappa"], lambda r: r.uniform(0.1, 1))
-        hparam("fgmix_tau", V2_DEFAULTS["fgmix_tau"], lambda r: 10**r.uniform(-1, 0))
-        # Where the mixing happens is part of the formulation, not searched.
-        hparam("fgmix_space", V2_DEFAULTS["fgmix_space"], lambda r: V2_DEFAULTS["fgmix_space"])
+    VERSION, WEIGHTS, EXTRAPOLATE = 2, "directed", True
+    HPARAMS = V2_MIXING
 
 
 @register_algorithm
@@ -825,6 +1070,15 @@ class ExtrapMix2(Version2):
 
 
 @register_algorithm
+class ExtrapMix2M(ExtrapMix2):
+    """Control (version 3's evaluation): ExtrapMix2 at the κ whose mixed/source loss ratio
+    matches GMix3's on the tuning split, so that a difference to version 3 is not one of
+    augmentation strength (docs/method.md, the difficulty-matched control)."""
+
+    DEFAULTS = {"fgmix_kappa": 1.0}
+
+
+@register_algorithm
 class GMix2(Version2):
     """Extrapolation by design in the direction of the cross-domain compatibilities (§3b),
     fixed metric m = 1."""
@@ -833,14 +1087,68 @@ class GMix2(Version2):
 
 
 @register_algorithm
-class FGMix(Version2):
-    """FGMix: extrapolation by design along cross-domain compatibilities whose metric is
-    learned toward flat minima, through a look-ahead that takes the model's own Adam step."""
+class FGMixV2(Version2):
+    """FGMix version 2: extrapolation by design along cross-domain compatibilities whose
+    metric is learned toward flat minima, through a look-ahead that takes the model's own
+    Adam step (§5b)."""
 
     SCORES, LEARN_POLICY, LOOKAHEAD = "compatibility", True, "optimizer"
+    HPARAMS = V2_MIXING + POLICY
 
-    @staticmethod
-    def declare_hparams(hparam, dataset):
-        Version2.declare_hparams(hparam, dataset)
-        hparam("fgmix_policy_lr", 1e-2, lambda r: 10**r.uniform(-3, -1))
-        hparam("fgmix_rho", 0.05, lambda r: r.choice([0.01, 0.02, 0.05, 0.1, 0.2]))
+
+# -- version 3: the policy decides how far (§3c) ------------------------------------------
+class Version3(Variant):
+    """What the version-3 variants share: a direction per group (random scores or the
+    compatibilities, `fgmix_direction`) and an amount κ_g ∈ (−0.5, κ) per group from its
+    members' agreement with the other domains (§3c)."""
+
+    VERSION, WEIGHTS, EXTRAPOLATE = 3, "amount", True
+    HPARAMS = V3_MIXING
+
+    def __init__(self, input_shape, num_classes, num_domains, hparams):
+        self.SCORES = hparams["fgmix_direction"]   # read before the base builds its streams
+        super().__init__(input_shape, num_classes, num_domains, hparams)
+
+
+@register_algorithm
+class GMix3(Version3):
+    """Version 3 with the fixed metric m = 1: the groups whose members agree most with their
+    class in the other domains extrapolate furthest, the most conflicting interpolate."""
+
+
+@register_algorithm
+class AntiGMix3(Version3):
+    """Control: GMix3 with the amount's sign reversed (the most conflicting groups pushed
+    furthest). Whether the compatibility's sign matters."""
+
+    AMOUNT_SIGN = -1.0
+
+
+@register_algorithm
+class ShuffleMix3(Version3):
+    """Control: GMix3's amounts handed to the groups in a random order. The same strength
+    (the same amounts, step by step) without the compatibilities' information."""
+
+    SHUFFLE_AMOUNTS = True
+
+
+@register_algorithm
+class FGMix3(Version3):
+    """Version 3 with the metric learned toward flat minima: the look-ahead takes the
+    model's own Adam step on the same batch, scored by SAM's loss (§5, §5b)."""
+
+    LEARN_POLICY, LOOKAHEAD = True, "optimizer"
+    HPARAMS = V3_MIXING + POLICY
+
+
+@register_algorithm
+class FGMix3LOO(FGMix3):
+    """FGMix3 with a leave-one-source-domain-out look-ahead (§5c): the virtual step sees the
+    other source domains, and SAM's loss is scored on the one left out (in turn)."""
+
+    META = "leave_one_domain_out"
+
+
+@register_algorithm
+class FGMix(FGMixV2):
+    """FGMix: the pre-registered choice among the versions (docs/method.md)."""

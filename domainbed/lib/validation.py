@@ -214,13 +214,16 @@ _RULES = {
     "fgmix_tau": ("real", 0, None, False, True),       # a softmax temperature
     "fgmix_kappa": ("real", 0, None, True, True),
     "fgmix_rho": ("real", 0, None, True, True),
+    "fgmix_gamma": ("real", 0, None, True, True),      # the mixed loss's weight: >= 0
+    "fgmix_amount_tau": ("real", 0, None, False, True),  # a sigmoid's temperature
     "sam_rho": ("real", 0, None, True, True),
 }
 
 
 # name -> the values a string hparam may take.
 _CHOICES = {
-    "fgmix_space": ("features", "inputs"),   # where the FGMix family mixes (version 2)
+    "fgmix_space": ("features", "inputs"),   # where the FGMix family mixes (versions 2, 3)
+    "fgmix_direction": ("random", "compatibility"),   # version 3's direction scores
 }
 
 

@@ -57,6 +57,12 @@ def build_parser():
         parser.add_argument(f"--{name}", choices=choices, default=SPEED_OPTIONS[name],
                             help=f"train.py's --{name} for every job (a job hash changes only "
                                  f"when it is not {SPEED_OPTIONS[name]})")
+    parser.add_argument(
+        "--paired_seeds", action="store_true",
+        help="ours, opt-in: every algorithm of a (dataset, test envs, hparams draw, trial) "
+             "cell gets the same --seed (same initialisation, data order and group draws), "
+             "so that paired differences between algorithms carry no seed noise; job hashes "
+             "then differ from upstream's")
     parser.add_argument("--skip_confirmation", action="store_true")
     parser.add_argument(
         "--selection_method", nargs="+", default=None, metavar="METHOD",

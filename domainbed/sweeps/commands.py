@@ -115,7 +115,7 @@ def run_sweep(args):
             data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
             single_test_envs=args.single_test_envs, hparams=args.hparams,
             test_env_counts=model_selection.test_env_counts(methods) if methods else None,
-            speed_options=speed_options(args))
+            speed_options=speed_options(args), paired_seeds=args.paired_seeds)
         sweep_dirs = [args.output_dir] * len(args_list)
     if args.command == "launch":
         check_jobs(args, args_list)

@@ -18,16 +18,32 @@ def all_test_env_combinations(n):
 
 
 
+# What replaces the algorithm's name in a paired run's seed: a fixed string, so that no
+# algorithm's paired seed equals its upstream seed by accident.
+PAIRED = "paired"
+
+
+def run_seed(dataset, algorithm, test_envs, hparams_seed, trial_seed, paired=False):
+    """A job's --seed. Upstream's includes the algorithm's name, so two algorithms of one
+    cell differ in initialisation, data order and every draw of their own generators.
+    Paired (common random numbers): the same seed for every algorithm of the cell, so a
+    paired difference measures the algorithms, not their seeds."""
+    return seed_hash(dataset, PAIRED if paired else algorithm, test_envs, hparams_seed,
+                     trial_seed)
+
+
 def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparams, steps,
                    data_dir, task, holdout_fraction, single_test_envs, hparams,
-                   test_env_counts=None, speed_options=None):
+                   test_env_counts=None, speed_options=None, paired_seeds=False):
     """Upstream's job list. Ours: the number of environments may depend on the sweep's
     --hparams (JSON string or None) and, for datasets such as `Folder`, on --data_dir; each
     dataset says which test envs a sweep runs (`sweep_test_envs`; upstream's enumeration
     unless the dataset overrides it). `test_env_counts` (from --selection_method): keep only
     the jobs with that many test envs, the ones those selection methods read (None: all).
     Hparams or data a dataset refuses are a SweepError, before any job is listed.
-    `speed_options`: train.py's speed flags (name -> value) added to every job's args."""
+    `speed_options`: train.py's speed flags (name -> value) added to every job's args.
+    `paired_seeds` (ours, opt-in): `run_seed` without the algorithm's name, so that every
+    algorithm of a (dataset, test envs, draw, trial) cell gets the same --seed."""
     overrides = json.loads(hparams) if hparams is not None else None
     pairs_needed = test_env_counts is None or 2 in test_env_counts
     test_env_lists = {}
@@ -53,8 +69,8 @@ def make_args_list(n_trials, dataset_names, algorithms, n_hparams_from, n_hparam
                             "test_envs": test_envs, "holdout_fraction": holdout_fraction,
                             "hparams_seed": hparams_seed, "data_dir": data_dir, "task": task,
                             "trial_seed": trial_seed,
-                            "seed": seed_hash(dataset, algorithm, test_envs, hparams_seed,
-                                              trial_seed),
+                            "seed": run_seed(dataset, algorithm, test_envs, hparams_seed,
+                                             trial_seed, paired_seeds),
                         }
                         if steps is not None:
                             train_args["steps"] = steps
