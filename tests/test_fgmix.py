@@ -10,8 +10,11 @@ from domainbed.algorithms import fgmix, get_algorithm_class  # noqa: E402
 from domainbed.lib import per_sample  # noqa: E402
 
 VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2",
+            "FGMixV2", "ExtrapMix2M", "GMix3", "AntiGMix3", "ShuffleMix3", "FGMix3", "FGMix3LOO",
             "FGMix"]
-VERSION2 = ["ExtrapMix2", "GMix2", "FGMix"]
+VERSION2 = ["ExtrapMix2", "GMix2", "FGMixV2"]
+VERSION3 = ["GMix3", "AntiGMix3", "ShuffleMix3", "FGMix3", "FGMix3LOO"]
+LEARNED = ["FGMixV1", "FGMixV2", "FGMix3", "FGMix3LOO", "FGMix"]
 RESNET_OVERRIDES = {"pretrained": False, "resnet50_augmix": False, "resnet18": True}
 
 
@@ -46,7 +49,7 @@ def test_label_missing_from_a_domain_is_left_out_and_singletons_dropped():
     algorithm = _algorithm("GMix", "Debug28", num_classes=4)
     mbs = [(torch.zeros(3, 3, 28, 28), y[:3]), (torch.zeros(2, 3, 28, 28), y[3:5]),
            (torch.zeros(3, 3, 28, 28), y[5:])]
-    _, _, valid, _ = algorithm._draw_groups(y, domains, 3, torch.float32)
+    valid = algorithm._draw_groups(y, domains, 3, torch.float32).valid
     assert valid.tolist() == [1, 1, 0, 1, 1, 1, 1, 1]  # ... is dropped
     assert algorithm.update(mbs)["n_groups"] == 7.0
 
@@ -292,16 +295,23 @@ def _assert_deterministic_and_resumable(name, dataset, minibatches, num_classes,
     for p, q in zip(first.parameters(), restored.parameters()):
         assert torch.equal(p, q)
 
-    expected_keys = set(MIXING_KEYS) | (set(POLICY_KEYS) if name.startswith("FGMix") else set())
+    expected_keys = set(MIXING_KEYS) | (set(POLICY_KEYS) if name in LEARNED else set()) \
+        | (set(AMOUNT_KEYS) if name in VERSION3 else set()) \
+        | (set(SURROGATE_KEYS) if name in VERSION2 + VERSION3 + ["FGMix", "ExtrapMix2M"]
+           else set())
     assert set(records[-1]) == expected_keys
     assert all(isinstance(v, float) for v in records[-1].values())
     assert records[-1]["n_groups"] > 0
 
 
-MIXING_KEYS = ["loss", "nll", "mixed_loss", "mean_negative_weight", "frac_extrapolating",
-               "n_groups", "min_weight", "negative_mass", "outside_norm", "outside_ratio",
-               "policy_entropy"]
-POLICY_KEYS = ["meta_loss", "meta_nll_ratio", "policy_kl_fixed", "weight_shift_fixed"]
+MIXING_KEYS = ["loss", "nll", "mixed_loss", "mixed_source_ratio", "mean_negative_weight",
+               "frac_extrapolating", "n_groups", "min_weight", "negative_mass", "outside_norm",
+               "outside_ratio", "policy_entropy", "negative_mass_std", "frac_interpolating",
+               "domain_preference"]
+POLICY_KEYS = ["meta_loss", "meta_nll_ratio", "policy_kl_fixed", "weight_shift_fixed",
+               "metric_distance"]
+AMOUNT_KEYS = ["amount_mean", "amount_std", "amount_domain_r2"]
+SURROGATE_KEYS = ["surrogate_corr", "surrogate_ratio"]
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -366,9 +376,15 @@ EXPECTED_HPARAMS = {
                 "fgmix_rho"},
     "ExtrapMix2": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau", "fgmix_space"},
     "GMix2": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau", "fgmix_space"},
-    "FGMix": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau", "fgmix_space", "fgmix_policy_lr",
-              "fgmix_rho"},
+    "FGMixV2": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau", "fgmix_space", "fgmix_policy_lr",
+                "fgmix_rho"},
+    "ExtrapMix2M": {"fgmix_gamma", "fgmix_kappa", "fgmix_tau", "fgmix_space"},
 }
+EXPECTED_HPARAMS.update({name: EXPECTED_HPARAMS["GMix2"] | {"fgmix_amount_tau", "fgmix_direction"}
+                         for name in ["GMix3", "AntiGMix3", "ShuffleMix3"]})
+EXPECTED_HPARAMS.update({name: EXPECTED_HPARAMS["GMix3"] | {"fgmix_policy_lr", "fgmix_rho"}
+                         for name in ["FGMix3", "FGMix3LOO"]})
+EXPECTED_HPARAMS["FGMix"] = EXPECTED_HPARAMS[get_algorithm_class("FGMix").__mro__[1].__name__]
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -381,8 +397,13 @@ def test_each_variant_declares_exactly_its_hparams_and_keeps_erm_draws(name):
     spec_defaults = {"fgmix_gamma": 1.0, "fgmix_alpha": 1.0, "fgmix_kappa": 0.5,
                      "fgmix_tau": 0.2, "fgmix_policy_lr": 1e-2, "fgmix_inner_lr": 0.1,
                      "fgmix_rho": 0.05}
-    if name in VERSION2:  # chosen on the tuning split (docs/method.md)
-        spec_defaults.update(fgmix.V2_DEFAULTS)
+    if name in VERSION2 + VERSION3 + ["FGMix", "ExtrapMix2M"]:   # docs/method.md
+        version = get_algorithm_class(name).VERSION
+        spec_defaults.update({"fgmix_gamma": 0.3, "fgmix_tau": 0.2, "fgmix_space": "inputs"})
+        spec_defaults.update({"fgmix_kappa": 0.5} if version == 2 else
+                             {"fgmix_kappa": 1.0, "fgmix_amount_tau": 1.0,
+                              "fgmix_direction": "random"})
+        spec_defaults.update(get_algorithm_class(name).DEFAULTS)
     assert {k: defaults[k] for k in EXPECTED_HPARAMS[name]} == \
         {k: spec_defaults[k] for k in EXPECTED_HPARAMS[name]}
 
@@ -402,11 +423,28 @@ def test_random_hparams_follow_the_spec_ranges():
 
 
 def test_version2_random_hparams_stay_in_their_ranges():
-    draws = [hparams_registry.random_hparams("FGMix", "PACS", seed) for seed in range(40)]
+    draws = [hparams_registry.random_hparams("FGMixV2", "PACS", seed) for seed in range(40)]
     assert all(0.1 <= d["fgmix_kappa"] <= 1 for d in draws)
     assert all(0.1 <= d["fgmix_tau"] <= 1 for d in draws)
-    assert {d["fgmix_space"] for d in draws} == {fgmix.V2_DEFAULTS["fgmix_space"]}
+    assert {d["fgmix_space"] for d in draws} == {"inputs"}
     assert "fgmix_inner_lr" not in draws[0]
+
+
+def test_version3_random_hparams_stay_in_their_ranges():
+    draws = [hparams_registry.random_hparams("FGMix3", "PACS", seed) for seed in range(40)]
+    kappas = [d["fgmix_kappa"] for d in draws]
+    assert all(10**-0.5 <= k <= 10**0.6 for k in kappas) and max(kappas) > 1.5
+    assert all(10**-0.5 <= d["fgmix_amount_tau"] <= 10**0.5 for d in draws)
+    assert {d["fgmix_direction"] for d in draws} == {"random"}
+
+
+def test_each_hparam_is_declared_once_per_version():
+    """The variants name the hparams they use; the values come from one table per version."""
+    import inspect
+
+    source = inspect.getsource(fgmix)
+    for name in ["fgmix_gamma", "fgmix_kappa", "fgmix_tau", "fgmix_rho"]:
+        assert source.count(f'"{name}": (') <= 3, name   # version 1, 2 and 3 at most
 
 
 # -- version 2: cross-domain compatibility, directed weights, the model's look-ahead --------
@@ -550,7 +588,7 @@ def test_version2_extrapolates_and_the_learned_policy_moves_away_from_the_fixed_
         picks = torch.randint(0, len(env), (32,), generator=g).tolist()
         xs, ys = zip(*[env[i] for i in picks])
         minibatches.append((torch.stack(xs), torch.as_tensor(ys)))
-    for name in VERSION2:
+    for name in VERSION2 + ["FGMix"]:
         algorithm, records = _run(name, "RotatedMNIST5k", minibatches, 0, 6, num_classes=10)
         for record in records:
             assert record["frac_extrapolating"] >= 0.5, (name, record)
@@ -582,3 +620,146 @@ def test_fgmix_space_accepts_only_its_two_values():
     validation.check_hparam_value("fgmix_space", "inputs")
     with pytest.raises(validation.ValidationError, match="'features', 'inputs'"):
         validation.check_hparam_value("fgmix_space", "pixels")
+
+
+# -- version 3: the policy decides how far (§3c) ---------------------------------------------
+def _two_domain_batch(seed, n=8, classes=3):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, 3, 28, 28, generator=g), torch.arange(n) % classes) for _ in range(2)]
+
+
+@pytest.mark.parametrize("name", ["FGMix3", "FGMix3LOO"])
+def test_two_domains_the_policy_gets_a_finite_difference_checked_gradient(name):
+    """Two source domains (ColoredMNIST's case): every group has two members. Version 3's
+    metric gets a gradient that finite differences confirm; version 2's gets none."""
+    algorithm = _algorithm(name, "Debug28", num_classes=3, num_domains=2,
+                           overrides={"fgmix_rho": 0.1, "fgmix_space": "features"})
+    algorithm.double()
+    algorithm.optimizer.param_groups[0].update(eps=1e4, lr=1e4)   # see the test above
+    n_features = algorithm.classifier.in_features
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(16, n_features, generator=g, dtype=torch.float64)
+    y = torch.arange(16) % 3
+    domains = torch.arange(2).repeat_interleave(8)
+    groups = algorithm._draw_groups(y, domains, 2, torch.float64)
+    assert groups.mask.sum(1).max() == 2
+    signature = algorithm._step_signature(*fgmix.gradient_signature(
+        algorithm.classifier, z, algorithm.classifier(z), y)[:2], y, domains, groups.mask)
+    held_out = algorithm._held_out(domains, 2)
+    assert (held_out is None) == (name == "FGMix3")
+
+    def meta_loss(epsilon=None):
+        return algorithm.policy_meta_loss(z, y, groups, signature, epsilon, domains,
+                                          held_out=held_out)
+
+    loss, epsilon = meta_loss()
+    (analytic,) = torch.autograd.grad(loss, [algorithm.policy_omega])
+    assert analytic.abs().max() > 1e-8
+    omega = algorithm.policy_omega.data
+    for f in torch.argsort(analytic.abs(), descending=True)[:6]:
+        omega[f] += 1e-6
+        up = meta_loss(epsilon)[0].item()
+        omega[f] -= 2e-6
+        down = meta_loss(epsilon)[0].item()
+        omega[f] += 1e-6
+        torch.testing.assert_close(analytic[f], torch.tensor((up - down) / 2e-6,
+                                                             dtype=torch.float64),
+                                   rtol=1e-3, atol=1e-12)
+
+    version2 = _algorithm("FGMixV2", "Debug28", num_classes=3, num_domains=2,
+                          overrides={"fgmix_space": "features"}).double()
+    loss2, _ = version2.policy_meta_loss(z, y, groups, signature, domains=domains)
+    (gradient2,) = torch.autograd.grad(loss2, [version2.policy_omega])
+    assert gradient2.abs().max() < 1e-9   # standardising two scores gives ±1: no gradient
+
+
+def test_two_domains_the_learned_metric_moves_and_changes_the_amounts():
+    minibatches = _two_domain_batch(seed=2)
+    algorithm, records = _run("FGMix3", "Debug28", minibatches, 0, 4, num_classes=3,
+                              overrides={"fgmix_policy_lr": 0.1})
+    assert records[-1]["metric_distance"] > 1e-3
+    assert records[-1]["policy_kl_fixed"] > 0 and records[-1]["weight_shift_fixed"] > 0
+
+
+def test_amounts_follow_the_groups_agreement_and_span_interpolation_to_extrapolation():
+    agreement = torch.tensor([0.9, 0.1, -0.5, 0.3, 7.0])
+    valid = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0])
+    amounts = fgmix.extrapolation_amounts(agreement, valid, -0.5, 2.0, tau=0.3)
+    kept = amounts[:4]
+    assert torch.equal(torch.argsort(kept), torch.argsort(agreement[:4]))  # more agreement, further
+    assert kept.min() > -0.5 and kept.max() < 2.0 and kept.min() < 0 < kept.max()
+    reversed_ = fgmix.extrapolation_amounts(agreement, valid, -0.5, 2.0, tau=0.3, sign=-1.0)
+    assert torch.equal(torch.argsort(reversed_[:4]), torch.argsort(-agreement[:4]))
+    # The weights: Σ λ = 1; no negative weight where κ_g < 0 (interpolation).
+    direction = torch.tensor([[1.0, 0.0]] * 5)
+    mask = torch.ones(5, 2, dtype=torch.bool)
+    _, weights = fgmix.amount_weights(direction, mask, 0.05, amounts)
+    torch.testing.assert_close(weights.sum(1), torch.ones(5))
+    assert torch.equal((weights < 0).any(1)[:4], kept > 0)
+
+
+def test_shuffled_amounts_keep_the_amounts_and_cut_their_order():
+    amounts = torch.arange(10, dtype=torch.float32)
+    valid = torch.tensor([1.0] * 8 + [0.0] * 2)
+    keys = torch.rand(10, generator=torch.Generator().manual_seed(1))
+    shuffled = fgmix.shuffled_amounts(amounts, valid, keys)
+    assert torch.equal(torch.sort(shuffled[:8]).values, amounts[:8])
+    assert not torch.equal(shuffled[:8], amounts[:8])
+    assert torch.equal(shuffled[8:], amounts[8:])   # groups not kept are left alone
+
+
+def test_leave_one_domain_out_takes_the_domains_in_turn():
+    minibatches = _debug_minibatches((3, 28, 28), [4, 4, 4], 2, seed=1)
+    algorithm = _build("FGMix3LOO", "Debug28", minibatches, 2, seed=0)
+    domains = fgmix.concat_with_domains(minibatches)[2]
+    held = []
+    for _ in range(4):
+        held.append(int(domains[algorithm._held_out(domains, 3).bool()][0]))
+        algorithm.update(minibatches)
+    assert held == [0, 1, 2, 0]
+
+
+def test_random_scores_leave_the_group_draws_as_the_other_variants_draw_them():
+    minibatches = _debug_minibatches((3, 28, 28), [6, 5, 7], 2, seed=0)
+    x, y, domains = fgmix.concat_with_domains(minibatches)
+    draws = {}
+    for name in ["GMix2", "ExtrapMix2", "ShuffleMix3"]:
+        algorithm = _build(name, "Debug28", minibatches, 2, seed=3)
+        draws[name] = [algorithm._draw_groups(y, domains, 3, torch.float32).index
+                       for _ in range(3)]
+    for name in ["ExtrapMix2", "ShuffleMix3"]:
+        assert all(torch.equal(a, b) for a, b in zip(draws["GMix2"], draws[name]))
+
+
+def test_one_algorithm_under_two_names_gives_identical_records():
+    """What paired seeds rest on: the same seed, the same formulation, another name."""
+    class Twin(get_algorithm_class("GMix3")):
+        pass
+
+    minibatches = _debug_minibatches((3, 28, 28), [6, 5, 7], 2, seed=0)
+    torch.manual_seed(11)
+    twin = Twin((3, 28, 28), 2, 3, hparams_registry.default_hparams("GMix3", "Debug28"))
+    _, records = _run("GMix3", "Debug28", minibatches, 11, 3)
+    assert [twin.update(minibatches) for _ in range(3)] == records
+
+
+# -- diagnostics that can fail ----------------------------------------------------------------
+def test_domain_preference_sees_a_policy_that_favours_one_domain():
+    mask = torch.ones(200, 2, dtype=torch.bool)
+    valid = torch.ones(200)
+    always_first = torch.tensor([[0.9, 0.1]] * 200)
+    assert fgmix.domain_preference(always_first, mask, valid) == pytest.approx(0.5)
+    coin = torch.rand(200, generator=torch.Generator().manual_seed(0)).unsqueeze(1)
+    blind = torch.cat([coin, 1 - coin], 1)
+    assert fgmix.domain_preference(blind, mask, valid) < 0.1
+
+
+def test_explained_by_domain_and_correlation_measure_what_they_say():
+    domains = torch.arange(3).repeat(40)
+    valid = torch.ones(120)
+    assert fgmix.explained_by_domain(domains.float(), domains, valid, 3) == pytest.approx(1.0)
+    noise = torch.randn(120, generator=torch.Generator().manual_seed(0))
+    assert fgmix.explained_by_domain(noise, domains, valid, 3) < 0.1
+    assert fgmix.masked_correlation(noise, 2 * noise + 1, valid) == pytest.approx(1.0)
+    assert fgmix.masked_std(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([1.0, 1.0, 0.0])) \
+        == pytest.approx(1.0)
