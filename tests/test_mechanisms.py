@@ -5,8 +5,8 @@ from domainbed.studies import mechanisms
 
 
 def _record(algorithm, step, extrap, hparams_seed=0, trial=0, **extra):
-    values = {"frac_extrapolating": extrap, "min_weight": -0.5 * extrap, "outside_ratio": extrap,
-              "policy_entropy": 0.3, "mixed_loss": 0.2, "nll": 0.1}
+    values = {"frac_extrapolating": extrap, "negative_mass": extrap, "negative_mass_std": 0.1,
+              "mixed_source_ratio": 2.0, "domain_preference": 0.05}
     values.update(extra)
     return {"args": {"algorithm": algorithm, "dataset": "D", "test_envs": [0],
                      "trial_seed": trial, "hparams_seed": hparams_seed}, "step": step, **values}
@@ -26,10 +26,11 @@ def test_rows_average_default_runs_and_mark_what_is_not_logged():
     assert list(rows) == ["FGMix", "GMix2"]
     n, values = rows["GMix2"]
     assert n == 2
-    assert values["extrap_min"] == pytest.approx(0.7)      # min after the first, averaged
-    assert values["extrap_last"] == pytest.approx(0.95)
-    assert values["mix/nll"] == pytest.approx(2.0)
+    assert values["extrap"] == pytest.approx(0.95)          # the last record, averaged
+    assert values["sd_steps"] == pytest.approx(0.125)   # stds of (0.8, 1.0), (0.6, 0.9): 0.1, 0.15
+    assert values["mix/src"] == pytest.approx(2.0)
     assert values["meta/nll"] is None and values["KL_fixed"] is None
+    assert values["amount_sd"] is None                      # version 3 only
     assert rows["FGMix"][1]["meta/nll"] == pytest.approx(1.3)
     text = mechanisms.format_mechanisms(mechanisms.mechanism_rows(records))
-    assert "GMix2" in text and "extrap_min" in text
+    assert "GMix2" in text and "sd_groups" in text

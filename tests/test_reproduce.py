@@ -15,10 +15,13 @@ def test_offline_sweep_arguments_are_stable_and_offline():
     assert flags[flags.index("--data_dir") + 1] == "offline"
     assert "--single_test_envs" in flags
     datasets = flags[flags.index("--datasets") + 1: flags.index("--n_hparams")]
-    assert datasets == reproduce.OFFLINE_DATASETS == ["RotatedMNIST5k"]
+    assert datasets == reproduce.OFFLINE_DATASETS == ["RotatedMNIST5k", "ColoredMNIST5k"]
+    assert "DigitsDG5k" not in datasets   # the tuning split is never evaluated on
     assert reproduce.sweep_arguments(reproduce.parse_args([])) == flags  # same jobs on re-run
-    # DomainBed's protocol in miniature: random search, trials, the datasets' steps.
-    assert int(flags[flags.index("--n_hparams") + 1]) >= 3
+    # The pre-registered evaluation: paired seeds, the defaults (draw 0), trials, the
+    # datasets' steps.
+    assert "--paired_seeds" in flags
+    assert int(flags[flags.index("--n_hparams") + 1]) == 1
     assert int(flags[flags.index("--n_trials") + 1]) >= 3
     assert "--steps" not in flags
     assert args.output_dir == os.path.join("reproduce_output", "default")
@@ -31,6 +34,7 @@ def test_presets_size_the_runs_and_explicit_flags_win():
     large = reproduce.parse_args(["--preset", "large", "--n_trials", "2", "--iut_n_trials", "3"])
     assert large.n_trials == 2 and large.n_hparams == 10 and large.iut_n_trials == 3
     assert "SAM" in large.algorithms and large.iut_steps == 1001
+    assert "FGMixV1" in large.algorithms and "FGMixV1" not in reproduce.parse_args([]).algorithms
     for name, preset in reproduce.PRESETS.items():
         assert preset["cost"], name
 
@@ -88,6 +92,19 @@ def test_ablation_rows_pair_version2_with_the_row_it_extends():
     assert rows["GMix2"]["vs_first"] == pytest.approx(20.0)
 
 
+def test_comparisons_pair_each_dataset_and_all_cells():
+    cells = {("A", 0, 0): {"GMix3": 0.6, "ShuffleMix3": 0.5},
+             ("A", 1, 0): {"GMix3": 0.5, "ShuffleMix3": 0.5},
+             ("B", 0, 0): {"GMix3": 0.4, "ShuffleMix3": 0.5, "ERM": 0.3}}
+    rows = reproduce.comparison_rows(cells, [("GMix3", "ShuffleMix3", "info"),
+                                             ("FGMix", "ERM", "never ran")])
+    assert len(rows) == 1
+    by = rows[0]["by_dataset"]
+    assert by["A"]["gain"] == pytest.approx(5.0) and by["A"]["wins"] == 1
+    assert by["B"]["pairs"] == 1 and by["all"]["pairs"] == 3
+    assert by["all"]["gain"] == pytest.approx(0.0)
+
+
 def test_tiny_offline_run_prints_tables_and_ablation_then_reuses_jobs(tmp_path):
     command = [sys.executable, "-m", "domainbed.scripts.reproduce", "--output_dir", str(tmp_path),
                "--suite", "digits", "--datasets", "ColoredMNIST5k", "--algorithms", "ERM",
@@ -100,6 +117,7 @@ def test_tiny_offline_run_prints_tables_and_ablation_then_reuses_jobs(tmp_path):
     assert "leave-one-domain-out" not in first.stdout
     assert "Ablation" in first.stdout and "FGMix" in first.stdout.split("Ablation")[1]
     assert "Smallest paired difference" in first.stdout
+    assert "Paired comparisons" in first.stdout and "FGMix - ERM" in first.stdout
     assert "Learning curves, ColoredMNIST5k" in first.stdout
     plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert plots == ["ColoredMNIST5k_learning_curves.png",

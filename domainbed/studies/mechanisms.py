@@ -10,21 +10,32 @@ import collections
 
 import numpy as np
 
-# (column, what it is, how a run's records become one number)
+# (column, what it is, how a run's records become one number). Each can fail: none holds by
+# construction for every variant (frac_extrapolating = 1 and min_weight = -κ do for version 2,
+# so they are not shown; docs/method.md, Diagnostics).
 COLUMNS = [
-    ("extrap_min", "smallest frac_extrapolating over the records after the first",
-     lambda rs: min(r["frac_extrapolating"] for r in rs[1:])),
-    ("extrap_last", "frac_extrapolating at the last record",
+    ("extrap", "frac_extrapolating at the last record (1 - the share that interpolates)",
      lambda rs: rs[-1]["frac_extrapolating"]),
-    ("min_weight", "most negative weight, last record", lambda rs: rs[-1]["min_weight"]),
-    ("outside", "outside_ratio at the last record", lambda rs: rs[-1]["outside_ratio"]),
-    ("entropy", "policy_entropy at the last record (1 = uniform)",
-     lambda rs: rs[-1]["policy_entropy"]),
-    ("mix/nll", "mixed_loss / nll at the last record",
-     lambda rs: rs[-1]["mixed_loss"] / rs[-1]["nll"]),
+    ("mass", "negative_mass at the last record: how far, in weight", lambda rs: rs[-1]["negative_mass"]),
+    ("sd_groups", "negative_mass_std at the last record: how much it varies across groups",
+     lambda rs: rs[-1]["negative_mass_std"]),
+    ("sd_steps", "standard deviation of negative_mass over the records after the first",
+     lambda rs: float(np.std([r["negative_mass"] for r in rs[1:]]))),
+    ("amount_sd", "amount_std at the last record (version 3: κ_g across groups)",
+     lambda rs: rs[-1]["amount_std"]),
+    ("mix/src", "mixed_source_ratio at the last record: how hard the mixed points are",
+     lambda rs: rs[-1]["mixed_source_ratio"]),
+    ("dom_pref", "domain_preference at the last record (0: no preferred domain)",
+     lambda rs: rs[-1]["domain_preference"]),
+    ("amt~dom", "amount_domain_r2 at the last record (share of κ_g's variance the domain "
+     "explains)", lambda rs: rs[-1]["amount_domain_r2"]),
+    ("metric_d", "metric_distance at the last record: RMS of m - 1 (0 = the fixed metric)",
+     lambda rs: rs[-1]["metric_distance"]),
+    ("KL_fixed", "policy_kl_fixed at the last record", lambda rs: rs[-1]["policy_kl_fixed"]),
     ("meta/nll", "largest meta_nll_ratio over the records",
      lambda rs: max(r["meta_nll_ratio"] for r in rs)),
-    ("KL_fixed", "policy_kl_fixed at the last record", lambda rs: rs[-1]["policy_kl_fixed"]),
+    ("surr_corr", "surrogate_corr at the last record: per-group mixed loss, features vs images",
+     lambda rs: rs[-1]["surrogate_corr"]),
 ]
 
 
@@ -60,10 +71,10 @@ def mechanism_rows(records, order=()):
 
 
 def format_mechanisms(rows):
-    header = f"{'Algorithm':<12}{'runs':>5}" + "".join(f"{c:>12}" for c, _, _ in COLUMNS)
+    header = f"{'Algorithm':<12}{'runs':>5}" + "".join(f"{c:>10}" for c, _, _ in COLUMNS)
     lines = ["\n-------- Mechanisms (default-hparams runs, mean over runs; docs/method.md)", header]
     for name, n, values in rows:
-        cells = "".join(f"{'-':>12}" if values[c] is None else f"{values[c]:>12.3f}"
+        cells = "".join(f"{'-':>10}" if values[c] is None else f"{values[c]:>10.4f}"
                         for c, _, _ in COLUMNS)
         lines.append(f"{name:<12}{n:>5}{cells}")
     lines += [f"  {c}: {meaning}" for c, meaning, _ in COLUMNS]

@@ -39,19 +39,43 @@ from domainbed.studies import iut_suite, mechanisms
 
 FULL_DATASETS = ["ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
                  "TerraIncognita", "DomainNet"]
-# Version 1's chain (ERM -> ... -> FGMixV1), then version 2's (docs/method.md): each row is
-# paired with the row above it, or with the row it extends (EXTENDS).
-ABLATION = ["ERM", "Mixup", "InterpMix", "ExtrapMix", "GMix", "FGMixV1", "ExtrapMix2", "GMix2",
-            "FGMix"]
-EXTENDS = {"ExtrapMix2": "ExtrapMix",   # extrapolation by design, random direction
+# Version 1's chain (ERM -> ... -> FGMixV1), then version 2's and version 3's with their
+# controls (docs/method.md): each row is paired with the row above it, or with the row it
+# extends (EXTENDS).
+VERSION1_ROWS = ["InterpMix", "ExtrapMix", "GMix", "FGMixV1"]
+ABLATION = ["ERM", "Mixup", "SAM", *VERSION1_ROWS, "ExtrapMix2", "GMix2", "FGMixV2",
+            "ExtrapMix2M", "ShuffleMix3", "AntiGMix3", "GMix3", "FGMix3", "FGMix3LOO", "FGMix"]
+EXTENDS = {"InterpMix": "ERM", "SAM": "ERM",
+           "ExtrapMix2": "ExtrapMix",   # extrapolation by design, random direction
            "GMix2": "ExtrapMix2",       # the direction from compatibilities, same rule
-           "FGMix": "GMix2"}            # the learned, flatness-aware policy
+           "FGMixV2": "GMix2",          # the learned, flatness-aware policy (version 2)
+           "ExtrapMix2M": "ExtrapMix2",  # version 3's difficulty-matched control
+           "ShuffleMix3": "ExtrapMix2M",
+           "AntiGMix3": "ShuffleMix3",
+           "GMix3": "ShuffleMix3",      # the compatibilities decide how far (version 3)
+           "FGMix3": "GMix3", "FGMix3LOO": "GMix3", "FGMix": "ExtrapMix2"}
 ALGORITHMS = ABLATION
-# The default preset leaves out the rows whose question is settled and whose code has not
-# changed since their last run (InterpMix, FGMixV1; README, Results), to stay within the
-# main job's 45 minutes; the large preset and --algorithms run them.
-DEFAULT_ROWS = [a for a in ABLATION if a not in ("InterpMix", "FGMixV1")]
-DEFAULT_IUT_METHODS = ["ERM", "IRM", "ANDMask", "GMix", "GMix2", "FGMix"]
+# The paired comparisons the evaluation was registered for (docs/method.md, version 3):
+# (algorithm, reference, the question its paired difference answers).
+COMPARISONS = [
+    ("FGMix", "ExtrapMix2", "the method vs random-direction extrapolation (aim: >= +1)"),
+    ("FGMix", "ERM", "the method vs ERM"),
+    ("GMix3", "ShuffleMix3", "information: the same amounts, linked to compatibilities or not"),
+    ("GMix3", "AntiGMix3", "the compatibility's sign"),
+    ("GMix3", "ExtrapMix2M", "per-group amounts vs one κ at matched difficulty"),
+    ("FGMix", "GMix3", "the learned, flatness-aware metric (version 3)"),
+    ("GMix2", "ExtrapMix2", "compatibility vs random direction (version 2)"),
+    ("FGMixV2", "GMix2", "the learned metric (version 2)"),
+    ("ExtrapMix2", "ERM", "extrapolating mixed images"),
+    ("ExtrapMix2M", "ExtrapMix2", "a stronger κ"),
+    ("Mixup", "ERM", "upstream's Mixup"),
+    ("SAM", "ERM", "flat minima by SAM"),
+]
+# The default preset answers version 3's pre-registered question (docs/method.md): the
+# version-1 rows, whose question is settled, run in the large preset and with --algorithms.
+DEFAULT_ROWS = [a for a in ABLATION if a not in VERSION1_ROWS + ["FGMix3", "FGMix3LOO"]]
+DEFAULT_IUT_METHODS = ["ERM", "IRM", "ANDMask", "ExtrapMix2", "GMix2", "ShuffleMix3", "GMix3",
+                       "FGMix"]
 REPORTED_METHODS = ["IIDAccuracySelectionMethod", "OracleSelectionMethod"]
 SUITES = ("digits", "iut")
 
@@ -60,7 +84,7 @@ SUITES = ("digits", "iut")
 PRESETS = {
     "quick": {
         "cost": "about 5 minutes on 2 CPU cores: a plumbing check, not an experiment",
-        "datasets": ["RotatedMNIST5k", "DigitsDG5k"], "algorithms": ABLATION,
+        "datasets": ["RotatedMNIST5k", "DigitsDG5k"], "algorithms": DEFAULT_ROWS,
         "n_hparams": 1, "n_trials": 1, "steps": 200,
         "iut": {"iut_n_envs": [3], "iut_n_hparams": 2, "iut_n_trials": 2, "iut_steps": 101},
     },
@@ -69,19 +93,22 @@ PRESETS = {
                 "with other work; digits 49, unit tests 11-15; README, Results); "
                 "--suite iut alone: every method of the unit-test suite at 5 draws x 5 seeds, "
                 "about 40-60 minutes (estimated)",
-        "datasets": ["RotatedMNIST5k"], "algorithms": DEFAULT_ROWS,
-        "n_hparams": 3, "n_trials": 3, "steps": None,
+        # Paired seeds, the pre-registered defaults (draw 0), every held-out environment of
+        # the two evaluation datasets (DigitsDG5k is the tuning split: never run here).
+        "datasets": ["RotatedMNIST5k", "ColoredMNIST5k"], "algorithms": DEFAULT_ROWS,
+        "n_hparams": 1, "n_trials": 3, "steps": None,
         # Both suites together fit the main job's budget with 3 draws x 3 data seeds of the
         # unit tests and the methods that carry its conclusions; `--suite iut` alone runs
         # them all at the suite's own size (5 x 5) into the same directory, so it only adds
         # the runs the default did not make.
-        "iut": {"iut_n_hparams": 3, "iut_n_trials": 3, "iut_algorithms": DEFAULT_IUT_METHODS},
+        "iut": {"iut_n_envs": [3, 6], "iut_n_hparams": 3, "iut_n_trials": 3,
+                "iut_algorithms": DEFAULT_IUT_METHODS},
         "iut_alone": {},
     },
     "large": {
         "cost": "about 12 hours on 2 CPU cores (of which about 2 for the two SWAD rows)",
         "datasets": ["RotatedMNIST5k", "ColoredMNIST5k", "DigitsDG5k"],
-        "algorithms": ABLATION + ["SAM", "CORAL", "ERM+SWAD", "FGMix+SWAD"],
+        "algorithms": ABLATION + ["CORAL", "ERM+SWAD", "FGMix+SWAD"],
         "n_hparams": 10, "n_trials": 5, "steps": 2001,
         "iut": {"iut_n_hparams": 10, "iut_n_trials": 10, "iut_steps": 1001},
     },
@@ -196,7 +223,9 @@ def sweep_arguments(args):
                  # The offline datasets ship with their packages; the path is never read,
                  # but it is part of every job's hash, so it is a fixed word, not a path.
                  "--data_dir", "offline",
-                 "--single_test_envs"]
+                 "--single_test_envs",
+                 # Common random numbers: every algorithm of a cell gets the same seed.
+                 "--paired_seeds"]
     if args.steps:
         flags += ["--steps", str(args.steps)]
     if args.hparams:
@@ -345,6 +374,40 @@ def print_ablation(rows):
               f"{detectable:.1f} points ({DETECTABLE_SE} x the median standard error)")
 
 
+def comparison_rows(cells, comparisons=COMPARISONS):
+    """Each pre-registered comparison that ran: its paired difference per dataset and over
+    all cells ({"dataset": summary}), in points."""
+    datasets = sorted({key[0] for key in cells})
+    rows = []
+    for algorithm, reference, question in comparisons:
+        by_dataset = {}
+        for dataset in datasets + ["all"]:
+            mine = {k: c for k, c in cells.items() if dataset in ("all", k[0])}
+            diffs = paired(mine, algorithm, reference)
+            if diffs:
+                by_dataset[dataset] = summary(diffs)
+        if by_dataset:
+            rows.append({"algorithm": algorithm, "reference": reference, "question": question,
+                         "by_dataset": by_dataset})
+    return rows
+
+
+def print_comparisons(rows):
+    if not rows:
+        return
+    columns = list(rows[0]["by_dataset"])
+    print("\n-------- Paired comparisons (training-domain validation; mean +/- standard error "
+          "over cells,\n         cells where the first is better)")
+    print(f"{'comparison':<26}" + "".join(f"{c:>24}" for c in columns) + "  question")
+    for row in rows:
+        cells = ""
+        for column in columns:
+            s = row["by_dataset"].get(column)
+            cells += f"{'-':>24}" if s is None else \
+                f"{s['gain']:>+9.2f} +/- {s['gain_se']:<5.2f}{s['wins']:>3}/{s['pairs']:<3}"
+        print(f"{row['algorithm'] + ' - ' + row['reference']:<26}{cells}  {row['question']}")
+
+
 def write_plots(args, records):
     """collect_results' bar charts and text tables (all three methods, in
     collect_results.txt), and the learning curves of the default-hparams runs."""
@@ -459,11 +522,13 @@ def report(args):
         print(f"Without {TUNING_SPLIT[0]} test env {TUNING_SPLIT[1]} (where FGMixV1's "
               f"defaults were checked): FGMixV1 - ERM = {gain['gain']:+.1f} +/- {gain['gain_se']:.1f} "
               f"points, better in {gain['wins']}/{gain['pairs']} cells")
+    comparisons = comparison_rows(cells)
+    print_comparisons(comparisons)
     print(mechanisms.format_mechanisms(mechanisms.mechanism_rows(records, ABLATION)))
     print_learning_curves(records)
     with open(os.path.join(args.output_dir, "ablation.json"), "w") as f:
-        json.dump({"rows": rows, "smallest_detectable_points": smallest_detectable(rows)},
-                  f, indent=1)
+        json.dump({"rows": rows, "smallest_detectable_points": smallest_detectable(rows),
+                   "comparisons": comparisons}, f, indent=1)
     write_plots(args, records)
 
 
