@@ -32,7 +32,8 @@ import numpy as np
 from domainbed.lib.plots import MatplotlibMissing
 from domainbed.studies.iut_results import ALGORITHMS, ORACLE, summarise
 
-MIXING = ["InterpMix", "ExtrapMix", "GMix", "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2", "FGMix"]
+MIXING = ["InterpMix", "ExtrapMix", "GMix", "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2",
+          "FGMixV2", "ShuffleMix3", "GMix3", "FGMix"]
 BATCH_PER_ENV = 512
 MINORITY_GROUPS = (1, 3)   # Example2: (cow, sand) and (camel, grass)
 
@@ -169,7 +170,7 @@ def anchor_compatibility(algorithm, signature, y, domains, groups):
     from domainbed.lib import per_sample
 
     features, residuals = signature[:2]
-    if algorithm.WEIGHTS == "directed":  # version 2: one score per instance
+    if algorithm.WEIGHTS in ("directed", "amount"):  # versions 2, 3: one score per instance
         cosine = per_sample.head_gradient_cosine(features, residuals, algorithm._metric())
         return fgmix.cross_domain_compatibility(cosine, y, domains, groups.mask.shape[1],
                                                 algorithm.num_classes)
@@ -189,7 +190,7 @@ def measure_cell(job_dir, record, algorithm_name, cache):
     dataset = cache.get(record["args"]["dataset"], hparams, record["args"]["trial_seed"])
     dim_inv = dataset.problem_config.dim_inv
     measured = {"w_inv": weight_share(algorithm, dataset.scramble, dim_inv)}
-    if algorithm_name in ("FGMix", "FGMixV1"):
+    if hasattr(algorithm, "policy_omega"):   # a learned metric
         measured["m_inv"] = metric_share(algorithm, dataset.scramble, dim_inv)
     if algorithm_name in MIXING:
         measured.update(mixing_diagnostics(algorithm, dataset, dim_inv))

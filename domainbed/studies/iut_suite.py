@@ -65,6 +65,8 @@ def sweep_command(args, algorithms, hparams, command="launch"):
                "--datasets", *args.iut_problems, "--algorithms", *algorithms,
                "--n_hparams", str(args.iut_n_hparams), "--n_trials", str(args.iut_n_trials),
                "--hparams", hparams, "--data_dir", "offline",
+               # Common random numbers: the methods of a cell share its seed (paired).
+               "--paired_seeds",
                "--output_dir", os.path.join(args.output_dir, "sweep")]
     if args.iut_steps:
         command += ["--steps", str(args.iut_steps)]
