@@ -91,8 +91,8 @@ PRESETS = {
         "iut": {"iut_n_envs": [3], "iut_n_hparams": 2, "iut_n_trials": 2, "iut_steps": 101},
     },
     "default": {
-        "cost": "about 40 minutes on 2 CPU cores (estimated from the tuning runs' step costs; "
-                "README, Results, has the measured time); --suite iut alone: every method of "
+        "cost": "about 30 minutes on 2 CPU cores (27.5 measured in a fresh clone on "
+                "2026-12-07, set-up included; README, Results); --suite iut alone: every method of "
                 "the unit-test suite at 5 draws x 5 seeds, about 40-60 minutes (estimated)",
         # Paired seeds, the pre-registered defaults (draw 0), every held-out environment of
         # the two evaluation datasets (DigitsDG5k is the tuning split: never run here).
