@@ -23,7 +23,7 @@ def test_quick_preset_stays_small_and_says_what_it_runs():
     args, digits, iut = quick_runs()
     assert args.datasets == ["RotatedMNIST5k"] and len(args.iut_problems) == len(PROBLEMS)
     # Sized for <= 5 minutes of runs on 2 cores (measured: docs/benchmarks.md).
-    assert digits <= 42 and iut <= 56 and args.steps <= 200 and args.iut_steps <= 101
+    assert digits <= 24 and iut <= 56 and args.steps <= 200 and args.iut_steps <= 101
     runs = reproduce.PRESETS["quick"]["runs"]
     assert f"({digits} runs)" in runs and f"({iut} runs)" in runs
     assert "minutes" in reproduce.PRESETS["quick"]["cost"]

@@ -288,8 +288,8 @@ def errors_figure(table, algorithms):
             lows += [m - e for m, e in zip(means, errors)]
             highs += [m + e for m, e in zip(means, errors)]
         for method, i in ((m, algorithms.index(m)) for m in PUBLISHED_METHODS if m in algorithms):
-            points = sorted((n, values[PUBLISHED_METHODS.index(method)][0])
-                            for (n, p), values in PUBLISHED.items() if p == problem)
+            points = sorted((n, values[PUBLISHED_METHODS.index(method)][0])   # where we ran
+                            for (n, p), values in PUBLISHED.items() if (n, p) in table)
             if points:
                 axis.plot([n for n, _ in points], [v for _, v in points], "x", markersize=6,
                           color=plots.series_style(i)["color"],
@@ -298,8 +298,7 @@ def errors_figure(table, algorithms):
                 lows += [v for _, v in points]
         axis.set_title(problem)
         axis.set_xlabel("training environments")
-        axis.set_xticks(sorted({n for n, p in table if p == problem} | {
-            n for n, p in PUBLISHED if p == problem}))
+        axis.set_xticks(sorted({n for n, p in table if p == problem}))
         axis.grid(linewidth=0.3)
     axes[0].set_ylim(*plots.fitted_limits(lows, highs))
     for axis in axes[::2]:

@@ -59,13 +59,14 @@ SUITES = ("digits", "iut")
 # datasets, where validation accuracy has reached its plateau; 401 for the unit tests).
 PRESETS = {
     "quick": {
-        # A plumbing check of both suites, sized to stay within 5 minutes of runs on 2 cores:
-        # the default preset's rows and unit-test methods at one draw, short runs.
+        # A plumbing check of both suites, sized to stay within 5 minutes on 2 cores: ERM and
+        # version 2's chain, the default's unit-test methods, one draw, short runs. (The
+        # default's 7 rows took 5.8 minutes on a busy machine, 2026-12-07.)
         "cost": "about 5 minutes of runs on 2 CPU cores (estimate, being measured)",
-        "runs": "RotatedMNIST5k: 7 algorithms x 6 held-out environments, 1 draw, 1 trial, "
-                "200 steps (42 runs); unit tests: 3 environments, 6 methods + the Oracle, "
+        "runs": "RotatedMNIST5k: 4 algorithms x 6 held-out environments, 1 draw, 1 trial, "
+                "200 steps (24 runs); unit tests: 3 environments, 6 methods + the Oracle, "
                 "1 draw, 2 data seeds, 101 steps (56 runs)",
-        "datasets": ["RotatedMNIST5k"], "algorithms": DEFAULT_ROWS,
+        "datasets": ["RotatedMNIST5k"], "algorithms": ["ERM", "ExtrapMix2", "GMix2", "FGMix"],
         "n_hparams": 1, "n_trials": 1, "steps": 200,
         "iut": {"iut_n_envs": [3], "iut_n_hparams": 1, "iut_n_trials": 2, "iut_steps": 101,
                 "iut_algorithms": DEFAULT_IUT_METHODS},
@@ -150,8 +151,8 @@ def describe_preset_defaults(parser):
         if action.dest not in IUT_SIZING:
             continue
         suite_default = _shown(action.dest, action.default)
-        runs = "; ".join(f"{name}: {_shown(action.dest, PRESETS[name]['iut'].get(action.dest, action.default))}"
-                         for name in PRESETS)
+        sizes = {name: PRESETS[name]["iut"].get(action.dest, action.default) for name in PRESETS}
+        runs = "; ".join(f"{name}: {_shown(action.dest, size)}" for name, size in sizes.items())
         what = (action.help or IUT_FLAG_TEXT.get(action.dest, "")).split(" (default")[0]
         action.help = (f"{what}. Default: the preset's ({runs}); with --suite iut alone "
                        f"the default preset runs the suite's own: {suite_default}")
