@@ -274,6 +274,8 @@ def errors_figure(table, algorithms):
     plt = plots.require_matplotlib()
     problems = sorted({p for _, p in table}, key=lambda p: (p.rstrip("s"), p))
     figure, axes = plots.panel_grid(plt, len(problems), columns=2, panel_size=(3.6, 2.7))
+    sizes = sorted({n for n, _ in table})
+    dodge = 0.025 * max(sizes[-1] - sizes[0], 2)   # methods side by side at each size
     lows, highs = [], []
     for axis, problem in zip(axes, problems):
         for i, algorithm in enumerate(algorithms):
@@ -283,15 +285,18 @@ def errors_figure(table, algorithms):
                 continue
             means = [s["mean"] for _, s in points]
             errors = [s["se"] if s["se"] == s["se"] else 0.0 for _, s in points]
-            axis.errorbar([n for n, _ in points], means, yerr=errors, markersize=4, capsize=2,
-                          linewidth=1, label=algorithm, **plots.series_style(i))
+            axis.errorbar([n + dodge * (i - (len(algorithms) - 1) / 2) for n, _ in points],
+                          means, yerr=errors, markersize=4, capsize=2, linewidth=1,
+                          label=algorithm, **plots.series_style(i))
             lows += [m - e for m, e in zip(means, errors)]
             highs += [m + e for m, e in zip(means, errors)]
         for method, i in ((m, algorithms.index(m)) for m in PUBLISHED_METHODS if m in algorithms):
             points = sorted((n, values[PUBLISHED_METHODS.index(method)][0])   # where we ran
-                            for (n, p), values in PUBLISHED.items() if (n, p) in table)
+                            for (n, p), values in PUBLISHED.items()
+                            if p == problem and (n, p) in table)
             if points:
-                axis.plot([n for n, _ in points], [v for _, v in points], "x", markersize=6,
+                axis.plot([n + dodge * (i - (len(algorithms) - 1) / 2) for n, _ in points],
+                          [v for _, v in points], "x", markersize=6,
                           color=plots.series_style(i)["color"],
                           label=PUBLISHED_LABEL)
                 highs += [v for _, v in points]
