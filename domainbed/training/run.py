@@ -59,11 +59,11 @@ def run(job):
     with Logs(out) as logs, StopRequest() as stop:
         try:
             print_environment()
-            print(job.threads_line)   # ours: threads and OpenMP wait (lib/threads.py)
             print_precision(job.args)
             print_sorted_block("Args", vars(job.args))
             print_sorted_block("HParams", job.hparams)
             print(describe_pipeline(job.dataset, job.args))   # ours: which input pipeline
+            print(job.threads_line)   # ours: threads and OpenMP wait (lib/threads.py)
             jobdir.write_job_identity(out, identifying_args(job.args))
             jobdir.clear_failed(out)
             return loop.run(stop)
