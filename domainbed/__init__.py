@@ -13,6 +13,9 @@ def __getattr__(name):
         from domainbed.model_files import load_model
         return load_model
     if name == "train":
+        from domainbed.lib import threads
+
+        threads.prepare_process()   # the OpenMP wait policy, before torch starts
         from domainbed.training.api import train
         return train
     raise AttributeError(f"module 'domainbed' has no attribute {name!r}")

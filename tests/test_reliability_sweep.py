@@ -13,7 +13,7 @@ from domainbed.scripts import sweep
 from domainbed.sweeps.job_list import make_args_list
 from domainbed.sweeps.jobs import Job
 from domainbed.sweeps.launch_records import _process_start_ticks, launcher_is_alive, read_launch_record
-from domainbed.sweeps.status import INTERRUPTED, QUEUED, detailed_state
+from domainbed.sweeps.status import INTERRUPTED, NOT_STARTED, QUEUED, detailed_state
 
 DEBUG = ["--data_dir", "/tmp/no_data", "--algorithms", "ERM", "--datasets", "Debug28",
          "--n_hparams", "1", "--n_trials", "1", "--skip_confirmation"]
@@ -192,6 +192,9 @@ def test_jobs_waiting_in_a_live_launcher_are_queued(tmp_path, capsys):
     launch_record(started_here, me, my_start, now - 50)   # started after this launch: it ran
     jobdir.write_heartbeat(started_here, 3, 10, started=now - 10)
     launch_record(dead_launcher, 2**22 + 12345, 1, now)   # no such process
+    jobdir.write_heartbeat(dead_launcher, 3, 10, started=now - 10)
+    never_started = job_dirs[4]
+    launch_record(never_started, 2**22 + 12345, 1, now)   # its launch stopped before it
     states = {job_dir: detailed_state(Job(args, str(out)))
               for args in make_args_list(1, ["Debug28"], ["ERM"], 0, 1, None,
                                                "/tmp/no_data", "domain_generalization", 0.2,
@@ -201,6 +204,30 @@ def test_jobs_waiting_in_a_live_launcher_are_queued(tmp_path, capsys):
     assert states[str(resumed_later)] == QUEUED
     assert states[str(started_here)] == INTERRUPTED
     assert states[str(dead_launcher)] == INTERRUPTED
+    assert states[str(never_started)] == NOT_STARTED   # issue 36: not "Interrupted step 0"
+
+
+def test_status_says_not_started_and_launch_starts_them(tmp_path, capsys):
+    out, job_dirs = launched(tmp_path, capsys)
+    for job_dir in job_dirs:
+        launch_record(job_dir, 2**22 + 12345, 1, time.time())   # a stopped `sweep launch`
+    code, stdout, _ = run(capsys, "status", out)
+    assert code == 0
+    assert stdout.count("Not started: ") == len(job_dirs) and "Interrupted" not in stdout
+    assert f"{len(job_dirs)} not started" in stdout
+    code, stdout, _ = run(capsys, "launch", out, "--command_launcher", "dummy")
+    assert f"Relaunching {len(job_dirs)} interrupted jobs" in stdout
+
+
+def test_status_with_other_arguments_points_at_the_jobs_in_the_directory(tmp_path, capsys):
+    out, job_dirs = launched(tmp_path, capsys)
+    (job_dirs[0] / "done").write_text("")
+    code, stdout, _ = run(capsys, "status", out, "--steps", "7")   # not the launch's
+    assert code == 0 and f"{len(job_dirs)} not launched" in stdout
+    assert (f"also holds {len(job_dirs)} job directories (1 done) that are not among these"
+            in stdout) and "--steps" in stdout.split("Note:")[1]
+    code, stdout, _ = run(capsys, "status", out)                   # the launch's: no note
+    assert "Note:" not in stdout
 
 
 def test_launch_record_names_the_launching_process(tmp_path, capsys):

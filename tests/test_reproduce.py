@@ -114,18 +114,20 @@ def test_tiny_offline_run_prints_tables_and_ablation_then_reuses_jobs(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     assert "model selection method: training-domain validation set" in first.stdout
     assert "model selection method: test-domain validation set (oracle)" in first.stdout
-    assert "leave-one-domain-out" not in first.stdout
+    assert "model selection method: leave-one-domain-out" not in first.stdout
     assert "Ablation" in first.stdout and "FGMix" in first.stdout.split("Ablation")[1]
     assert "Smallest paired difference" in first.stdout
     assert "Paired comparisons" in first.stdout and "FGMix - ERM" in first.stdout
     assert "Learning curves, ColoredMNIST5k" in first.stdout
     plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
-    assert plots == ["ColoredMNIST5k_learning_curves.png",
-                     "ColoredMNIST5k_leave_one_domain_out_cross_validation.png",
+    assert plots == ["ColoredMNIST5k_learning_curves.png",   # no empty leave-one-out chart
                      "ColoredMNIST5k_test_domain_validation_set_oracle.png",
                      "ColoredMNIST5k_training_domain_validation_set.png"]
     assert all((tmp_path / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in plots)
-    assert "(3 bar charts, 1 learning-curve figures)" in first.stdout
+    assert "(2 charts of the tables, 1 learning-curve figures)" in first.stdout
+    assert "no chart for ColoredMNIST5k, leave-one-domain-out" in first.stdout
+    assert "Not launched:" not in first.stdout                # listed in a file instead
+    assert "Not launched:" in (tmp_path / "sweep_jobs.txt").read_text()
     # The tables are collect_results' own: the same text as the command's.
     collected = subprocess.run([sys.executable, "-m", "domainbed.scripts.collect_results",
                                 "--input_dir", str(tmp_path / "sweep")],

@@ -272,8 +272,9 @@ def test_status(tmp_path, recorder):
     assert launched == []
     assert f"Running: {running}" in result.stdout and "step 2100/5001 (42%)" in result.stdout
     assert "reason: non-finite loss" in result.stdout
-    assert ("6 jobs: 1 done, 1 running, 0 queued, 3 interrupted, 1 failed, 0 incomplete, "
-            "0 not launched.") in result.stdout
+    # The two jobs the stopped launch never started are not "Interrupted ... step 0".
+    assert ("6 jobs: 1 done, 1 running, 0 queued, 1 interrupted, 2 not started, 1 failed, "
+            "0 incomplete, 0 not launched.") in result.stdout
     assert "Progress: 8101 of 30006 steps (27.0%)." in result.stdout
     # (30006 - 8101) steps / 20 steps/s = 1095 s
     assert "ETA: 18m at the current rate (1 running jobs, 20.00 steps/s in total" in result.stdout

@@ -83,7 +83,9 @@ def test_out_txt_blocks_and_table(debug_run):
     # ours: one line naming the input pipeline, after the HParams block
     pipeline_at = hp_at + 1 + len(read_records(out)[0]["hparams"])
     assert lines[pipeline_at].startswith("Pipeline: default (")
-    table = [l for l in lines[pipeline_at + 1:] if not l.startswith("\t")]
+    # ours (issue 36): the threads the run got, after the pipeline line
+    assert lines[pipeline_at + 1].startswith("Threads: 1 (OMP_NUM_THREADS; ")
+    table = [l for l in lines[pipeline_at + 2:] if not l.startswith("\t")]
     # Ours: the last line says where the wall time went (training/timing.py).
     wall = timing.parse_summary(table.pop())
     assert set(wall) == {"total", "other", *timing.PHASES}

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 
+from domainbed.lib import threads
 from domainbed.lib.cli import CommandError
 from domainbed.lib.registry import Registry, load_plugins  # noqa: F401 (load_plugins: sweep's)
 
@@ -109,42 +110,62 @@ def interpreter_env(env=None):
 def local_launcher(commands, jobs=None):
     """Run the commands on this machine (a failed job does not stop the others).
 
-    One at a time by default, as upstream. With `jobs` > 1 (or DOMAINBED_LOCAL_JOBS) that many
-    run side by side, each with an equal share of the CPU threads; their console output is
-    dropped (train.py keeps out.txt/err.txt in the job directory) and one progress line with
-    an ETA is printed per finished job instead.
+    One at a time by default, as upstream, each with the console output of its train.py.
+    With `jobs` > 1 (or DOMAINBED_LOCAL_JOBS) that many run side by side, each with an
+    equal share of the usable cores; their console output is dropped (train.py keeps
+    out.txt/err.txt in the job directory). Either way one progress line with an ETA is
+    printed per finished job; threads follow lib/threads.py's policy.
     """
+    commands = list(commands)
     jobs = int(jobs or os.environ.get("DOMAINBED_LOCAL_JOBS", 1))
     if jobs <= 1:
-        env = interpreter_env()
-        failures = sum(subprocess.call(cmd, shell=True, env=env) != 0 for cmd in commands)
-        if failures:
-            print(f"[local] {failures} of {len(commands)} jobs failed; `sweep status` lists "
-                  "them, their err.txt says why", flush=True)
-        return
-    _run_in_parallel(list(commands), jobs)
+        _run_one_by_one(commands)
+    else:
+        _run_in_parallel(commands, jobs)
+
+
+def _run_one_by_one(commands):
+    env = interpreter_env(threads.job_env(jobs_at_once=1))
+    progress = JobProgress("local", len(commands))
+    for command in commands:
+        progress.finished(subprocess.call(command, shell=True, env=env) != 0)
+    if progress.failures:
+        print(f"[local] {progress.failures} of {len(commands)} jobs failed; `sweep status` "
+              "lists them, their err.txt says why", flush=True)
 
 
 def _run_in_parallel(commands, jobs, poll_s=0.5):
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = interpreter_env({**os.environ, "OMP_NUM_THREADS": str(threads),
-                           "MKL_NUM_THREADS": str(threads)})
-    queue, running, finished, failures = list(commands), [], 0, 0
-    start = time.time()
+    env = interpreter_env(threads.job_env(jobs_at_once=jobs))
+    queue, running = list(commands), []
+    progress = JobProgress(f"local x{jobs}", len(commands))
     while queue or running:
         while queue and len(running) < jobs:
             running.append(subprocess.Popen(queue.pop(0), shell=True, env=env,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for process in [p for p in running if p.poll() is not None]:
             running.remove(process)
-            finished += 1
-            failures += process.returncode != 0
-            elapsed = time.time() - start
-            eta = elapsed / finished * (len(commands) - finished)
-            print(f"[local x{jobs}] {finished}/{len(commands)} jobs finished"
-                  f"{f', {failures} failed' if failures else ''}; "
-                  f"elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min", flush=True)
+            progress.finished(process.returncode != 0)
         time.sleep(poll_s)
+
+
+class JobProgress:
+    """One line per finished job with an ETA, for every launcher that runs jobs itself
+    (`local`, `local` with N jobs, `pool`)."""
+
+    def __init__(self, name, total):
+        self.name, self.total = name, total
+        self.done = self.failures = 0
+        self.start = time.time()
+
+    def finished(self, failed, note=None):
+        self.done += 1
+        self.failures += bool(failed)
+        elapsed = time.time() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        print(f"[{self.name}] {self.done}/{self.total} jobs finished"
+              f"{f', {self.failures} failed' if self.failures else ''}; "
+              f"elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
+              f"{f' ({note})' if note else ''}", flush=True)
 
 
 @register_launcher("dummy", runs_jobs=False)
@@ -174,7 +195,7 @@ def multi_gpu_launcher(commands, jobs_per_gpu=None, poll_s=1.0):
                          "jobs_per_gpu < 1; use --command_launcher local on a CPU machine")
     slots = [gpu for gpu in gpus for _ in range(jobs_per_gpu)]
     running = [None] * len(slots)
-    env = interpreter_env()
+    env = interpreter_env(threads.job_env(jobs_at_once=max(1, len(slots))))
     queue = list(commands)
     while queue:
         for i, gpu in enumerate(slots):
@@ -247,9 +268,10 @@ class ShellJob:
         self.process = None
 
     def __call__(self):
-        # Runs on the node, in submitit's interpreter (the launching one by default).
+        # Runs on the node, in submitit's interpreter (the launching one by default); the
+        # threads come from the node's allocation (cpus_per_task), one job per task.
         self.process = subprocess.Popen(self.command, shell=True, start_new_session=True,
-                                        env=interpreter_env())
+                                        env=interpreter_env(threads.job_env(jobs_at_once=1)))
         code = self.process.wait()
         if code != 0:
             raise RuntimeError(f"command exited with code {code}: {self.command}")

@@ -10,9 +10,10 @@ torch and `domainbed.training` once, then runs one job after another as train.py
 so a worker builds each of them once.
 
 Records are the ones the `local` launcher's processes write: `run_job` seeds every RNG
-at its start, exactly as a fresh process does, and each worker uses cpu_count // workers
-threads, as `local` with DOMAINBED_LOCAL_JOBS does (tests/test_pool_launcher.py compares them
-job for job). Console output is dropped; train.py keeps out.txt and err.txt in the job
+at its start, exactly as a fresh process does, and each worker uses usable cores // workers
+threads with the passive OpenMP wait (lib/threads.py; DOMAINBED_THREADS overrides), as
+`local` with DOMAINBED_LOCAL_JOBS does (tests/test_pool_launcher.py compares them job for
+job). Console output is dropped; train.py keeps out.txt and err.txt in the job
 directory.
 
 A worker that dies (killed, out of memory) is replaced and its job handed out again:
@@ -27,9 +28,9 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 
-from domainbed.launchers.command_launchers import register_launcher
+from domainbed.launchers.command_launchers import JobProgress, register_launcher
+from domainbed.lib.threads import prepare_process, threads_per_job
 
 TRAIN_PREFIX = ["python", "-m", "domainbed.scripts.train"]
 MAX_ATTEMPTS = 3
@@ -45,7 +46,7 @@ def train_argv(command):
 
 
 def threads_per_worker(n_workers):
-    return max(1, (os.cpu_count() or 1) // n_workers)
+    return threads_per_job(n_workers)
 
 
 # ---------------------------------------------------------------------------------------
@@ -73,6 +74,7 @@ def _worker_main(conn, threads):
     """Receive (index, command) pairs until None; answer (index, exit code) for each."""
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(threads)
+    prepare_process()   # the passive OpenMP wait, before torch starts
     import torch
 
     torch.set_num_threads(threads)
@@ -127,7 +129,7 @@ def pool_launcher(commands, workers=None):
     queue = collections.deque(enumerate(commands))
     attempts = collections.Counter()
     pool = [_Worker(context, threads) for _ in range(n_workers)]
-    progress = _Progress(f"pool x{n_workers}", len(commands))
+    progress = JobProgress(f"pool x{n_workers}", len(commands))
     try:
         for worker in pool:
             _hand_out(worker, queue, attempts)
@@ -174,22 +176,3 @@ def _hand_out(worker, queue, attempts):
         job = queue.popleft()
         attempts[job[0]] += 1
         worker.give(job)
-
-
-class _Progress:
-    """One line per finished job with an ETA (the `local` launcher's format)."""
-
-    def __init__(self, name, total):
-        self.name, self.total = name, total
-        self.done = self.failures = 0
-        self.start = time.time()
-
-    def finished(self, failed, note=None):
-        self.done += 1
-        self.failures += bool(failed)
-        elapsed = time.time() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
-        print(f"[{self.name}] {self.done}/{self.total} jobs finished"
-              f"{f', {self.failures} failed' if self.failures else ''}; "
-              f"elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
-              f"{f' ({note})' if note else ''}", flush=True)

@@ -109,7 +109,10 @@ def main(argv=None):
         reporting.render(tables, args.format, comparison)
     reporting.print_missing_cell_notes(report.records, tables)
     if args.plot:
-        written = plots.plot_tables(tables.all_tables(), args.plot)
+        notes = []   # why a table has no chart (e.g. leave-one-domain-out, single test envs)
+        written = plots.plot_tables(tables.all_tables(), args.plot, notes)
+        for note in notes:
+            print(f"collect_results: {note}", file=sys.stderr)
         for method in methods:   # training curves of the runs each method selects
             curves = plots.curve_data(model_selection.selected_runs(records, method))
             written += plots.plot_curves(curves, method.name, environments, args.plot,

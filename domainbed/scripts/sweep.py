@@ -17,7 +17,8 @@ from domainbed.sweeps.errors import SweepError
 
 EPILOG = """\
 Relaunching: run `launch` again with the same arguments after `sweep launch` was killed or
-jobs were interrupted (preemption, reboot): it launches the Not-launched jobs and resumes the
+jobs were interrupted (preemption, reboot): it launches the Not-launched jobs, starts the
+Not-started ones (made by a launch that stopped before running them) and resumes the
 Interrupted ones (Incomplete, not running, no `failed` file, launched by a launcher that runs
 jobs; for slurm, only jobs that started once). Nothing runs twice (train.py holds a lock on
 its directory) and records are not duplicated (train.py resumes from its checkpoint).

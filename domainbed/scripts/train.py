@@ -18,8 +18,11 @@ The command line only: the job is `domainbed.training.run_job` (the Python API:
 """
 import sys
 
-from domainbed.lib.cli import one_line_errors, report, squeeze
-from domainbed.training import JobError, build_parser, run_job
+from domainbed.lib import threads
+
+threads.prepare_process()   # the OpenMP wait policy, read once when torch starts
+from domainbed.lib.cli import one_line_errors, report, squeeze  # noqa: E402
+from domainbed.training import JobError, build_parser, run_job  # noqa: E402
 
 
 def main(argv=None):

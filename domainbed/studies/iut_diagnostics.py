@@ -217,16 +217,17 @@ def collect(cells, sweep_dir):
 def format_weight_table(diagnostics):
     columns = [a for a in ALGORITHMS + [ORACLE]
                if any(key[2] == a for key in diagnostics)]
+    width = max([10] + [len(c) + 2 for c in columns])   # a space between any two names
     rows = sorted({(n, p) for n, p, _ in diagnostics})
     lines = ["-------- Share of the selected linear classifier's squared weight on the invariant "
              "block (1 = invariant only; mean over data seeds)",
-             f"{'envs':<5}{'problem':<11}" + "".join(f"{c:>10}" for c in columns)]
+             f"{'envs':<5}{'problem':<11}" + "".join(f"{c:>{width}}" for c in columns)]
     for n_envs, problem in rows:
         cells = []
         for algorithm in columns:
             summary = diagnostics.get((n_envs, problem, algorithm), {}).get("w_inv")
             cells.append(f"{summary['mean']:.2f}" if summary else "-")
-        lines.append(f"{n_envs:<5}{problem:<11}" + "".join(f"{c:>10}" for c in cells))
+        lines.append(f"{n_envs:<5}{problem:<11}" + "".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)
 
 
@@ -250,62 +251,102 @@ def format_mixing_table(diagnostics):
 def plot(cells, diagnostics, out_dir):
     """iut_errors.png (test error against environments) and iut_diagnostics.png."""
     from domainbed.lib import plots
-    from domainbed.studies.iut_results import PUBLISHED, PUBLISHED_METHODS, error_table
+    from domainbed.studies.iut_results import error_table
+
+    table = error_table(cells)
+    algorithms = [a for a in ALGORITHMS + [ORACLE] if any(a in row for row in table.values())]
+    paths = [plots.save_figure(errors_figure(table, algorithms),
+                               os.path.join(out_dir, "iut_errors.png"))]
+    if diagnostics:
+        paths.append(plots.save_figure(diagnostics_figure(diagnostics, algorithms),
+                                       os.path.join(out_dir, "iut_diagnostics.png")))
+    return paths
+
+
+PUBLISHED_LABEL = "published (Aubin et al.\n2021): x, method's colour"
+
+
+def errors_figure(table, algorithms):
+    """A panel per problem: test error against the training environments, a series per
+    method (mean +/- s.e.), the published means as crosses in the method's colour."""
+    from domainbed.lib import plots
+    from domainbed.studies.iut_results import PUBLISHED, PUBLISHED_METHODS
 
     plt = plots.require_matplotlib()
-    table = error_table(cells)
     problems = sorted({p for _, p in table}, key=lambda p: (p.rstrip("s"), p))
-    algorithms = [a for a in ALGORITHMS + [ORACLE] if any(a in row for row in table.values())]
-    figure, axes = plt.subplots(1, len(problems), figsize=(3.6 * len(problems), 3.4),
-                                squeeze=False)
-    for axis, problem in zip(axes[0], problems):
-        for algorithm in algorithms:
+    figure, axes = plots.panel_grid(plt, len(problems), columns=2, panel_size=(3.6, 2.7))
+    sizes = sorted({n for n, _ in table})
+    dodge = 0.025 * max(sizes[-1] - sizes[0], 2)   # methods side by side at each size
+    lows, highs = [], []
+    for axis, problem in zip(axes, problems):
+        for i, algorithm in enumerate(algorithms):
             points = sorted((n, row[algorithm]) for (n, p), row in table.items()
                             if p == problem and algorithm in row)
+            if not points:
+                continue
+            means = [s["mean"] for _, s in points]
+            errors = [s["se"] if s["se"] == s["se"] else 0.0 for _, s in points]
+            axis.errorbar([n + dodge * (i - (len(algorithms) - 1) / 2) for n, _ in points],
+                          means, yerr=errors, markersize=4, capsize=2, linewidth=1,
+                          label=algorithm, **plots.series_style(i))
+            lows += [m - e for m, e in zip(means, errors)]
+            highs += [m + e for m, e in zip(means, errors)]
+        for method, i in ((m, algorithms.index(m)) for m in PUBLISHED_METHODS if m in algorithms):
+            points = sorted((n, values[PUBLISHED_METHODS.index(method)][0])   # where we ran
+                            for (n, p), values in PUBLISHED.items()
+                            if p == problem and (n, p) in table)
             if points:
-                axis.errorbar([n for n, _ in points], [s["mean"] for _, s in points],
-                              yerr=[s["se"] for _, s in points], marker="o", ms=3,
-                              capsize=2, label=algorithm)
-        for i, method in enumerate(PUBLISHED_METHODS):
-            points = sorted((n, values[i][0]) for (n, p), values in PUBLISHED.items()
-                            if p == problem)
-            if points:
-                axis.plot([n for n, _ in points], [v for _, v in points], "x", color="grey",
-                          ms=4, label="published" if i == 0 else None)
-        axis.set_title(problem, fontsize=9)
+                axis.plot([n + dodge * (i - (len(algorithms) - 1) / 2) for n, _ in points],
+                          [v for _, v in points], "x", markersize=6,
+                          color=plots.series_style(i)["color"],
+                          label=PUBLISHED_LABEL)
+                highs += [v for _, v in points]
+                lows += [v for _, v in points]
+        axis.set_title(problem)
         axis.set_xlabel("training environments")
-        axis.set_ylim(-0.02, 0.6)
-    axes[0][0].set_ylabel("test error")
-    axes[0][-1].legend(fontsize=6)
-    paths = [plots.save_figure(figure, os.path.join(out_dir, "iut_errors.png"))]
+        axis.set_xticks(sorted({n for n, p in table if p == problem}))
+        axis.grid(linewidth=0.3)
+    axes[0].set_ylim(*plots.fitted_limits(lows, highs))
+    for axis in axes[::2]:
+        axis.set_ylabel("test error")
+    figure.tight_layout()
+    plots.figure_legend_outside(figure, axes, last=[PUBLISHED_LABEL])
+    return figure
 
-    if diagnostics:
-        keys = sorted(diagnostics)
-        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
-        labels = sorted({(n, p) for n, p, _ in keys})
-        width = 0.8 / max(len(algorithms), 1)
-        for i, algorithm in enumerate(algorithms):
-            values = [diagnostics.get((n, p, algorithm), {}).get("w_inv", {}).get("mean", np.nan)
-                      for n, p in labels]
-            left.bar(np.arange(len(labels)) + (i - len(algorithms) / 2) * width, values, width,
-                     label=algorithm)
-        left.set_xticks(range(len(labels)))
-        left.set_xticklabels([f"{p}\n{n} envs" for n, p in labels], fontsize=6, rotation=90)
-        left.set_ylabel("weight share on invariant block")
-        left.legend(fontsize=6)
-        for i, algorithm in enumerate(MIXING):
-            values = [diagnostics.get((n, p, algorithm), {}).get("away_spu", {}).get("mean", np.nan)
-                      for n, p in labels]
-            bar = 0.8 / len(MIXING)
-            right.bar(np.arange(len(labels)) + (i - len(MIXING) / 2) * bar, values, bar,
-                      label=algorithm)
-        right.axhline(0.5, color="grey", lw=0.8)
-        right.set_xticks(range(len(labels)))
-        right.set_xticklabels([f"{p}\n{n} envs" for n, p in labels], fontsize=6, rotation=90)
-        right.set_ylabel("share of groups pushed against spurious")
-        right.legend(fontsize=6)
-        paths.append(plots.save_figure(figure, os.path.join(out_dir, "iut_diagnostics.png")))
-    return paths
+
+def diagnostics_figure(diagnostics, algorithms):
+    """Two stacked panels over (problem, environments): the classifier's weight share on the
+    invariant block per method, and the share of mixed groups pushed against the spurious
+    direction per mixing method; a method keeps its colour and marker in both."""
+    from domainbed.lib import plots
+
+    plt = plots.require_matplotlib()
+    labels = sorted({(n, p) for n, p, _ in diagnostics})
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 0.55 * len(labels) + 3), 6.2),
+                                         sharex=True)
+    panels = ((top, algorithms, "w_inv", "weight share on\ninvariant block"),
+              (bottom, [a for a in MIXING if a in algorithms], "away_spu",
+               "share of groups pushed\nagainst spurious"))
+    for axis, names, key, ylabel in panels:
+        width = 0.8 / max(len(names), 1)
+        for j, algorithm in enumerate(names):
+            points = [(x, diagnostics[(n, p, algorithm)][key]) for x, (n, p) in enumerate(labels)
+                      if key in diagnostics.get((n, p, algorithm), {})]
+            if points:
+                axis.errorbar([x + (j - (len(names) - 1) / 2) * width for x, _ in points],
+                              [s["mean"] for _, s in points],
+                              yerr=[s["se"] if s["se"] == s["se"] else 0.0 for _, s in points],
+                              linestyle="none", markersize=4, capsize=1.5, label=algorithm,
+                              **plots.series_style(algorithms.index(algorithm)))
+        axis.set_ylabel(ylabel)
+        axis.grid(axis="y", linewidth=0.3)
+    bottom.axhline(0.5, color="grey", linewidth=0.8, linestyle="--", label="random weights")
+    bottom.set_xticks(range(len(labels)))
+    bottom.set_xticklabels([f"{p}\n{n} envs" for n, p in labels], rotation=90)
+    bottom.set_xlabel("problem, training environments")
+    figure.tight_layout()
+    plots.figure_legend_outside(figure, [top, bottom])
+    return figure
 
 
 def run(cells, output_dir):

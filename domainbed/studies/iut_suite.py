@@ -21,7 +21,6 @@ Finished jobs are reused and interrupted ones resume, so running it again contin
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -76,10 +75,14 @@ def sweep_command(args, algorithms, hparams, command="launch"):
 
 
 def launch(args, env=None):
+    """Every sweep of the suite; their per-job lines go to OUTPUT_DIR/sweep_jobs.txt."""
+    from domainbed.studies import sweep_listing
+
+    listing = sweep_listing.start_listing(os.path.join(args.output_dir, "sweep_jobs.txt"))
     for algorithms, hparams in sweep_specs(args):
         print("$ sweep launch --datasets " + " ".join(args.iut_problems) + " --algorithms "
               + " ".join(algorithms) + f" --hparams '{hparams}' ...", flush=True)
-        rc = subprocess.call(sweep_command(args, algorithms, hparams), env=env)
+        rc = sweep_listing.run_sweep(sweep_command(args, algorithms, hparams), listing, env=env)
         if rc != 0:
             raise SystemExit(f"iut suite: the sweep stopped with exit code {rc}; fix the error "
                              f"above and run the same command again (finished jobs are kept)")

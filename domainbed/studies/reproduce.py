@@ -35,7 +35,7 @@ import numpy as np
 from domainbed.lib import validation
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.plots import MatplotlibMissing
-from domainbed.studies import iut_suite, mechanisms
+from domainbed.studies import iut_suite, mechanisms, sweep_listing
 
 FULL_DATASETS = ["ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
                  "TerraIncognita", "DomainNet"]
@@ -85,10 +85,19 @@ SUITES = ("digits", "iut")
 # datasets, where validation accuracy has reached its plateau; 401 for the unit tests).
 PRESETS = {
     "quick": {
-        "cost": "about 5 minutes on 2 CPU cores: a plumbing check, not an experiment",
-        "datasets": ["RotatedMNIST5k", "DigitsDG5k"], "algorithms": DEFAULT_ROWS,
+        # A plumbing check of both suites, sized to stay within 5 minutes on 2 cores: ERM and
+        # version 3's chain, the default's unit-test methods, one draw, short runs. (The
+        # default's 7 rows took 5.8 minutes on a busy machine, 2026-12-07.)
+        "cost": "4.3 minutes measured in a fresh clone on 2 busy CPU cores (runs 3.0, "
+                "tables, diagnostics and plots 1.3; 2026-12-07), after the one-time set-up "
+                "(about 3.5 minutes); a plumbing check, not an experiment",
+        "runs": "RotatedMNIST5k: 4 algorithms x 6 held-out environments, 1 draw, 1 trial, "
+                "200 steps (24 runs); unit tests: 3 environments, 6 methods + the Oracle, "
+                "1 draw, 2 data seeds, 101 steps (56 runs)",
+        "datasets": ["RotatedMNIST5k"], "algorithms": ["ERM", "ExtrapMix2", "GMix3", "FGMix"],
         "n_hparams": 1, "n_trials": 1, "steps": 200,
-        "iut": {"iut_n_envs": [3], "iut_n_hparams": 2, "iut_n_trials": 2, "iut_steps": 101},
+        "iut": {"iut_n_envs": [3], "iut_n_hparams": 1, "iut_n_trials": 2, "iut_steps": 101,
+                "iut_algorithms": DEFAULT_IUT_METHODS},
     },
     "default": {
         "cost": "about 30 minutes on 2 CPU cores (27.5 measured in a fresh clone on "
@@ -146,6 +155,7 @@ def parse_args(argv=None):
     parser.add_argument("--report_only", action="store_true",
                         help="print the tables of what has run so far; launch nothing")
     iut_suite.add_arguments(parser)
+    describe_preset_defaults(parser)
     args = parser.parse_args(argv)
     if args.full and not (args.data_dir and args.launcher):
         parser.error("--full needs --data_dir DIR and --launcher NAME "
@@ -157,6 +167,33 @@ def parse_args(argv=None):
     apply_preset(args, argv if argv is not None else sys.argv[1:])
     check_output_dir(parser, args)
     return args
+
+
+IUT_SIZING = ("iut_n_envs", "iut_algorithms", "iut_n_hparams", "iut_n_trials", "iut_steps")
+IUT_FLAG_TEXT = {"iut_n_envs": "unit tests: numbers of training environments",
+                 "iut_algorithms": "unit tests: methods (the Oracle is added)"}
+
+
+def describe_preset_defaults(parser):
+    """--help gives the unit-test sizes each preset runs, read from PRESETS (the suite's
+    own defaults apply only where a preset leaves a flag to it, e.g. --suite iut alone)."""
+    for action in parser._actions:
+        if action.dest not in IUT_SIZING:
+            continue
+        suite_default = _shown(action.dest, action.default)
+        sizes = {name: PRESETS[name]["iut"].get(action.dest, action.default) for name in PRESETS}
+        runs = "; ".join(f"{name}: {_shown(action.dest, size)}" for name, size in sizes.items())
+        what = (action.help or IUT_FLAG_TEXT.get(action.dest, "")).split(" (default")[0]
+        action.help = (f"{what}. Default: the preset's ({runs}); with --suite iut alone "
+                       f"the default preset runs the suite's own: {suite_default}")
+
+
+def _shown(flag, value):
+    if value is None:
+        return "the datasets' N_STEPS (401)" if flag == "iut_steps" else "all"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) if len(value) <= 6 else f"all {len(value)}"
+    return str(value)
 
 
 def check_numbers(args):
@@ -235,9 +272,12 @@ def sweep_arguments(args):
             "--output_dir", os.path.join(args.output_dir, "sweep")]
 
 
-def run(command, env=None):
+def run(command, env=None, listing=None):
+    """Run `command`, shown first; a sweep's per-job lines go to the file `listing`."""
     print("$ " + " ".join(command[2:] if command[:2] == [sys.executable, "-m"] else command),
           flush=True)
+    if listing:
+        return sweep_listing.run_sweep(command, listing, env=env)
     return subprocess.call(command, env=env)
 
 
@@ -251,8 +291,9 @@ def worker_env(args):
 def launch(args):
     env = worker_env(args)
     launcher = args.launcher or "pool"
+    listing = sweep_listing.start_listing(os.path.join(args.output_dir, "sweep_jobs.txt"))
     rc = run([sys.executable, "-m", "domainbed.scripts.sweep", "launch", *sweep_arguments(args),
-              "--command_launcher", launcher, "--skip_confirmation"], env=env)
+              "--command_launcher", launcher, "--skip_confirmation"], env=env, listing=listing)
     if rc != 0:
         raise SystemExit(f"reproduce: the sweep stopped with exit code {rc}; fix the error above "
                          f"and run the same command again (finished jobs are kept)")
@@ -420,13 +461,15 @@ def write_plots(args, records):
     with open(os.path.join(args.output_dir, "collect_results.txt"), "w") as log:
         with contextlib.redirect_stdout(log):
             reporting.render(tables, "text")
+    notes = []   # tables without a value get a note, not an empty chart
     try:
-        bars = plots.plot_tables(tables.all_tables(), plot_dir)
+        bars = plots.plot_tables(tables.all_tables(), plot_dir, notes)
         paths = plot_learning_curves(records, plot_dir)
     except MatplotlibMissing as error:
         print(f"\nPlots skipped: {error}")
         return
-    print(f"\nPlots: {plot_dir}/ ({len(bars)} bar charts, {len(paths)} learning-curve figures)")
+    print(f"\nPlots: {plot_dir}/ ({len(bars)} charts of the tables, {len(paths)} learning-curve "
+          f"figures)" + "".join(f"\n  {note}" for note in notes))
 
 
 def learning_curves(records):
@@ -493,16 +536,19 @@ def plot_learning_curves(records, plot_dir):
     for dataset, algorithms in sorted(learning_curves(records).items()):
         figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
         order = [a for a in ALGORITHMS if a in algorithms] + sorted(set(algorithms) - set(ALGORITHMS))
-        for algorithm in order:
+        for i, algorithm in enumerate(order):
             steps, val, test = algorithms[algorithm]
-            left.plot(steps, [100 * v for v in val], label=algorithm)
-            right.plot(steps, [100 * t for t in test], label=algorithm)
-        left.set_title(f"{dataset}: training-domain validation", fontsize=9)
-        right.set_title(f"{dataset}: held-out environment (in-split)", fontsize=9)
+            style = dict(label=algorithm, markersize=3, linewidth=1.2, **plots.series_style(i))
+            left.plot(steps, [100 * v for v in val], **style)
+            right.plot(steps, [100 * t for t in test], **style)
+        left.set_title(f"{dataset}: training-domain validation")
+        right.set_title(f"{dataset}: held-out environment (in-split)")
         for axis in (left, right):
             axis.set_xlabel("step")
             axis.set_ylabel("accuracy (%), default hparams")
-        right.legend(fontsize=7)
+            axis.grid(linewidth=0.3)
+        figure.tight_layout()
+        plots.legend_outside(right)
         paths.append(plots.save_figure(
             figure, os.path.join(plot_dir, f"{dataset}_learning_curves.png")))
     return paths
@@ -553,6 +599,8 @@ def main(argv=None):
     suites = SUITES if args.suite == "all" else (args.suite,)
     print(f"reproduce: preset {args.preset!r} ({PRESETS[args.preset]['cost']}); "
           f"suites: {', '.join(suites)}", flush=True)
+    if "runs" in PRESETS[args.preset]:
+        print(f"reproduce: it runs {PRESETS[args.preset]['runs']}", flush=True)
     if not args.report_only:
         if "digits" in suites:
             launch(args)

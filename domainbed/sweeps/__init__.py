@@ -26,8 +26,9 @@ and the printed lines are upstream DomainBed's. What this version adds:
   so killing `sweep launch` and running it again finishes the sweep with nothing lost, nothing
   run twice and no duplicate records. Failed jobs are left alone: inspect them, then
   `delete_incomplete` and `launch` (upstream's recovery) to start them over.
-* `status`: each job's state (Done, Running, Failed, Queued, Interrupted, Incomplete, Not
-  launched) with its progress from heartbeat.json, then a summary with an ETA. Garbage in a
+* `status`: each job's state (Done, Running, Failed, Queued, Interrupted, Not started,
+  Incomplete, Not launched) with its progress from heartbeat.json, then a summary with an
+  ETA, and a note when the directory holds jobs of a launch with other arguments. Garbage in a
   job directory (heartbeat, launch.json, `.lock` as a directory, a file where a job
   directory should be) reads as "nothing there", never as a crash.
 * Validation. `launch` checks every job's train arguments and the --hparams overrides

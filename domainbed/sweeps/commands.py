@@ -16,7 +16,8 @@ from domainbed.sweeps.checks import (check_jobs, check_launcher_args, check_name
 from domainbed.sweeps.errors import SweepError
 from domainbed.sweeps.job_list import default_datasets, make_args_list
 from domainbed.sweeps.jobs import Job, check_not_foreign
-from domainbed.sweeps.status import INTERRUPTED, RUNNING, cmd_status, detailed_state
+from domainbed.sweeps.status import (INTERRUPTED, NOT_STARTED, RUNNING, cmd_status,
+                                     detailed_state)
 
 
 def ask_for_confirmation():
@@ -35,7 +36,7 @@ def ask_for_confirmation():
 def cmd_launch(args, jobs, launcher_fn):
     """Launch the Not-launched and the Interrupted jobs; False when the user said no."""
     resumed = [job for job in jobs if job.state == Job.INCOMPLETE
-               and detailed_state(job) == INTERRUPTED]
+               and detailed_state(job) in (INTERRUPTED, NOT_STARTED)]
     to_launch = [job for job in jobs if job.state == Job.NOT_LAUNCHED] + resumed
     if resumed:
         print(f"Relaunching {len(resumed)} interrupted jobs (incomplete, not running, not "

@@ -10,6 +10,7 @@ from domainbed.sweeps.jobs import Job
 from domainbed.sweeps.launch_records import launcher_is_alive, read_launch_record
 
 RUNNING, FAILED, QUEUED, INTERRUPTED = "Running", "Failed", "Queued", "Interrupted"
+NOT_STARTED = "Not started"   # launched by a launch that stopped before it ran the job
 
 
 
@@ -17,8 +18,10 @@ def detailed_state(job):
     """Upstream's state, refined for an Incomplete job:
     Running (lock held / fresh remote heartbeat), Failed (`failed` file), Queued (submitted
     to a queue, or waiting in a `sweep launch` that still runs, and not started since),
-    Interrupted (stopped; `launch` resumes it), or Incomplete (directory made by a launcher
-    that runs nothing, or by an older sweep, or not a directory at all: delete_incomplete).
+    Interrupted (stopped; `launch` resumes it), Not started (its launch stopped before
+    running it: no heartbeat, no out.txt; `launch` starts it), or Incomplete (directory
+    made by a launcher that runs nothing, or by an older sweep, or not a directory at all:
+    delete_incomplete).
     """
     if job.state != Job.INCOMPLETE:
         return job.state
@@ -39,6 +42,8 @@ def detailed_state(job):
         launched_at = launched_at if isinstance(launched_at, (int, float)) else 0
         if beat is None or beat.get("started", 0) < launched_at:
             return QUEUED   # its launcher has not started it yet
+    elif beat is None and not os.path.exists(os.path.join(job.output_dir, "out.txt")):
+        return NOT_STARTED
     return INTERRUPTED
 
 
@@ -60,10 +65,43 @@ def cmd_status(args, jobs, now=None):
     percent = 100.0 * done_steps / total_steps if total_steps else 100.0
     print(f"Progress: {done_steps} of {total_steps} steps ({percent:.1f}%).")
     print(eta_line(total_steps - done_steps, steps_per_s, states.count(RUNNING), states))
+    if Job.NOT_LAUNCHED in states:
+        note = other_jobs_note(jobs)
+        if note:
+            print(note)
+
+
+def other_jobs_note(jobs):
+    """A hint when the sweep directory holds job directories that are not these jobs (a
+    launch with other arguments made them), or None."""
+    listed = {os.path.abspath(job.output_dir) for job in jobs}
+    others = done = 0
+    for sweep_dir in sorted({os.path.dirname(os.path.abspath(job.output_dir)) for job in jobs}):
+        try:
+            names = os.listdir(sweep_dir)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(sweep_dir, name)
+            if path in listed or not os.path.isdir(path) or not any(
+                    os.path.exists(os.path.join(path, f)) for f in JOB_MARKERS):
+                continue
+            others += 1
+            done += os.path.exists(os.path.join(path, "done"))
+    if not others:
+        return None
+    return (f"Note: the sweep directory also holds {others} job directories ({done} done) that "
+            f"are not among these {len(jobs)} jobs: a launch with other arguments made them "
+            "(--steps, --n_hparams, --n_trials, --hparams, ...); give status that launch's "
+            "arguments to see them.")
+
+
+JOB_MARKERS = ("done", "launch.json", "results.jsonl", "job.json")
 
 
 
-STATUS_ORDER = (Job.DONE, RUNNING, QUEUED, INTERRUPTED, FAILED, Job.INCOMPLETE, Job.NOT_LAUNCHED)
+STATUS_ORDER = (Job.DONE, RUNNING, QUEUED, INTERRUPTED, NOT_STARTED, FAILED, Job.INCOMPLETE,
+                Job.NOT_LAUNCHED)
 
 
 

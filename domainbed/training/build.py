@@ -5,7 +5,7 @@ import random
 import numpy as np
 
 from domainbed import datasets
-from domainbed.lib import misc
+from domainbed.lib import misc, threads
 from domainbed.training import precision
 from domainbed.training.arguments import speed_option
 from domainbed.training.errors import BadInput
@@ -96,18 +96,29 @@ def make_loaders(dataset, args, hparams, splits):
     return train_loaders, uda_loaders, list(zip(names, eval_loaders))
 
 
+def loader_workers(dataset):
+    """The dataset's loader workers (upstream's 8 for image datasets) capped at the usable
+    cores, or DOMAINBED_LOADER_WORKERS (lib/threads.py); not one of the job's arguments."""
+    try:
+        return threads.loader_workers(getattr(dataset, "N_WORKERS", 0))
+    except threads.ThreadSettingError as error:
+        raise BadInput(str(error)) from None
+
+
 def default_loader_makers(dataset, args, hparams):
     """(stream, eval_loader) of upstream's pipeline: the splits through torch's DataLoader
     (or gathered by index when in memory), the dataset's own transforms."""
     from domainbed.lib.fast_data_loader import FastDataLoader, InfiniteDataLoader
 
+    workers = loader_workers(dataset)
+
     def stream(split, weights, batch_size, seed):
         return InfiniteDataLoader(dataset=split, weights=weights, batch_size=batch_size,
-                                  num_workers=dataset.N_WORKERS, seed=seed)
+                                  num_workers=workers, seed=seed)
 
     def eval_loader(split, batch_size, index, name):
         return FastDataLoader(dataset=split, batch_size=batch_size,
-                              num_workers=dataset.N_WORKERS,
+                              num_workers=workers,
                               seed=misc.seed_hash(args.seed, "eval_loader", index))
     return stream, eval_loader
 
@@ -122,7 +133,7 @@ def fast_loader_makers(dataset, args, hparams):
 
     try:
         pipeline = FastPipeline(dataset, args.test_envs, hparams["data_augmentation"],
-                                get_device(), dataset.N_WORKERS)
+                                get_device(), loader_workers(dataset))
     except CacheSpaceError as error:   # before anything of the job is written
         raise BadInput(str(error)) from None
 
@@ -143,7 +154,7 @@ def describe_pipeline(dataset, args):
                 f"{SIZE}x{SIZE}, augmentation on {get_device().type})")
     from domainbed.datasets.image_folder import ImageFolderDataset
 
-    workers = getattr(dataset, "N_WORKERS", 0)
+    workers = loader_workers(dataset)
     if not isinstance(dataset, ImageFolderDataset):   # tensors in memory, no transforms
         return f"Pipeline: default (the dataset's tensors, {workers} loader workers)"
     return f"Pipeline: default (torchvision transforms, {workers} loader workers)"

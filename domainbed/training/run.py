@@ -6,7 +6,7 @@ it was (what the lock made is removed again) and is raised as a JobError; a fail
 the loop goes through `record_failure`, the one failure path."""
 import sys
 
-from domainbed.lib import jobdir
+from domainbed.lib import jobdir, threads
 from domainbed.training.arguments import identifying_args, tensorboard_requested
 from domainbed.training.build import build, describe_pipeline
 from domainbed.training.errors import BadInput
@@ -25,6 +25,7 @@ def run_job(args):
     a JobError for a refusal or a failed write, and an unforeseen error as it is (after
     `failed` and the traceback are written)."""
     started = job_start_time()
+    threads_line = apply_thread_policy()                 # ours: out.txt's `Threads:` line
     tensorboard = tensorboard_requested(args)            # ours: not one of the job's args
     with setting_up():
         plan = validate(args)
@@ -36,8 +37,18 @@ def run_job(args):
             job = build(plan)
             job.tensorboard = tensorboard
             job.started = started
+            job.threads_line = threads_line
         lock.keep()
         return run(job)
+
+
+def apply_thread_policy():
+    """torch's threads by lib/threads.py's policy; a bad DOMAINBED_THREADS or
+    OMP_NUM_THREADS is a BadInput before anything is written."""
+    try:
+        return threads.apply_to_torch()
+    except threads.ThreadSettingError as error:
+        raise BadInput(str(error)) from None
 
 
 def run(job):
@@ -52,6 +63,7 @@ def run(job):
             print_sorted_block("Args", vars(job.args))
             print_sorted_block("HParams", job.hparams)
             print(describe_pipeline(job.dataset, job.args))   # ours: which input pipeline
+            print(job.threads_line)   # ours: threads and OpenMP wait (lib/threads.py)
             jobdir.write_job_identity(out, identifying_args(job.args))
             jobdir.clear_failed(out)
             return loop.run(stop)
