@@ -4,6 +4,7 @@ import collections
 import os
 import re
 
+from domainbed.lib import safe_write
 from domainbed.lib.cli import CommandError
 
 
@@ -27,7 +28,8 @@ def save_figure(figure, path):
     """Lay out, write (PNG, 100 dpi) and close `figure`; returns `path`. Every plot of the
     package is saved here."""
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with safe_write.open_file(path, "wb") as f:   # the write rule: never through a link
+        figure.savefig(f, format="png", dpi=100)
     require_matplotlib().close(figure)
     return path
 

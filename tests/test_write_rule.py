@@ -1,0 +1,189 @@
+"""Issue 31: nothing outside what we own is ever written. Symbolic links are never written
+through, markers prove ownership by their content (never by a name), output paths are
+never overwritten without a flag; each case failed before the write rule
+(`lib/safe_write.py`)."""
+import json
+import os
+
+import pytest
+
+from domainbed import training
+from domainbed.lib import jobdir, safe_write
+from domainbed.scripts import train
+from domainbed.studies import reproduce
+
+
+def snapshot(path):
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() and not p.is_symlink()
+                                       else os.readlink(p) if p.is_symlink() else None)
+            for p in sorted(path.rglob("*"))}
+
+
+def train_argv(out, *extra):
+    return ["--dataset", "Debug28", "--data_dir", str(out.parent / "data"), "--steps", "1",
+            "--output_dir", str(out), *extra]
+
+
+def one_line_refusal(capsys, code, expected=training.EXIT_BAD_INPUT):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == expected and len(err) == 1, (code, err)
+    return err[0]
+
+
+# ---------------------------------------------------------------------------------------
+# train: the lock and the job directory's files
+
+def test_a_lock_link_to_a_user_file_is_refused_and_the_file_unchanged(tmp_path, capsys):
+    users = tmp_path / "users_file.txt"
+    users.write_text("the user's own text\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").symlink_to(users)
+    before = snapshot(tmp_path)
+    line = one_line_refusal(capsys, train.main(train_argv(out)))
+    assert ".lock is a symbolic link" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_a_dangling_lock_link_creates_nothing_outside(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "elsewhere" / "created.txt"
+    target.parent.mkdir()
+    (out / ".lock").symlink_to(target)
+    line = one_line_refusal(capsys, train.main(train_argv(out)))
+    assert "symbolic link" in line
+    assert not os.path.lexists(target)
+
+
+def test_a_users_own_lock_file_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").write_text("my notes about locks\n")
+    line = one_line_refusal(capsys, train.main(train_argv(out)))
+    assert "was not written by train.py" in line and "move it away" in line
+    assert (out / ".lock").read_text() == "my notes about locks\n"
+
+
+def test_our_empty_or_holder_lock_is_taken(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"pid": 1, "host": "h"}))
+    assert train.main(train_argv(out)) == 0
+
+
+@pytest.mark.parametrize("name", ["results.jsonl", "out.txt", "model.pkl", "job.json",
+                                  "heartbeat.json", "done"])
+def test_a_link_in_place_of_a_file_train_writes_is_refused(name, tmp_path, capsys):
+    users = tmp_path / "users_file"
+    users.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(users)
+    before = snapshot(tmp_path)
+    line = one_line_refusal(capsys, train.main(train_argv(out)))
+    assert "symbolic link" in line and name in line
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("marker", [
+    {"version": "0.2.0", "configurations": [{"type": "python"}]},   # VS Code's launch.json
+    {"launcher": 3}, [1, 2], "launcher"])
+def test_a_launch_json_that_is_not_sweeps_makes_nothing_ours(marker, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "launch.json").write_text(json.dumps(marker))
+    (out / "model.pkl").write_text("the user's model")
+    (out / "out.txt").write_text("the user's log")
+    before = snapshot(tmp_path)
+    line = one_line_refusal(capsys, train.main(train_argv(out)))
+    assert "was not written by train.py" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_a_job_json_without_args_makes_nothing_ours(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "job.json").write_text(json.dumps({"name": "my job"}))
+    (out / "model.pkl").write_text("the user's model")
+    assert jobdir.foreign_files(out) == ["job.json", "model.pkl"]
+
+
+# ---------------------------------------------------------------------------------------
+# The rule's own functions
+
+def test_atomic_write_and_open_file_never_follow_links(tmp_path):
+    users = tmp_path / "users_file"
+    users.write_text("precious")
+    link = tmp_path / "link"
+    link.symlink_to(users)
+    with pytest.raises(safe_write.WriteRuleError, match="symbolic link"):
+        safe_write.atomic_write(str(link), lambda f: f.write(b"x"))
+    for mode in ("w", "a", "wb"):
+        with pytest.raises(safe_write.WriteRuleError, match="symbolic link"):
+            safe_write.open_file(str(link), mode)
+    # a link planted where the temporary goes is not followed either
+    (tmp_path / f"file.tmp.{os.getpid()}").symlink_to(users)
+    safe_write.atomic_write(str(tmp_path / "file"), lambda f: f.write(b"new"))
+    assert (tmp_path / "file").read_bytes() == b"new" and users.read_text() == "precious"
+
+
+def test_check_new_output_refuses_what_exists_unless_asked(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    safe_write.check_new_output(str(path), "--output")
+    path.write_text("mine")
+    with pytest.raises(safe_write.WriteRuleError, match="already exists.*--overwrite"):
+        safe_write.check_new_output(str(path), "--output")
+    safe_write.check_new_output(str(path), "--output", overwrite=True)
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    with pytest.raises(safe_write.WriteRuleError, match="symbolic link"):
+        safe_write.check_new_output(str(link), "--output", overwrite=True)
+
+
+def test_a_claim_is_proved_by_content_only(tmp_path):
+    (tmp_path / safe_write.OWNER_MARKER).write_text("{}")
+    assert not safe_write.is_claimed(tmp_path, "reproduce")
+    with pytest.raises(safe_write.WriteRuleError, match="was not written by reproduce"):
+        safe_write.claim_directory(tmp_path, "reproduce")
+    (tmp_path / safe_write.OWNER_MARKER).unlink()
+    safe_write.claim_directory(tmp_path, "reproduce")
+    assert safe_write.is_claimed(tmp_path, "reproduce")
+    assert not safe_write.is_claimed(tmp_path, "benchmark")
+
+
+# ---------------------------------------------------------------------------------------
+# reproduce
+
+def test_reproduce_an_empty_sweep_folder_does_not_make_a_folder_ours(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "sweep").mkdir(parents=True)
+    (out / "collect_results.txt").write_text("my results")
+    (out / "ablation.json").write_text("my ablation")
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        reproduce.main(["--output_dir", str(out), "--report_only"])
+    line = one_line_refusal(capsys, caught.value.code)
+    assert "was not written by reproduce" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_reproduce_report_only_before_any_run_is_one_line(tmp_path, capsys):
+    out = tmp_path / "new"
+    for suite in ("all", "digits", "iut"):
+        with pytest.raises(SystemExit) as caught:
+            reproduce.main(["--output_dir", str(out), "--report_only", "--suite", suite])
+        line = one_line_refusal(capsys, caught.value.code)
+        assert "nothing has run yet" in line and "without --report_only" in line
+    assert not out.exists()
+
+
+def test_reproduce_a_link_in_place_of_its_output_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    safe_write.claim_directory(out, "reproduce")
+    users = tmp_path / "users_file"
+    users.write_text("precious")
+    (out / "ablation.json").symlink_to(users)
+    with pytest.raises(SystemExit) as caught:
+        reproduce.parse_args(["--output_dir", str(out)])
+    assert "symbolic link" in one_line_refusal(capsys, caught.value.code)
