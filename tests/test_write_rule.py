@@ -187,3 +187,47 @@ def test_reproduce_a_link_in_place_of_its_output_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
         reproduce.parse_args(["--output_dir", str(out)])
     assert "symbolic link" in one_line_refusal(capsys, caught.value.code)
+
+
+# ---------------------------------------------------------------------------------------
+# benchmark: its work tree, its arguments
+
+def test_benchmark_run_cost_never_writes_into_a_users_tree(tmp_path, capsys):
+    from domainbed.studies import benchmark
+
+    home = tmp_path / "H"
+    image = home / "data" / "PACS" / "art_painting" / "dog" / "0.jpg"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"the user's photo")
+    before = snapshot(tmp_path)
+    code = benchmark.main(["--run_cost", "--dataset", "PACS", "--variants", "default",
+                           "--work_dir", str(home)])
+    line = one_line_refusal(capsys, code)
+    assert "not empty and was not made by benchmark" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_benchmark_work_dir_of_an_earlier_benchmark_is_taken(tmp_path):
+    from domainbed.studies import train_runs
+
+    train_runs.claim_work_dir(str(tmp_path / "new"))
+    (tmp_path / "new" / "data").mkdir()
+    train_runs.claim_work_dir(str(tmp_path / "new"))   # ours by its marker
+
+
+BENCHMARK_BAD = [
+    ["--threads", "-2"], ["--threads", "0"], ["--batch_size", "0"], ["--device", "bogus"],
+    ["--hparams", "[1]"], ["--arch", "vector", "--input_dim", "-5"], ["--num_domains", "1"],
+    ["--seed_batching", "0"], ["--hparams", '{"fgmix_space": "pixels"}'],
+    ["--hparams", '{"lr": -1}'], ["--hparams", '{"fgmix_spac": "inputs"}'],
+    ["--steps", "nan"], ["--seed", "-1"], ["--dataset", "PAC"], ["--channels", "0"]]
+
+
+@pytest.mark.parametrize("argv", BENCHMARK_BAD, ids=" ".join)
+def test_benchmark_bad_arguments_are_one_line_exit_2(argv, tmp_path, capsys, monkeypatch):
+    from domainbed.studies import benchmark
+
+    monkeypatch.chdir(tmp_path)
+    line = one_line_refusal(capsys, benchmark.main(argv), 2)
+    assert line.startswith("benchmark: error: ") and "usage" not in line
+    assert list(tmp_path.iterdir()) == []
