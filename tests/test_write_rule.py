@@ -231,3 +231,79 @@ def test_benchmark_bad_arguments_are_one_line_exit_2(argv, tmp_path, capsys, mon
     line = one_line_refusal(capsys, benchmark.main(argv), 2)
     assert line.startswith("benchmark: error: ") and "usage" not in line
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------
+# The decoded cache: content verified, DOMAINBED_CACHE named
+
+def _same_size_other_image(tmp_path, path):
+    """A different JPEG of exactly `path`'s byte size (padded with a JPEG comment)."""
+    from PIL import Image
+
+    other = tmp_path / "other.jpg"
+    Image.new("RGB", (40, 40), (0, 0, 255)).save(other, quality=95)
+    data = other.read_bytes()
+    size = os.path.getsize(path)
+    assert len(data) < size
+    padded = data[:-2] + b"\x00" * (size - len(data)) + data[-2:]   # zeros before EOI
+    other.write_bytes(padded)
+    return other
+
+
+def test_the_decoded_cache_never_serves_an_image_changed_with_its_old_mtime(
+        tmp_path, monkeypatch):
+    import shutil
+
+    from domainbed.datasets import decoded_cache, folder
+    from tests.test_fast_pipeline import make_jpeg_tree
+
+    monkeypatch.setenv("DOMAINBED_CACHE", str(tmp_path / "cache"))
+    root = make_jpeg_tree(tmp_path / "tree", per_class=2)
+    samples = folder.scan_tree(root).samples[0]
+    first, built = decoded_cache.load_or_build(samples)
+    assert built
+    changed = samples[1][0]
+    stat = os.stat(changed)
+    other = _same_size_other_image(tmp_path, changed)
+    shutil.copyfile(other, changed)                       # cp -p: the same size ...
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))   # ... and the old mtime
+    assert os.path.getsize(changed) == stat.st_size
+    again, built = decoded_cache.load_or_build(samples)
+    assert built, "a changed image with its old size and mtime must be decoded again"
+    pixels = again.images[1]
+    assert pixels[2].mean() > 200 and pixels[0].mean() < 50   # the new, blue image
+    assert np_equal(again.images[0], first.images[0])
+
+
+def np_equal(a, b):
+    import numpy as np
+
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling link", "read-only"])
+def test_an_unusable_domainbed_cache_is_named(kind, tmp_path, monkeypatch):
+    from domainbed import train
+    from domainbed.training.errors import BadInput
+    from tests.test_fast_pipeline import TRAIN_HPARAMS, make_jpeg_tree
+
+    cache = tmp_path / "cache"
+    if kind == "file":
+        cache.write_text("not a directory")
+    elif kind == "dangling link":
+        cache.symlink_to(tmp_path / "nowhere" / "cache")
+    else:
+        from domainbed.datasets import decoded_cache
+
+        cache.mkdir()
+        cache.chmod(0o500)
+        if os.geteuid() == 0:   # root writes anyway: what a read-only mount says
+            monkeypatch.setattr(decoded_cache.os, "access", lambda path, mode: False)
+    monkeypatch.setenv("DOMAINBED_CACHE", str(cache))
+    root = make_jpeg_tree(tmp_path / "tree", per_class=3)
+    with pytest.raises(BadInput) as caught:
+        train(dataset="Folder", algorithm="ERM", test_envs=[0], data_dir=root,
+              output_dir=tmp_path / "out", hparams=TRAIN_HPARAMS, steps=1, pipeline="fast")
+    message = str(caught.value)
+    assert f"DOMAINBED_CACHE={cache}" in message and "\n" not in message, message
+    assert not (tmp_path / "out").exists() and not (tmp_path / "nowhere").exists()
