@@ -307,3 +307,78 @@ def test_an_unusable_domainbed_cache_is_named(kind, tmp_path, monkeypatch):
     message = str(caught.value)
     assert f"DOMAINBED_CACHE={cache}" in message and "\n" not in message, message
     assert not (tmp_path / "out").exists() and not (tmp_path / "nowhere").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# sharpness: one bad job never stops the others; reproducible; sorted rows; --output
+
+def _debug_job(sweep, name, *extra):
+    out = sweep / name
+    assert train.main(["--dataset", "Debug28", "--data_dir", str(sweep.parent / "data"),
+                       "--steps", "1", "--output_dir", str(out), *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def debug_sweep(tmp_path_factory):
+    sweep = tmp_path_factory.mktemp("sharpness") / "sweep"
+    # names in an order unlike the rows' (hash order): trials 1, 0, then Mixup
+    _debug_job(sweep, "c1", "--trial_seed", "1")
+    _debug_job(sweep, "b0", "--trial_seed", "0")
+    _debug_job(sweep, "a0", "--algorithm", "Mixup")
+    _debug_job(sweep, "nomodel", "--trial_seed", "2", "--skip_model_save")
+    truncated = _debug_job(sweep, "truncated", "--trial_seed", "3")
+    data = (truncated / "model.pkl").read_bytes()
+    (truncated / "model.pkl").write_bytes(data[:len(data) // 2])
+    garbage = _debug_job(sweep, "garbage", "--trial_seed", "4")
+    (garbage / "job.json").unlink()   # as upstream's train.py leaves it
+    records = (garbage / "results.jsonl").read_bytes()
+    (garbage / "results.jsonl").write_bytes(b"\xff not json\n" + records)
+    return sweep
+
+
+SHARP = ["--n_batches", "1", "--batch_size", "4", "--iterations", "2"]
+
+
+@pytest.mark.parametrize("draw", [[], ["--hparams_seed", "0"]], ids=["all", "hparams_seed"])
+def test_sharpness_skips_bad_jobs_with_a_note_and_goes_on(debug_sweep, draw, capsys):
+    from domainbed.scripts import sharpness as sharpness_cli
+
+    assert sharpness_cli.main([str(debug_sweep), *SHARP, *draw]) == 1
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if line.startswith("sharpness: skipped")]
+    assert len(notes) == 2, captured.err
+    assert str(debug_sweep / "nomodel") in notes[0] and str(debug_sweep / "truncated") in notes[1]
+    assert "2 of 6 jobs skipped" in captured.err
+    rows = [line.split("\t") for line in captured.out.splitlines()[1:5]]
+    assert [(row[0], row[2]) for row in rows] == [("ERM", "0"), ("ERM", "1"), ("ERM", "4"),
+                                                  ("Mixup", "0")]
+
+
+def test_sharpness_on_a_debug_dataset_is_reproducible(debug_sweep):
+    import torch
+
+    from domainbed import sharpness
+
+    job = str(debug_sweep / "b0")
+    first = sharpness.measure_job(job, n_batches=1, batch_size=4, iterations=2)
+    torch.manual_seed(12345)   # another global state: the Debug data must not follow it
+    state = torch.get_rng_state()
+    again = sharpness.measure_job(job, n_batches=1, batch_size=4, iterations=2)
+    assert first == again
+    assert torch.equal(torch.get_rng_state(), state), "the caller's RNG is left as it was"
+
+
+def test_sharpness_output_is_never_overwritten_without_a_flag(debug_sweep, tmp_path, capsys):
+    from domainbed.scripts import sharpness as sharpness_cli
+
+    output = tmp_path / "mine.jsonl"
+    output.write_text("the user's file\n")
+    with pytest.raises(SystemExit) as caught:
+        sharpness_cli.main([str(debug_sweep / "b0"), *SHARP, "--output", str(output)])
+    line = one_line_refusal(capsys, caught.value.code)
+    assert "already exists" in line and "--overwrite" in line
+    assert output.read_text() == "the user's file\n"
+    assert sharpness_cli.main([str(debug_sweep / "b0"), *SHARP, "--output", str(output),
+                               "--overwrite"]) == 0
+    assert json.loads(output.read_text())["algorithm"] == "ERM"
