@@ -382,3 +382,51 @@ def test_sharpness_output_is_never_overwritten_without_a_flag(debug_sweep, tmp_p
     assert sharpness_cli.main([str(debug_sweep / "b0"), *SHARP, "--output", str(output),
                                "--overwrite"]) == 0
     assert json.loads(output.read_text())["algorithm"] == "ERM"
+
+
+# ---------------------------------------------------------------------------------------
+# Messages that say what is wrong and where; the hparam-range hook
+
+def test_a_non_finite_fgmix_loss_names_the_fgmix_hparams(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = train.main(["--dataset", "Debug28", "--algorithm", "FGMix", "--data_dir",
+                       str(tmp_path / "data"), "--steps", "3", "--output_dir", str(out),
+                       "--hparams", '{"fgmix_kappa": 1e30, "fgmix_gamma": 1e30}'])
+    assert code == training.EXIT_NON_FINITE
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "smaller learning rate" in line
+    assert "fgmix_kappa=1e+30" in line and "fgmix_gamma=1e+30" in line and "fgmix_tau=" in line
+
+
+def test_a_non_finite_loss_without_fgmix_names_only_the_learning_rate():
+    from domainbed.training.failures import non_finite_advice
+
+    assert "fgmix" not in non_finite_advice({"lr": 1.0})
+    assert "fgmix_tau=1e-30" in non_finite_advice({"fgmix_tau": 1e-30})
+
+
+@pytest.mark.parametrize("value", [None, 3, ["out"]])
+def test_train_without_an_output_dir_path_is_one_line(value, tmp_path, monkeypatch):
+    from domainbed import train as train_api
+    from domainbed.training.errors import BadInput
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInput, match="train\\(\\) needs output_dir as a path"):
+        train_api(dataset="Debug28", algorithm="ERM", test_envs=[0], output_dir=value,
+                  data_dir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_hparam_range_hook_refuses_values_outside(monkeypatch):
+    from domainbed import hparams_registry
+    from domainbed.lib import validation
+
+    monkeypatch.setattr(validation, "_RULES", dict(validation._RULES))
+    validation.declare_hparam_range("fgmix_gamma", 0, 100)
+    validation.declare_hparam_range("fgmix_gamma", 0, 100)   # the same again: fine
+    with pytest.raises(ValueError):
+        validation.declare_hparam_range("fgmix_gamma", 1, 100)
+    defaults = hparams_registry.default_hparams("FGMix", "Debug28")
+    with pytest.raises(hparams_registry.HparamError, match="fgmix_gamma.*\\[0, 100\\]"):
+        hparams_registry.apply_overrides(defaults, {"fgmix_gamma": -1})
+    assert hparams_registry.apply_overrides(defaults, {"fgmix_gamma": 2})["fgmix_gamma"] == 2
