@@ -414,7 +414,7 @@ def try_write_failed(output_dir, reason, step):
     except OSError:
         pass
     try:
-        with open(os.path.join(output_dir, FAILED_FILE), "w") as f:
+        with safe_write.open_file(os.path.join(output_dir, FAILED_FILE), "w") as f:
             f.write(json.dumps({"reason": str(reason), "step": step}) + "\n")
     except OSError:
         pass
