@@ -76,10 +76,11 @@ def atomic_write(path, write):
     temporary is created exclusively, so a link planted in its place is never followed."""
     refuse_link(path)
     tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        os.remove(tmp) if os.path.islink(tmp) else None   # ours to take: a stale name
-    except OSError:
-        pass
+    if os.path.islink(tmp):   # a link planted in our temporary's place: not followed
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
     made = False
     try:
         fd = open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
