@@ -16,6 +16,7 @@ training environments' in-splits: the data the training loss was minimised on.
 
 The command is `python -m domainbed.scripts.sharpness`.
 """
+import contextlib
 import math
 
 import torch
@@ -103,6 +104,27 @@ def measure(model, batches, rho=DEFAULTS["rho"], iterations=DEFAULTS["iterations
 
 
 # -- a job directory ---------------------------------------------------------------------
+@contextlib.contextmanager
+def seeded_as_the_run(seed):
+    """The global RNGs (Python, NumPy, torch) seeded as train.py seeds them before it
+    builds the dataset, so a dataset drawn from them (Debug*) is the run's; the caller's
+    states are put back after."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)   # training.build.seed_everything's order (a layer above us)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def training_in_splits(args, hparams):
     """The training environments' in-splits of the run with these records' `args`, split as
     train.py splits them (`misc.split_dataset` seeded by the trial and the environment)."""
@@ -111,7 +133,8 @@ def training_in_splits(args, hparams):
 
     dataset_class = datasets.get_dataset_class(args["dataset"])
     extra = {"trial_seed": args["trial_seed"]} if dataset_class.SEEDED_BY_TRIAL else {}
-    dataset = dataset_class(args["data_dir"], args["test_envs"], hparams, **extra)
+    with seeded_as_the_run(args["seed"]):   # Debug datasets draw from the global RNGs
+        dataset = dataset_class(args["data_dir"], args["test_envs"], hparams, **extra)
     splits = []
     for env_i, env in enumerate(dataset):
         if env_i not in args["test_envs"]:
@@ -167,7 +190,30 @@ def measure_job(path, model="final", **options):
 def job_directories(paths, hparams_seed=None):
     """Finished job directories: each path is one (it has `done`) or a sweep holding them;
     with `hparams_seed`, only the jobs of that hparam draw (0: the defaults)."""
-    import json
+    return find_jobs(paths, hparams_seed)[0]
+
+
+def job_args(job):
+    """The job's identifying args: job.json's, else those of its first readable record
+    (a garbage line is passed over); None when neither says."""
+    import os
+
+    from domainbed.lib import jobdir
+
+    args = jobdir.read_job_args(job)
+    if args is not None:
+        return args
+    try:
+        lines = jobdir.read_records_file(os.path.join(job, jobdir.RESULTS_FILE))
+    except jobdir.NotRegularFileError:
+        return None
+    return next((record["args"] for _, _, record in lines
+                 if record is not None and isinstance(record.get("args"), dict)), None)
+
+
+def find_jobs(paths, hparams_seed=None):
+    """(finished job directories, [(job, why it is skipped)]): job_directories, and the
+    jobs whose hparam draw cannot be read when `hparams_seed` asks for one."""
     import os
 
     found = []
@@ -177,12 +223,23 @@ def job_directories(paths, hparams_seed=None):
         elif os.path.isdir(path):
             found += sorted(os.path.join(path, name) for name in os.listdir(path)
                             if os.path.isfile(os.path.join(path, name, "done")))
+    if hparams_seed is None:
+        return found, []
+    jobs, skipped = [], []
+    for job in found:
+        draw = (job_args(job) or {}).get("hparams_seed")
+        if draw is None:
+            skipped.append((job, "neither job.json nor results.jsonl says its hparams_seed"))
+        elif draw == hparams_seed:
+            jobs.append(job)
+    return jobs, skipped
 
-    def draw(job):
-        with open(os.path.join(job, "results.jsonl")) as f:
-            return json.loads(f.readline())["args"]["hparams_seed"]
 
-    return [job for job in found if hparams_seed is None or draw(job) == hparams_seed]
+def row_order(result):
+    """Rows in a stable, readable order: dataset, algorithm, test envs, hparam draw, trial
+    (then the path), not the order of the job hashes."""
+    return (str(result["dataset"]), str(result["algorithm"]), list(result["test_envs"]),
+            result["hparams_seed"], result["trial_seed"], result["path"])
 
 
 def summarize(results):

@@ -12,6 +12,7 @@ not patched or out of date, 2 refused (nothing was written).
 """
 import argparse
 import difflib
+import errno
 import os
 import pathlib
 import sys
@@ -89,6 +90,10 @@ def plan_changes(root, source=plugin_codegen.FGMIX_SOURCE):
 
 # -- the three actions ----------------------------------------------------------------------
 def _atomic_write(file, text):
+    # The write rule of docs/reliability.md (this file runs without our package: the rule's
+    # one check that applies here, inline): a link is never written through or replaced.
+    if file.is_symlink():
+        raise OSError(errno.ELOOP, "it is a symbolic link, never written through", str(file))
     mode = file.stat().st_mode & 0o777 if file.exists() else 0o644
     fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
     try:
@@ -114,16 +119,17 @@ def apply(root, changes):
             _atomic_write(root / change.path, change.desired)
             written.append(change)
     except OSError as error:
-        for change in reversed(written):
+        failed = change   # the file that could not be written (the loop below rebinds)
+        for done in reversed(written):
             try:
-                if change.current is None:
-                    (root / change.path).unlink()
+                if done.current is None:
+                    (root / done.path).unlink()
                 else:
-                    _atomic_write(root / change.path, change.current)
+                    _atomic_write(root / done.path, done.current)
             except OSError:
                 pass
-        raise Refusal(f"cannot write {change.path} ({error.strerror or error}); nothing "
-                      f"was changed. Make the checkout writable and rerun") from None
+        raise Refusal(f"cannot write {failed.path} ({error.strerror or error}); nothing "
+                      f"was changed. Make that file writable and rerun") from None
     print(f"{root}: installed FGMix plug-in ({', '.join(c.path for c in todo)})")
     return 0
 
@@ -151,7 +157,7 @@ def unified_diff(changes):
     return "".join(out)
 
 
-def write_diff(root, changes, destination):
+def write_diff(root, changes, destination, args_overwrite=False):
     text = unified_diff(changes)
     if destination == "-":
         sys.stdout.write(text)
@@ -162,6 +168,9 @@ def write_diff(root, changes, destination):
         if target.is_dir():
             raise Refusal(f"cannot write the diff: {target} is a directory; give a file name, "
                           f"e.g. --diff {target / 'fgmix.patch'}")
+        if target.is_symlink() or target.exists() and not args_overwrite:
+            raise Refusal(f"cannot write the diff: {target} already exists; give a new file "
+                          f"name, or pass --overwrite to replace it")
         try:
             _atomic_write(target, text)
         except OSError as error:
@@ -206,6 +215,8 @@ def parse_args(argv):
                       help="write the change as a unified diff (`-` for stdout) instead of applying")
     mode.add_argument("--check", action="store_true",
                       help="report whether the checkout is patched and up to date (exit 1 if not)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --diff replace an existing file")
     parser.add_argument("--source", default=str(plugin_codegen.FGMIX_SOURCE), metavar="FGMIX_PY",
                         help="the fgmix.py to generate from (default: this project's)")
     args = parser.parse_args(argv)
@@ -228,7 +239,7 @@ def main(argv=None):
         if args.check:
             return check(root, changes)
         if args.diff is not None:
-            return write_diff(root, changes, args.diff)
+            return write_diff(root, changes, args.diff, args.overwrite)
         return apply(root, changes)
     except Refusal as refusal:
         print(f"{PROG}: error: {refusal}", file=sys.stderr)

@@ -235,7 +235,7 @@ def test_refusal_under_the_lock_leaves_an_existing_directory_as_it_was(tmp_path,
     # building under the job's lock: the lock file goes again, nothing else changes.
     out = tmp_path / "sweep" / "job"
     out.mkdir(parents=True)
-    (out / "launch.json").write_text("{}")
+    (out / "launch.json").write_text(json.dumps({"launcher": "local"}))   # sweep's, by content
     argv = ["--dataset", "PACS", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out)]
     assert_refused(capsys, argv, out, "dataset PACS not found")
     assert os.listdir(out) == ["launch.json"]

@@ -117,7 +117,13 @@ def test_reproduce_refuses_an_output_folder_it_did_not_write(tmp_path, capsys):
     assert caught.value.code == 2 and len(err) == 1, err
     assert "was not written by reproduce" in err[0] and "move it away" in err[0]
     assert snapshot(tmp_path) == before
-    (out / "sweep").mkdir()              # a run of ours: taken
+    (out / "sweep").mkdir()              # an empty sweep/ proves nothing (issue 31)
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--output_dir", str(out)])
+    capsys.readouterr()
+    job = out / "sweep" / "0123abcd"     # a job directory of a sweep of ours: taken
+    job.mkdir()
+    (job / "launch.json").write_text(json.dumps({"launcher": "pool"}))
     reproduce.check_output_dir(None, reproduce.parse_args(["--output_dir", str(out)]))
 
 

@@ -519,3 +519,42 @@ def test_empty_checkout_path_is_a_usage_error(fgmix_source, tmp_path, monkeypatc
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and "checkout path is empty" in out.stderr, out.stderr
     assert snapshot(tmp_path) == before
+
+
+def test_a_file_that_cannot_be_written_is_the_one_named(fgmix_source, tmp_path, monkeypatch,
+                                                         capsys):
+    # Issue 31: an immutable hparams_registry.py was reported as fgmix_plugin.py (the
+    # rollback loop rebound the name).
+    root = write_standin(tmp_path / "tree")
+    before = snapshot(root)
+    real_write = apply_fgmix._atomic_write
+
+    def immutable_registry(file, text):
+        if file.name == "hparams_registry.py":
+            raise PermissionError(1, "Operation not permitted", str(file))
+        real_write(file, text)
+
+    monkeypatch.setattr(apply_fgmix, "_atomic_write", immutable_registry)
+    assert apply_fgmix.main([str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write domainbed/hparams_registry.py" in err[0], err
+    assert "fgmix_plugin" not in err[0]
+    assert snapshot(root) == before
+
+
+def test_diff_never_overwrites_a_file_or_writes_through_a_link(fgmix_source, tmp_path):
+    root = write_standin(tmp_path / "tree")
+    users = tmp_path / "users.patch"
+    users.write_text("the user's patch")
+    link = tmp_path / "link.patch"
+    link.symlink_to(users)
+    for target in (users, link):
+        status, _, stderr = run_tool(root, "--diff", target)
+        assert status == 2 and len(stderr.strip().splitlines()) == 1, stderr
+        assert "already exists" in stderr and "--overwrite" in stderr
+        assert users.read_text() == "the user's patch"
+    status, _, stderr = run_tool(root, "--diff", users, "--overwrite")
+    assert status == 0, stderr
+    assert users.read_text().startswith("diff --git")
+    status, _, stderr = run_tool(root, "--diff", link, "--overwrite")
+    assert status == 2 and "already exists" in stderr

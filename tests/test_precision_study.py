@@ -15,6 +15,8 @@ def write_job(sweep, name, algorithm, test_env, trial, accuracies, done=True):
     job.mkdir(parents=True)
     args = {"algorithm": algorithm, "dataset": "RotatedMNIST5k", "test_envs": [test_env],
             "trial_seed": trial, "hparams_seed": 0}
+    if sweep.name.startswith("bf16"):   # as train.py records a bf16 run (fp32: no key)
+        args["precision"] = "bf16"
     with open(job / "results.jsonl", "w") as f:
         for step, (acc_in, acc_out) in ((0, (0.1, 0.1)), (10, accuracies)):
             record = {"step": step, "step_time": 0.01 * (step + 1), "args": args,
@@ -63,3 +65,19 @@ def test_bad_directories_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("precision_study: error: ")
     assert not os.path.exists(tmp_path / "missing")
+
+
+def test_two_sweeps_of_the_same_precision_are_refused(tmp_path, capsys):
+    # Issue 31: `paired A A` on two fp32 sweeps reported "bf16 - fp32 = +0.00", exit 0.
+    fp32, other = tmp_path / "fp32", tmp_path / "fp32_again"
+    write_job(fp32, "a", "ERM", 0, 0, (0.5, 0.5))
+    write_job(other, "a", "ERM", 0, 0, (0.5, 0.5))
+    for argv in (["paired", str(fp32), str(fp32)], ["paired", str(fp32), str(other)],
+                 ["paired", str(tmp_path / "bf16"), str(fp32)]):
+        if not (tmp_path / "bf16").exists():
+            write_job(tmp_path / "bf16", "a", "ERM", 0, 0, (0.5, 0.5))
+        with pytest.raises(SystemExit) as exit_:
+            precision_study.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1, err
+        assert "fp32 sweep, then a bf16 sweep" in err[0]

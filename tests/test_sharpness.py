@@ -69,11 +69,14 @@ def test_sam_comes_out_flatter_than_erm(tmp_path, one_torch_thread):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--rho", "0"], "--rho must be > 0"),
-    (["--n_batches", "0"], "--n_batches must be at least 1"),
-    (["--iterations", "-1"], "--iterations must be at least 1"),
-    (["--seed", "-2"], "--seed must be >= 0"),
-    (["--hparams_seed", "-1"], "--hparams_seed must be >= 0"),
+    (["--rho", "0"], "--rho must be a number in (0, 100.0]"),
+    (["--rho", "inf"], "--rho must be a number in (0, 100.0]"),     # issue 31: NaN results
+    (["--rho", "1e308"], "--rho must be a number in (0, 100.0]"),
+    (["--rho", "nan"], "--rho must be a number in (0, 100.0]"),
+    (["--n_batches", "0"], "--n_batches must be >= 1"),
+    (["--iterations", "-1"], "--iterations must be >= 1"),
+    (["--seed", "-2"], "--seed must be an integer in [0, 2**32)"),
+    (["--hparams_seed", "-1"], "--hparams_seed must be an integer in [0, 2**32)"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -4,7 +4,12 @@ An environment (torchvision's ImageFolder or `folder.ImageList`: `.samples` = [(
 label)]) becomes one raw uint8 file of [N, 3, 224, 224] images (PIL, RGB, resized with
 upstream's eval resize, `transforms.Resize((224, 224))`, i.e. PIL bilinear) and a JSON index
 beside it: the paths, labels, each image's ORIGINAL (width, height) (the training crop is
-drawn in that geometry) and the fingerprint of the sources (path, size, mtime_ns).
+drawn in that geometry) and the fingerprint of the sources (path, size, mtime_ns, inode,
+ctime_ns). The last two are what verifies the content: any write to a file, or a file
+put in its place (`cp -p`, `rsync -t`, an archive extracted again, all of which can keep
+the size and the old mtime), gives it a new ctime the kernel sets and nobody can set back,
+or a new inode; a stat costs nothing, where hashing every image would read the whole
+dataset at every start.
 
 Where: $DOMAINBED_CACHE, else ~/.cache/domainbed/decoded (never the data directory); the
 file name is a hash of the fingerprint. Both files are written to temporaries and renamed,
@@ -31,6 +36,7 @@ import zlib
 
 import numpy as np
 
+from domainbed.lib import safe_write
 from domainbed.lib.misc import atomic_write_text
 
 FORMAT_VERSION = 1
@@ -41,7 +47,20 @@ CHUNK = 64                # images per decoding task
 CHECKSUM_SAMPLES = 64     # images read back to check the file on every load
 
 
-class CacheSpaceError(OSError):
+class CacheError(OSError):
+    """A decoded-cache problem the user fixes (its message says how): refused as bad input
+    before anything of the job is written."""
+
+
+class CacheDirError(CacheError):
+    """The cache directory ($DOMAINBED_CACHE) cannot be made or written."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.errno = errno.EACCES
+
+
+class CacheSpaceError(CacheError):
     """Too little room in the cache directory for the images still to decode; the message
     says how much is needed and what to do."""
 
@@ -55,12 +74,36 @@ def cache_dir():
         os.path.expanduser("~"), ".cache", "domainbed", "decoded")
 
 
+def _cache_dir_message(directory, reason):
+    where = ("DOMAINBED_CACHE=" + directory if os.environ.get("DOMAINBED_CACHE")
+             else f"the decoded cache's directory {directory} (DOMAINBED_CACHE is not set)")
+    return (f"{where} cannot be used ({reason}); set DOMAINBED_CACHE to a writable "
+            "directory, or run with --pipeline default")
+
+
+def usable_cache_dir():
+    """cache_dir(), made if needed; CacheDirError (naming DOMAINBED_CACHE) when it is a
+    file, a dangling link, or a place we cannot write."""
+    directory = cache_dir()
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        reason = ("a file or a dangling link is in the way" if os.path.lexists(directory)
+                  else error.strerror)
+        raise CacheDirError(_cache_dir_message(directory, reason)) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CacheDirError(_cache_dir_message(directory, "it is not writable"))
+    return directory
+
+
 def fingerprint(samples):
-    """[[path, label, size, mtime_ns]] of the sources (stat only, nothing is read)."""
+    """[[path, label, size, mtime_ns, inode, ctime_ns]] of the sources (stat only, nothing
+    is read): a changed file has another ctime or inode (see the top of this module)."""
     entries = []
     for path, label in samples:
         stat = os.stat(path)
-        entries.append([os.path.abspath(path), int(label), stat.st_size, stat.st_mtime_ns])
+        entries.append([os.path.abspath(path), int(label), stat.st_size, stat.st_mtime_ns,
+                        stat.st_ino, stat.st_ctime_ns])
     return entries
 
 
@@ -231,7 +274,7 @@ def _build(stem, samples, sources, workers, label):
     temporary = _temporary(data_path)
     paths = [path for path, _ in samples]
     try:
-        with open(temporary, "wb") as f:
+        with safe_write.open_file(temporary, "wb") as f:
             f.truncate(len(paths) * IMAGE_BYTES)
         sizes = _decode_all(temporary, paths, workers, label)
         images = np.memmap(temporary, dtype=np.uint8, mode="r",
@@ -284,7 +327,7 @@ def _try_lock(lock):
 @contextlib.contextmanager
 def _building(stem, label):
     """Hold `stem`'s build lock; says so on stderr when another job holds it first."""
-    with open(stem + ".lock", "a") as lock:
+    with safe_write.open_file(stem + ".lock", "a") as lock:
         if not _try_lock(lock):
             print(f"{label}: another job is building this cache; waiting for it",
                   file=sys.stderr, flush=True)
@@ -299,7 +342,7 @@ def _being_built(stem):
     """Whether another job holds `stem`'s build lock now."""
     if not os.path.exists(stem + ".lock"):
         return False
-    with open(stem + ".lock", "a") as lock:
+    with safe_write.open_file(stem + ".lock", "a") as lock:
         if not _try_lock(lock):
             return True
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
@@ -310,6 +353,17 @@ def _build_checked(directory, stem, samples, sources, workers, label):
     """(DecodedImages, built): the cache another job finished while this one waited for
     the lock, else built here, with a full disk (checked before, or met on the way)
     reported as one CacheSpaceError; the temporary file is gone either way."""
+    try:
+        return _build_locked(directory, stem, samples, sources, workers, label)
+    except CacheError:
+        raise
+    except OSError as error:   # a read-only place, a file system without room for a lock
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise CacheDirError(_cache_dir_message(directory, error.strerror)) from None
+
+
+def _build_locked(directory, stem, samples, sources, workers, label):
     needed, what = len(samples) * IMAGE_BYTES, f"{len(samples)} images"
     with _building(stem, label):
         decoded = _load_checked(stem, sources)
@@ -330,8 +384,7 @@ def _build_checked(directory, stem, samples, sources, workers, label):
 def load_or_build(samples, workers=1, label="decoding"):
     """The decoded images of `samples` [(path, label)], from the cache when it is valid,
     else decoded now (`workers` processes) and cached. Returns (DecodedImages, built)."""
-    directory = cache_dir()
-    os.makedirs(directory, exist_ok=True)
+    directory = usable_cache_dir()
     stem, sources, decoded = _cached(directory, samples)
     if decoded is not None:
         return decoded, False
@@ -344,8 +397,7 @@ def load_environments(dataset, workers):
     every environment still to decode is checked before the first is decoded (DomainNet's
     cache is ~88 GB, hours of decoding); a cache another job is building is waited for,
     and its room is that job's."""
-    directory = cache_dir()
-    os.makedirs(directory, exist_ok=True)
+    directory = usable_cache_dir()
     found = [_cached(directory, env.samples) for env in dataset.datasets]
     missing = [len(env.samples) for env, (stem, _, cached) in zip(dataset.datasets, found)
                if cached is None and not _being_built(stem)]

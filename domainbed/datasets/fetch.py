@@ -22,6 +22,7 @@ import urllib.request
 import zipfile
 import zlib
 
+from domainbed.lib import safe_write
 from domainbed.lib.misc import atomic_write_text
 
 USER_AGENT = "domainbed-fgmix-download/1.0 (+python urllib)"
@@ -215,7 +216,7 @@ def _transfer(source, part, timeout, progress, label):
         return
     if not resumed:
         offset = 0
-    with stream, open(part, "ab" if resumed else "wb") as out, tqdm(
+    with stream, safe_write.open_file(part, "ab" if resumed else "wb") as out, tqdm(
             total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
             desc=label, file=sys.stderr, disable=not progress, leave=False) as bar:
         for block in iter(lambda: stream.read(CHUNK_BYTES), b""):

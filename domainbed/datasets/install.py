@@ -11,6 +11,7 @@ from typing import Callable
 
 from domainbed.datasets import fetch, spawrious, verify
 from domainbed.datasets.registry import dataset_names, get_dataset_class
+from domainbed.lib import safe_write
 from domainbed.lib.misc import did_you_mean
 
 
@@ -250,7 +251,9 @@ def _replace_folder(new, target):
         shutil.rmtree(old)
 
 
-STAGING_MARKER = ".domainbed-staging"   # in every staging folder download makes
+# In every staging folder download makes: the write rule's owner marker, whose content
+# (not its name) says download made the folder.
+STAGING_MARKER = safe_write.OWNER_MARKER
 
 
 def staging_folder(recipe, data_dir):
@@ -264,9 +267,9 @@ def check_staging(recipe, data_dir):
     if not os.path.lexists(staging):
         return
     if (os.path.isdir(staging) and not os.path.islink(staging)
-            and (os.path.exists(os.path.join(staging, STAGING_MARKER)) or not os.listdir(staging))):
+            and (safe_write.is_claimed(staging, "download") or not os.listdir(staging))):
         return
-    raise DatasetProblem(f"{staging} was not written by download (no {STAGING_MARKER} in it); "
+    raise DatasetProblem(f"{staging} was not written by download (no marker of ours in it); "
                          "move it away, then rerun")
 
 
@@ -277,8 +280,7 @@ def install_from_archives(recipe, data_dir, options, store):
     staging = staging_folder(recipe, data_dir)
     shutil.rmtree(staging, ignore_errors=True)   # ours (check_staging), or nothing
     try:
-        os.makedirs(staging)
-        open(os.path.join(staging, STAGING_MARKER), "w").close()
+        safe_write.claim_directory(staging, "download")
         for path in paths:
             print(f"{recipe.name}: unpacking {os.path.basename(path)}", file=sys.stderr)
             try:

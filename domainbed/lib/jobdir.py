@@ -28,6 +28,7 @@ import socket
 import stat
 import time
 
+from domainbed.lib import safe_write
 from domainbed.lib.misc import atomic_write
 
 JOB_FILE = "job.json"
@@ -154,13 +155,26 @@ def _write_json(path, obj):
 # Lock
 
 def _open_lock_file(path, create):
+    """The lock file's descriptor, never through a link (a `.lock` link, even a dangling
+    one, is refused: locking must not create or change a file outside the directory)."""
     flags = os.O_RDWR | (os.O_CREAT if create else 0)
     try:
-        return os.open(path, flags, 0o644)
+        return safe_write.open_fd(path, flags, 0o644)
     except PermissionError:
         # A read-only view of somebody else's job: a shared lock attempt still tells us
         # whether an exclusive one is held.
-        return os.open(path, os.O_RDONLY)
+        return safe_write.open_fd(path, os.O_RDONLY)
+
+
+def _holds_a_holder_record(fd):
+    """Whether the open lock file is empty (made by a start that stopped before writing)
+    or holds exactly what write_holder writes: anything else is somebody else's file."""
+    data = os.pread(fd, SMALL_FILE_LIMIT + 1, 0)
+    if not data.strip():
+        return True
+    holder = _parse_json_bytes(data)
+    return (isinstance(holder, dict) and set(holder) == {"pid", "host"}
+            and isinstance(holder["pid"], int) and isinstance(holder["host"], str))
 
 
 class JobLock:
@@ -199,6 +213,8 @@ class JobLock:
     def _lock(self):
         try:
             fd = _open_lock_file(self.path, create=True)
+        except safe_write.WriteRuleError as e:
+            raise JobLockError(errno.ELOOP, str(e)) from None
         except OSError as e:
             raise JobLockError(e.errno, f"cannot open {self.path} ({e.strerror}); remove it "
                                "if it is not a file, or use another directory") from None
@@ -206,6 +222,10 @@ class JobLock:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise JobLockError(errno.EINVAL, f"{self.path} is not a regular file; remove "
                                    "it, or use another directory")
+            if not _holds_a_holder_record(fd):
+                raise JobLockError(errno.EEXIST, f"{self.path} was not written by train.py "
+                                   "(it is not a lock record of ours); move it away or use "
+                                   "another directory")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
@@ -394,7 +414,7 @@ def try_write_failed(output_dir, reason, step):
     except OSError:
         pass
     try:
-        with open(os.path.join(output_dir, FAILED_FILE), "w") as f:
+        with safe_write.open_file(os.path.join(output_dir, FAILED_FILE), "w") as f:
             f.write(json.dumps({"reason": str(reason), "step": step}) + "\n")
     except OSError:
         pass
@@ -495,7 +515,13 @@ WRITTEN_FILES = (JOB_FILE, HEARTBEAT_FILE, FAILED_FILE, RESULTS_FILE, "out.txt",
 
 
 def check_layout(output_dir):
-    """Raise JobIdentityError when a file train.py writes is a directory or a FIFO."""
+    """Raise JobIdentityError when a file train.py writes is a symbolic link, a directory
+    or a FIFO."""
+    for name in (LOCK_FILE,) + OUR_NAMES:
+        if os.path.islink(os.path.join(output_dir, name)):   # never written through
+            raise JobIdentityError(f"{os.path.join(output_dir, name)} is a symbolic link; "
+                                   "train.py never writes through one: remove it or use "
+                                   "another --output_dir")
     for name in WRITTEN_FILES:
         path = os.path.join(output_dir, name)
         try:
@@ -513,7 +539,17 @@ def check_layout(output_dir):
 OUR_NAMES = (JOB_FILE, HEARTBEAT_FILE, FAILED_FILE, DONE_FILE, RESULTS_FILE, CHECKPOINT_FILE,
              "out.txt", "err.txt", "model.pkl", "model_iid.pkl", "launch.json", "tensorboard")
 OUR_PREFIXES = ("model_step", f"{CHECKPOINT_FILE}.", f"{RESULTS_FILE}.corrupt-")
-OUR_MARKERS = (JOB_FILE, "launch.json")
+
+
+# What a marker must hold to make a directory ours: its name alone proves nothing (a VS
+# Code `launch.json` is not sweep's). job.json: {"args": {...}}; launch.json: sweep's record.
+MARKER_KEYS = {JOB_FILE: {"args": dict}, "launch.json": {"launcher": str}}
+
+
+def has_our_marker(output_dir):
+    """Whether job.json or launch.json in `output_dir` says, by its content, it is ours."""
+    return any(safe_write.read_marker(os.path.join(output_dir, name), keys) is not None
+               for name, keys in MARKER_KEYS.items())
 
 
 def _is_our_name(name):
@@ -529,7 +565,7 @@ def foreign_files(output_dir):
     except OSError:
         return []
     ours = [name for name in names if _is_our_name(name)]
-    if not ours or any(name in names for name in OUR_MARKERS):
+    if not ours or has_our_marker(output_dir):
         return []
     try:
         lines = read_records_file(os.path.join(output_dir, RESULTS_FILE))
@@ -587,3 +623,37 @@ def check_job_identity(output_dir, identifying_args):
 
 def write_job_identity(output_dir, identifying_args):
     _write_json(os.path.join(output_dir, JOB_FILE), {"args": _normalised(identifying_args)})
+
+
+# ---------------------------------------------------------------------------------------
+# Directories a study owns (reproduce, the unit-test suite): ours only by content
+
+def holds_our_jobs(sweep_dir):
+    """Whether `sweep_dir` holds a job directory whose job.json or launch.json proves, by
+    its content, that a sweep of ours made it (an empty folder proves nothing)."""
+    try:
+        with os.scandir(sweep_dir) as entries:
+            return any(entry.is_dir(follow_symlinks=False) and has_our_marker(entry.path)
+                       for entry in entries)
+    except OSError:
+        return False
+
+
+def output_dir_problem(directory, owner, names, sweep_dirs, flag="--output_dir"):
+    """Why `owner` may not write into `directory`, or None. Ours: `owner`'s marker
+    (safe_write.claim_directory) or a sweep of ours in one of `sweep_dirs`; a directory
+    that is neither but holds one of `names` (what `owner` writes there) is somebody
+    else's. One of `names` that is a symbolic link is never written through."""
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        return f"{flag} {directory} is not a directory; choose another {flag}"
+    present = [name for name in names if os.path.lexists(os.path.join(directory, name))]
+    links = [name for name in present if os.path.islink(os.path.join(directory, name))]
+    if links:
+        return (f"{os.path.join(directory, links[0])} is a symbolic link; {owner} never "
+                f"writes through one: remove it or choose another {flag}")
+    ours = safe_write.is_claimed(directory, owner) or any(
+        holds_our_jobs(os.path.join(directory, sweep_dir)) for sweep_dir in sweep_dirs)
+    if present and not ours:
+        return (f"{directory} was not written by {owner} (it holds {', '.join(present)} but "
+                f"no sweep of ours); move it away or choose another {flag}")
+    return None

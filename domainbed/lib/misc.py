@@ -13,6 +13,8 @@ from itertools import cycle
 
 import numpy as np
 
+from domainbed.lib import safe_write
+
 
 def seed_hash(*args):
     """A stable 31-bit seed from any arguments: MD5 of `str(args)` modulo 2**31.
@@ -176,7 +178,7 @@ class Tee:
         self.keep_going = keep_going
         self.file = None
         try:
-            self.file = open(fname, mode)
+            self.file = safe_write.open_file(fname, mode)   # never through a link
         except OSError:
             if not keep_going:
                 raise
@@ -250,20 +252,9 @@ def print_row(row, colwidth=10, latex=False):
 def atomic_write(path, write):
     """`write(binary file)` into `path.tmp.<pid>`, synced, then renamed over `path`: the
     file is old or new, never torn; the temporary is removed when anything fails (e.g. a
-    full disk). The one atomic writer: text, bytes and checkpoints all go through it."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    full disk). The one atomic writer: text, bytes and checkpoints all go through it, and
+    through the write rule (`lib/safe_write.py`: never through a link)."""
+    safe_write.atomic_write(path, write)
 
 
 def atomic_write_text(path, text):
@@ -274,7 +265,7 @@ def atomic_write_text(path, text):
 def append_json_line(path, record):
     """Append one whole JSON line (a single write, flushed and synced)."""
     line = json.dumps(to_native(record), sort_keys=True) + "\n"
-    with open(path, "a") as f:
+    with safe_write.open_file(path, "a") as f:   # never through a link
         f.write(line)
         f.flush()
         os.fsync(f.fileno())

@@ -12,6 +12,7 @@ import math
 import os
 import re
 
+from domainbed.lib import safe_write
 from domainbed.lib.cli import CommandError
 
 
@@ -69,8 +70,10 @@ def fitted_limits(lows, highs, margin=0.08):
 
 def save_figure(figure, path):
     """Lay out, write (PNG) and close `figure`; returns `path`. Every plot of the package
-    is saved here; the tight bounding box keeps an outside legend in the picture."""
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    is saved here, through the write rule (never through a link); the tight bounding box
+    keeps an outside legend in the picture."""
+    with safe_write.open_file(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
     require_matplotlib().close(figure)
     return path
 

@@ -227,6 +227,27 @@ _CHOICES = {
 }
 
 
+def declare_hparam_range(name, low, high=None, low_inclusive=True, high_inclusive=True,
+                         integer=False):
+    """The generic hook for per-hparam bounds: the values `name` may take, checked with
+    every other hparam (train, sweep launch, benchmark; one line, exit 2, nothing written).
+    Call it where the hparam is declared (its algorithm's module, at import), e.g.
+    `declare_hparam_range("fgmix_gamma", 0, 100)`; high None: unbounded. Declaring the
+    same name again with other bounds is a programming error (ValueError)."""
+    rule = ("int" if integer else "real", low, high, low_inclusive, high_inclusive)
+    if _RULES.get(name, rule) != rule:
+        raise ValueError(f"hparam {name!r} already has the range {_RULES[name]}")
+    _RULES[name] = rule
+
+
+def declare_hparam_choices(name, choices):
+    """The values a string hparam may take (the hook beside declare_hparam_range)."""
+    choices = tuple(choices)
+    if _CHOICES.get(name, choices) != choices:
+        raise ValueError(f"hparam {name!r} already has the choices {_CHOICES[name]}")
+    _CHOICES[name] = choices
+
+
 def _rule(name):
     if name in _RULES:
         return _RULES[name]

@@ -7,9 +7,13 @@ model (or `--model selected`: model_iid.pkl) on fixed batches of its training da
 line per job, then the mean ± standard error per algorithm. Library: `domainbed.sharpness`.
 """
 import json
+import os
+import sys
 
 from domainbed import sharpness
+from domainbed.lib import safe_write, validation
 from domainbed.lib.cli import CommandError, OneLineErrorParser, one_line_errors
+from domainbed.lib.cli import squeeze as cli_squeeze
 
 
 class NoJobs(CommandError):
@@ -30,42 +34,82 @@ def parse_args(argv=None):
                         help="which batches, and the power iteration's start")
     parser.add_argument("--hparams_seed", type=int, default=None,
                         help="only the jobs of this hparam draw (0: the defaults)")
-    parser.add_argument("--output", default=None, help="also write one JSON line per job here")
+    parser.add_argument("--output", default=None,
+                        help="also write one JSON line per job to this new file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --output replace an existing file")
     args = parser.parse_args(argv)
-    if not args.rho > 0:
-        parser.error(f"--rho must be > 0, got {args.rho}")
-    for flag in ("n_batches", "batch_size", "iterations"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    for flag in ("seed", "hparams_seed"):
-        if (getattr(args, flag) or 0) < 0:
-            parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    try:
+        check_numbers(args)
+        if args.output:
+            safe_write.check_new_output(args.output, "--output", args.overwrite)
+    except (validation.ValidationError, safe_write.WriteRuleError) as error:
+        parser.error(str(error))
     return args
+
+
+# A ρ-ball this wide is no longer a neighbourhood (and 1e308 overflows to inf: NaN results).
+MAX_RHO = 100.0
+
+
+def check_numbers(args):
+    validation.check_number("--rho", args.rho, 0, MAX_RHO, low_inclusive=False, example=0.05)
+    validation.check_count("--n_batches", args.n_batches, 1, 100000)
+    validation.check_count("--batch_size", args.batch_size, 1, 65536)
+    validation.check_count("--iterations", args.iterations, 1, 100000)
+    validation.check_seed("--seed", args.seed)
+    if args.hparams_seed is not None:
+        validation.check_seed("--hparams_seed", args.hparams_seed)
+
+
+def skip_note(job, reason):
+    print(f"sharpness: skipped {job}: {cli_squeeze(reason)}", file=sys.stderr, flush=True)
+
+
+def measure_all(jobs, args):
+    """The results of the jobs that could be measured, and how many were skipped (each
+    with a one-line note naming it): one bad job never stops the others."""
+    options = {k: getattr(args, k) for k in ("rho", "n_batches", "batch_size", "iterations", "seed")}
+    results, skipped = [], 0
+    for job in jobs:
+        try:
+            results.append(sharpness.measure_job(job, args.model, **options))
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:   # a missing or truncated model, garbage records...
+            skip_note(job, str(error) if isinstance(error, CommandError)
+                      else f"{type(error).__name__}: {error}")
+            skipped += 1
+    return sorted(results, key=sharpness.row_order), skipped
 
 
 def main(argv=None):
     args = parse_args(argv)
-    jobs = sharpness.job_directories(args.paths, args.hparams_seed)
-    if not jobs:
+    jobs, unreadable = sharpness.find_jobs(args.paths, args.hparams_seed)
+    for job, reason in unreadable:
+        skip_note(job, reason)
+    if not jobs and not unreadable:
         raise NoJobs(f"no finished job directory (one with a 'done' file) in "
-                              f"{' '.join(args.paths)}; give job or sweep directories")
-    options = {k: getattr(args, k) for k in ("rho", "n_batches", "batch_size", "iterations", "seed")}
-    results = []
+                     f"{' '.join(args.paths)}; give job or sweep directories")
+    results, skipped = measure_all(jobs, args)
+    skipped += len(unreadable)
     print("algorithm\ttest_envs\ttrial\tloss\trho_increase\ttop_eigenvalue\tjob")
-    for job in jobs:
-        result = sharpness.measure_job(job, args.model, **options)
-        results.append(result)
+    for result in results:
         print(f"{result['algorithm']}\t{result['test_envs']}\t{result['trial_seed']}\t"
               f"{result['loss']:.4f}\t{result['rho_increase']:.5f}\t"
-              f"{result['top_eigenvalue']:.3f}\t{job}", flush=True)
+              f"{result['top_eigenvalue']:.3f}\t{os.path.dirname(result['path'])}", flush=True)
     print("\n| algorithm | jobs | loss | rho-ball increase (mean ± s.e.) | "
           "top Hessian eigenvalue (mean ± s.e.) |\n|---|---|---|---|---|")
     for name, n, inc, inc_se, eig, eig_se, loss in sharpness.summarize(results):
         print(f"| {name} | {n} | {loss:.4f} | {inc:.5f} ± {inc_se:.5f} | {eig:.2f} ± {eig_se:.2f} |")
     if args.output:
-        with open(args.output, "w") as f:
+        with safe_write.open_file(args.output, "w") as f:   # checked new (or --overwrite)
             for result in results:
                 f.write(json.dumps(result) + "\n")
+    if skipped:
+        print(f"sharpness: {skipped} of {len(jobs) + len(unreadable)} jobs skipped (see the "
+              "notes above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -22,7 +22,9 @@ import statistics
 import sys
 import time
 
-from domainbed.lib.misc import format_table
+from domainbed.lib import validation
+from domainbed.lib.cli import OneLineErrorParser
+from domainbed.lib.misc import did_you_mean, format_table
 
 DEFAULT_ALGORITHMS = "ERM,Mixup,InterpMix,ExtrapMix,GMix,FGMix"
 ARCH_IMAGE_SIZE = {"mnist_cnn": 28, "resnet18": 224, "resnet50": 224}
@@ -43,7 +45,8 @@ class BenchmarkError(ValueError):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(prog="benchmark", description=__doc__.split("\n")[0],
+                                hint="see --help")
     parser.add_argument("--algorithms", default=DEFAULT_ALGORITHMS,
                         help="comma-separated; ERM is added when missing (ratios are to ERM)")
     parser.add_argument("--arch", choices=ARCHS, default="mnist_cnn")
@@ -108,15 +111,84 @@ def parse_args(argv):
                              "ERM on an --input_dim -> --num_classes linear model, --steps "
                              "steps, as S runs, vmapped over seeds, and stacked by hand")
     args = parser.parse_args(argv)
-    for name in ["steps", "repeats", "num_classes", "num_domains", "run_steps",
-                 "run_checkpoint_freq", "images_per_class", "run_timeout"]:
-        if getattr(args, name) < 1:
-            raise BenchmarkError(f"--{name} must be at least 1, got {getattr(args, name)}.")
-    if args.warmup < 0:
-        raise BenchmarkError(f"--warmup must be >= 0, got {args.warmup}.")
+    try:
+        check_numbers(args)
+    except validation.ValidationError as error:
+        raise BenchmarkError(str(error)) from None
     if args.clock == "cpu" and args.device and not args.device.startswith("cpu"):
         raise BenchmarkError("--clock cpu measures host CPU time: use it with --device cpu.")
+    check_device(args.device)
+    check_dataset(args.dataset)
+    check_hparams(args)
     return args
+
+
+# Sizes beyond these are typos, not benchmarks (and overflow or exhaust memory first).
+_MAX_SIZE = 2**20
+_NUMBERS = {   # flag: (lowest, highest); None values are "not given"
+    "steps": (1, validation.MAX_STEPS), "warmup": (0, validation.MAX_STEPS),
+    "repeats": (1, 10000), "num_classes": (1, _MAX_SIZE),
+    "num_domains": (2, 1024),   # mixing and pairing algorithms need two training domains
+    "input_dim": (1, _MAX_SIZE), "channels": (1, 4096), "batch_size": (1, 65536),
+    "threads": (1, 4096), "seed_batching": (1, 4096), "run_steps": (1, validation.MAX_STEPS),
+    "run_checkpoint_freq": (1, validation.MAX_STEPS), "images_per_class": (1, 100000),
+    "run_timeout": (1, 7 * 86400)}
+
+
+def check_numbers(args):
+    """Every numeric flag through the one validation layer (one line, nothing made)."""
+    validation.check_seed("--seed", args.seed)
+    for name, (low, high) in _NUMBERS.items():
+        if getattr(args, name) is not None:
+            validation.check_count(f"--{name}", getattr(args, name), low, high)
+
+
+def check_device(name):
+    """A device torch knows and this machine has (e.g. cpu, cuda, cuda:1)."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BenchmarkError(f"--device {name!r} is not a device torch knows; e.g. --device "
+                             "cpu or --device cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError(f"--device {name}: no CUDA device here; use --device cpu")
+
+
+def check_dataset(name):
+    from domainbed import datasets
+
+    if name is not None and name not in datasets.DATASETS:
+        raise BenchmarkError(f"unknown --dataset {name!r}.{did_you_mean(name, datasets.DATASETS)}")
+
+
+def check_hparams(args):
+    """--hparams: a JSON object whose names some timed algorithm knows (on the dataset
+    whose defaults are used) and whose values pass train.py's checks."""
+    from domainbed import hparams_registry
+
+    try:
+        overrides = validation.parse_hparams(args.hparams)
+        for name, value in overrides.items():
+            validation.check_hparam_value(name, value)
+    except validation.ValidationError as error:
+        raise BenchmarkError(str(error)) from None
+    if not overrides or args.seed_batching:
+        return
+    known = {}
+    for algorithm in algorithm_names(args):
+        known.update(hparams_registry.default_hparams(algorithm, hparams_dataset(args)))
+    for name, value in overrides.items():
+        if name not in known:
+            raise BenchmarkError(f"unknown hparam {name!r} for {args.algorithms} on "
+                                 f"{hparams_dataset(args)}.{did_you_mean(name, known)}")
+        try:
+            hparams_registry.apply_overrides(known, {name: value})
+        except hparams_registry.HparamError as error:
+            raise BenchmarkError(str(error)) from None
 
 
 # -- step timings ------------------------------------------------------------------------
@@ -136,12 +208,16 @@ def algorithm_names(args):
     return (["ERM"] if "ERM" not in names else []) + names
 
 
+def hparams_dataset(args):
+    """The dataset whose default hparams the step timings use."""
+    return args.dataset or {"mnist_cnn": "Debug28", "vector": "IUTExample3"}.get(
+        args.arch, "Debug224")
+
+
 def build_hparams(name, args):
     from domainbed import hparams_registry
 
-    dataset = args.dataset or {"mnist_cnn": "Debug28", "vector": "IUTExample3"}.get(
-        args.arch, "Debug224")
-    hparams = hparams_registry.default_hparams(name, dataset)
+    hparams = hparams_registry.default_hparams(name, hparams_dataset(args))
     # Synthetic data, no downloads: random initial weights, torchvision's ResNets.
     hparams.update({"pretrained": False, "resnet50_augmix": False,
                     "resnet18": args.arch == "resnet18"})
@@ -648,8 +724,11 @@ def show(report, as_json, print_table):
 
 def main(argv=None):
     try:
-        args = parse_args(argv)
-        if args.seed_batching:
+        try:
+            args = parse_args(argv)
+        except SystemExit as stop:   # a usage error (one line) or --help
+            return stop.code
+        if args.seed_batching is not None:
             return show(seed_batching(args), args.json, print_seed_batching)
         if args.run_cost and is_image_dataset(args.dataset):
             from domainbed.studies import train_runs

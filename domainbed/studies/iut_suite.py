@@ -24,6 +24,8 @@ import os
 import sys
 import time
 
+from domainbed.lib import jobdir, safe_write
+from domainbed.lib.cli import OneLineErrorParser
 from domainbed.studies.iut_results import (ALGORITHMS, N_ENVS, ORACLE, PROBLEMS, PUBLISHED,
                                             PUBLISHED_METHODS, error_table, problem_name,
                                             summarise)
@@ -201,24 +203,32 @@ def report(args):
 
     diagnostics = iut_diagnostics.run(cells, args.output_dir)
     summary["diagnostics"] = diagnostics
-    with open(os.path.join(args.output_dir, "iut_summary.json"), "w") as f:
+    with safe_write.open_file(os.path.join(args.output_dir, "iut_summary.json"), "w") as f:
         json.dump(summary, f, indent=1, sort_keys=True)
     print(f"\nSummary: {os.path.join(args.output_dir, 'iut_summary.json')}")
     return summary
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="python -m domainbed.scripts.iut_suite", description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", default=os.path.join("reproduce_output", "iut"))
     parser.add_argument("--report_only", action="store_true")
     add_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    problem = jobdir.output_dir_problem(args.output_dir, "iut_suite",
+                                        ("sweep", "iut_summary.json"), ("sweep",))
+    if problem:   # ours only by content (a marker, a sweep of ours), never by a name
+        parser.error(problem)
+    if args.report_only and not os.path.isdir(os.path.join(args.output_dir, "sweep")):
+        parser.error(f"--report_only: nothing has run yet in {args.output_dir}; run the same "
+                     "command without --report_only first")
+    return args
 
 
 def main(argv=None, args=None):
     args = args or parse_args(argv)
-    os.makedirs(args.output_dir, exist_ok=True)
+    safe_write.claim_directory(args.output_dir, "iut_suite")
     start = time.time()
     if not args.report_only:
         launch(args)

@@ -31,6 +31,16 @@ def sweep_runs(sweep_dir):
     return {key: sorted(records, key=lambda r: r["step"]) for key, records in runs.items()}
 
 
+def check_precision(runs, expected, sweep_dir, position):
+    """Refuse a sweep whose runs are not all of `expected` precision (their records'
+    `args.precision`; upstream's records have none: fp32)."""
+    found = sorted({records[0]["args"].get("precision", "fp32") for records in runs.values()})
+    if found and found != [expected]:
+        raise StudyError(f"{sweep_dir} holds runs with --precision {', '.join(found)}, but the "
+                         f"{position} sweep must be {expected}: give an fp32 sweep, then a "
+                         "bf16 sweep of the same jobs")
+
+
 def mean_and_error(values):
     """(mean, standard error of the mean); the error is nan for a single value."""
     mean = statistics.fmean(values)
@@ -42,7 +52,11 @@ def paired(fp32_dir, bf16_dir):
     """Lines: per algorithm, the final step's test-env accuracy (in and out splits) of the
     fp32 runs, the mean paired difference bf16 - fp32 ± its standard error, and each
     sweep's mean step time (records after the first, which times step 0 alone)."""
+    if os.path.realpath(fp32_dir) == os.path.realpath(bf16_dir):
+        raise StudyError(f"{fp32_dir} is given twice; give an fp32 sweep, then a bf16 sweep")
     fp32, bf16 = sweep_runs(fp32_dir), sweep_runs(bf16_dir)
+    check_precision(fp32, "fp32", fp32_dir, "first")
+    check_precision(bf16, "bf16", bf16_dir, "second")
     common = sorted(fp32.keys() & bf16.keys())
     if not common:
         raise StudyError(f"{fp32_dir} and {bf16_dir} have no finished single-test-env job in "

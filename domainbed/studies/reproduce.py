@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from domainbed.lib import validation
+from domainbed.lib import jobdir, safe_write, validation
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.plots import MatplotlibMissing
 from domainbed.studies import iut_suite, mechanisms, sweep_listing
@@ -221,14 +221,17 @@ def check_output_dir(parser, args):
     """Refuse a file as --output_dir, and a folder with files we would write but no run of
     ours in it: nothing is written there."""
     out = args.output_dir
-    if os.path.lexists(out) and not os.path.isdir(out):
-        parser.error(f"--output_dir {out} is not a directory; choose another --output_dir")
-    ours = [name for name in OUTPUT_NAMES if os.path.lexists(os.path.join(out, name))]
-    runs = [name for name in ("sweep", "iut") if os.path.isdir(os.path.join(out, name))
-            and not os.path.islink(os.path.join(out, name))]
-    if ours and not runs:
-        parser.error(f"{out} was not written by reproduce (it holds {', '.join(ours)} but no "
-                     "sweep/ or iut/ of ours); move it away or choose another --output_dir")
+    problem = jobdir.output_dir_problem(out, "reproduce", OUTPUT_NAMES,
+                                        ("sweep", os.path.join("iut", "sweep")))
+    if problem:   # ours only by content (a marker, a sweep of ours), never by a name
+        parser.error(problem)
+    if args.report_only:
+        needed = [os.path.join(out, "sweep")] * (args.full or args.suite != "iut") + \
+                 [os.path.join(out, "iut", "sweep")] * (not args.full and args.suite != "digits")
+        missing = [path for path in needed if not os.path.isdir(path)]
+        if missing:
+            parser.error(f"--report_only: nothing has run yet ({missing[0]} does not exist); "
+                         "run the same command without --report_only first")
 
 
 def apply_preset(args, argv):
@@ -588,7 +591,7 @@ def iut_args(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.output_dir, exist_ok=True)
+    safe_write.claim_directory(args.output_dir, "reproduce")
     start = time.time()
     if args.full:
         if not args.report_only:

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from domainbed.lib import jobdir
+from domainbed.lib import jobdir, safe_write
 from domainbed.lib.misc import format_table
 from domainbed.training.timing import parse_summary
 
@@ -183,6 +183,20 @@ def build_cache(args, data_dir, work_dir, env):
     return seconds
 
 
+def claim_work_dir(work_dir):
+    """--work_dir is benchmark's whole tree (data/, runs/, cache/): new, empty, or marked
+    by an earlier benchmark (the write rule's marker, by content); a directory with
+    anything else in it (a user's data/PACS, say) is never written into."""
+    if os.path.lexists(work_dir) and not os.path.isdir(work_dir):
+        raise RunsError(f"--work_dir {work_dir} is not a directory; choose a new directory")
+    if os.path.isdir(work_dir) and os.listdir(work_dir) and not safe_write.is_claimed(
+            work_dir, "benchmark"):
+        raise RunsError(f"--work_dir {work_dir} is not empty and was not made by benchmark; "
+                        "choose a new or empty directory (it writes data/, runs/ and cache/ "
+                        "there)")
+    safe_write.claim_directory(work_dir, "benchmark")
+
+
 def train_runs(args, algorithm="ERM"):
     """The report of the runs of `args.variants` (and upstream's with --upstream)."""
     args = argparse.Namespace(**vars(args), algorithm=algorithm)
@@ -198,6 +212,8 @@ def train_runs(args, algorithm="ERM"):
         variants = ["upstream"] + [v for v in variants if v != "upstream"]
     elif "upstream" in variants:
         raise RunsError("the upstream variant needs --upstream PATH (a DomainBed checkout)")
+    if args.work_dir:
+        claim_work_dir(args.work_dir)
     with tempfile.TemporaryDirectory(prefix="domainbed-runs-") as scratch:
         work_dir = args.work_dir or scratch
         data_dir = args.data_dir or make_synthetic_tree(os.path.join(work_dir, "data"),

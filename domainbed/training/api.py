@@ -6,7 +6,8 @@ import signal
 
 from domainbed.lib import jobdir
 from domainbed.training.arguments import job_args
-from domainbed.training.errors import EXIT_NON_FINITE, RunStopped
+from domainbed.training.errors import EXIT_NON_FINITE, BadInput, RunStopped
+from domainbed.training.failures import non_finite_advice
 from domainbed.training.run import run_job
 
 
@@ -26,6 +27,10 @@ def train(*, dataset, algorithm, test_envs, output_dir, data_dir, hparams=None,
     A refusal (bad arguments, another job's directory, a failed write) raises a BadInput or
     WriteError (`domainbed.training.errors`, CommandErrors with train.py's exit codes) and
     leaves no trace; a run that ends without `done` raises RunStopped."""
+    for name, value in (("output_dir", output_dir), ("data_dir", data_dir)):
+        if not isinstance(value, (str, os.PathLike)) and not (name == "data_dir" and value is None):
+            raise BadInput(f"train() needs {name} as a path (a str or os.PathLike), got "
+                           f"{value!r}; e.g. {name}='train_output/job1'")
     if isinstance(hparams, dict):
         hparams = json.dumps(hparams, sort_keys=True)
     test_envs = [test_envs] if isinstance(test_envs, int) else list(test_envs)
@@ -40,13 +45,21 @@ def train(*, dataset, algorithm, test_envs, output_dir, data_dir, hparams=None,
     code = run_job(args)
     if code == EXIT_NON_FINITE:
         raise RunStopped(f"a non-finite loss stopped the run in {args.output_dir} (no 'done'; "
-                         "see its err.txt); try a smaller learning rate, e.g. "
-                         "hparams={'lr': 1e-4}", code)
+                         f"see its err.txt). {non_finite_advice(overrides_of(hparams))}", code)
     if code:
         raise RunStopped(f"{signal.Signals(code - 128).name} stopped the run in "
                          f"{args.output_dir} after a checkpoint; call train() again with the "
                          "same arguments to resume", code)
     return read_records(args.output_dir)
+
+
+def overrides_of(hparams):
+    """The JSON overrides as a dict (whatever they are, for a message only)."""
+    try:
+        value = json.loads(hparams) if hparams else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def read_records(output_dir):

@@ -127,14 +127,14 @@ def fast_loader_makers(dataset, args, hparams):
     """(stream, eval_loader) of `--pipeline fast`: the decoded uint8 cache, batches
     augmented on the device. An augmented evaluation loader (a training env's split, as
     upstream) draws from its own fixed seed."""
-    from domainbed.datasets.decoded_cache import CacheSpaceError
+    from domainbed.datasets.decoded_cache import CacheError
     from domainbed.datasets.fast_pipeline import FastPipeline
     from domainbed.lib.device import get_device
 
     try:
         pipeline = FastPipeline(dataset, args.test_envs, hparams["data_augmentation"],
                                 get_device(), loader_workers(dataset))
-    except CacheSpaceError as error:   # before anything of the job is written
+    except CacheError as error:   # no room, no usable DOMAINBED_CACHE: before anything of the job is written
         raise BadInput(str(error)) from None
 
     def eval_loader(split, batch_size, index, name):
