@@ -136,7 +136,10 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
         x_orig = (x.double() @ torch.as_tensor(dataset.scramble).T).numpy()
         labels = y.numpy()
         result["extrap"] = float(((weights < 0) & mask).any(1)[valid].float().mean())
-        if signature is not None and algorithm.SCORES != "random":
+        # The compatibilities are read for the direction (versions 1, 2) or, in version 3,
+        # for the amounts whatever the direction.
+        if signature is not None and (algorithm.SCORES != "random"
+                                      or algorithm.WEIGHTS == "amount"):
             anchor = anchor_compatibility(algorithm, signature, y, domains, groups).numpy()
             keep = valid.numpy()
             inv_share = (x_orig[:, :dim_inv] ** 2).sum(1) / ((x_orig ** 2).sum(1) + 1.0)

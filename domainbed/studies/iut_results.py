@@ -5,7 +5,7 @@ import numpy as np
 PROBLEMS = ["IUTExample2", "IUTExample2s", "IUTExample3", "IUTExample3s"]
 N_ENVS = [3, 6, 10]
 ALGORITHMS = ["ERM", "IRM", "IGA", "ANDMask", "Mixup", "InterpMix", "ExtrapMix", "GMix",
-              "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2", "FGMixV2", "ShuffleMix3", "GMix3",
+              "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2", "ShuffleMix3", "GMix3",
               "FGMix"]
 ORACLE = "Oracle"
 
