@@ -399,7 +399,7 @@ def test_a_non_finite_fgmix_loss_names_the_fgmix_hparams(tmp_path, capsys):
 
 
 def test_a_non_finite_loss_without_fgmix_names_only_the_learning_rate():
-    from domainbed.training.failures import non_finite_advice
+    from domainbed.training.errors import non_finite_advice
 
     assert "fgmix" not in non_finite_advice({"lr": 1.0})
     assert "fgmix_tau=1e-30" in non_finite_advice({"fgmix_tau": 1e-30})

@@ -6,8 +6,7 @@ import signal
 
 from domainbed.lib import jobdir
 from domainbed.training.arguments import job_args
-from domainbed.training.errors import EXIT_NON_FINITE, BadInput, RunStopped
-from domainbed.training.failures import non_finite_advice
+from domainbed.training.errors import EXIT_NON_FINITE, BadInput, RunStopped, non_finite_advice
 from domainbed.training.run import run_job
 
 

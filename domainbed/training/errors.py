@@ -35,3 +35,19 @@ class RunStopped(JobError):
     def __init__(self, message, exit_code):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+# Besides the learning rate, hparams whose extreme values overflow a loss: FGMix's mixing
+# strength (kappa), its loss weight (gamma) and its policy's temperature (tau, small).
+SCALE_HPARAMS = ("fgmix_kappa", "fgmix_gamma", "fgmix_tau")
+
+
+def non_finite_advice(hparams):
+    """What to try after a non-finite loss: a smaller learning rate, and the run's values
+    of the hparams in SCALE_HPARAMS it has (every name the user may have set too high)."""
+    advice = "Try a smaller learning rate, e.g. --hparams '{\"lr\": 1e-4}'"
+    named = [f"{name}={hparams[name]!r}" for name in SCALE_HPARAMS if name in (hparams or {})]
+    if named:
+        advice += (f", or check {', '.join(named)} (a large fgmix_kappa or fgmix_gamma, or a "
+                   "small fgmix_tau, makes the loss overflow)")
+    return advice

@@ -7,7 +7,7 @@ import sys
 import traceback
 
 from domainbed.lib import checkpoint, jobdir
-from domainbed.training.errors import EXIT_NON_FINITE, WriteError
+from domainbed.training.errors import EXIT_NON_FINITE, WriteError, non_finite_advice
 from domainbed.training.loop import NonFiniteLoss
 
 
@@ -34,22 +34,6 @@ def record_failure(job, error, step, stop, logs):
     error.train_py_where = (f"at step {step}; `failed` written, the traceback is in "
                             f"{os.path.join(out, 'err.txt')}")
     raise error
-
-
-# Besides the learning rate, hparams whose extreme values overflow a loss: FGMix's mixing
-# strength (kappa), its loss weight (gamma) and its policy's temperature (tau, small).
-SCALE_HPARAMS = ("fgmix_kappa", "fgmix_gamma", "fgmix_tau")
-
-
-def non_finite_advice(hparams):
-    """What to try after a non-finite loss: a smaller learning rate, and the run's values
-    of the hparams in SCALE_HPARAMS it has (every name the user may have set too high)."""
-    advice = "Try a smaller learning rate, e.g. --hparams '{\"lr\": 1e-4}'"
-    named = [f"{name}={hparams[name]!r}" for name in SCALE_HPARAMS if name in (hparams or {})]
-    if named:
-        advice += (f", or check {', '.join(named)} (a large fgmix_kappa or fgmix_gamma, or a "
-                   "small fgmix_tau, makes the loss overflow)")
-    return advice
 
 
 def io_error_message(error, step, recorded):
