@@ -763,3 +763,14 @@ def test_explained_by_domain_and_correlation_measure_what_they_say():
     assert fgmix.masked_correlation(noise, 2 * noise + 1, valid) == pytest.approx(1.0)
     assert fgmix.masked_std(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([1.0, 1.0, 0.0])) \
         == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name, value", [("fgmix_gamma", -1.0), ("fgmix_gamma", 1e6),
+                                         ("fgmix_kappa", -0.5), ("fgmix_kappa", 1e9),
+                                         ("fgmix_tau", 0.0), ("fgmix_amount_tau", -1.0),
+                                         ("fgmix_direction", "sideways")])
+def test_the_family_s_hparams_refuse_values_outside_their_range(name, value):
+    from domainbed.lib import validation
+
+    with pytest.raises(validation.ValidationError, match=name):
+        validation.check_hparam_value(name, value)

@@ -212,9 +212,9 @@ _RULES = {
     "mixup_alpha": ("real", 0, None, False, True),     # Beta(α, α): α > 0
     "fgmix_alpha": ("real", 0, None, False, True),     # Dirichlet(α): α > 0
     "fgmix_tau": ("real", 0, None, False, True),       # a softmax temperature
-    "fgmix_kappa": ("real", 0, None, True, True),
+    "fgmix_kappa": ("real", 0, 100, True, True),       # larger pushes leave any data range
     "fgmix_rho": ("real", 0, None, True, True),
-    "fgmix_gamma": ("real", 0, None, True, True),      # the mixed loss's weight: >= 0
+    "fgmix_gamma": ("real", 0, 100, True, True),       # the mixed loss's weight: >= 0
     "fgmix_amount_tau": ("real", 0, None, False, True),  # a sigmoid's temperature
     "sam_rho": ("real", 0, None, True, True),
 }

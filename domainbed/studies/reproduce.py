@@ -461,7 +461,7 @@ def write_plots(args, records):
 
     plot_dir = os.path.join(args.output_dir, "plots")
     tables = results.build(records)
-    with open(os.path.join(args.output_dir, "collect_results.txt"), "w") as log:
+    with safe_write.open_file(os.path.join(args.output_dir, "collect_results.txt"), "w") as log:
         with contextlib.redirect_stdout(log):
             reporting.render(tables, "text")
     notes = []   # tables without a value get a note, not an empty chart
@@ -576,7 +576,7 @@ def report(args):
     print_comparisons(comparisons)
     print(mechanisms.format_mechanisms(mechanisms.mechanism_rows(records, ABLATION)))
     print_learning_curves(records)
-    with open(os.path.join(args.output_dir, "ablation.json"), "w") as f:
+    with safe_write.open_file(os.path.join(args.output_dir, "ablation.json"), "w") as f:
         json.dump({"rows": rows, "smallest_detectable_points": smallest_detectable(rows),
                    "comparisons": comparisons}, f, indent=1)
     write_plots(args, records)
