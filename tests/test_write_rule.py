@@ -391,11 +391,11 @@ def test_a_non_finite_fgmix_loss_names_the_fgmix_hparams(tmp_path, capsys):
     out = tmp_path / "out"
     code = train.main(["--dataset", "Debug28", "--algorithm", "FGMix", "--data_dir",
                        str(tmp_path / "data"), "--steps", "3", "--output_dir", str(out),
-                       "--hparams", '{"fgmix_kappa": 1e30, "fgmix_gamma": 1e30}'])
-    assert code == training.EXIT_NON_FINITE
+                       "--hparams", '{"fgmix_kappa": 50, "fgmix_gamma": 50, "lr": 1e30}'])
+    assert code == training.EXIT_NON_FINITE   # (larger κ and γ are refused: their ranges)
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "smaller learning rate" in line
-    assert "fgmix_kappa=1e+30" in line and "fgmix_gamma=1e+30" in line and "fgmix_tau=" in line
+    assert "fgmix_kappa=50" in line and "fgmix_gamma=50" in line and "fgmix_tau=" in line
 
 
 def test_a_non_finite_loss_without_fgmix_names_only_the_learning_rate():
