@@ -129,7 +129,7 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
         logits = algorithm.classifier(z)
         groups = algorithm._draw_groups(y, domains, n_train, z.dtype)
         signature = (fgmix.gradient_signature(algorithm.classifier, z, logits, y)
-                     if algorithm.WEIGHTS != "dirichlet" else None)
+                     if algorithm.weight_rule.reads_gradients else None)
         weights = algorithm._mixing(y, domains, groups, signature).weights
         index, mask, valid = groups.index, groups.mask, groups.valid.bool()
         x_orig = (x.double() @ torch.as_tensor(dataset.scramble).T).numpy()
@@ -169,7 +169,7 @@ def anchor_compatibility(algorithm, signature, y, domains, groups):
     from domainbed.lib import per_sample
 
     features, residuals = signature[:2]
-    if algorithm.WEIGHTS == "directed":  # version 2: one score per instance
+    if isinstance(algorithm.weight_rule, fgmix.DirectedWeights):  # version 2: one per instance
         cosine = per_sample.head_gradient_cosine(features, residuals, algorithm._metric())
         return fgmix.cross_domain_compatibility(cosine, y, domains, groups.mask.shape[1],
                                                 algorithm.num_classes)
