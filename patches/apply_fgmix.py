@@ -206,7 +206,8 @@ def parse_args(argv):
                       help="write the change as a unified diff (`-` for stdout) instead of applying")
     mode.add_argument("--check", action="store_true",
                       help="report whether the checkout is patched and up to date (exit 1 if not)")
-    parser.add_argument("--source", default=str(plugin_codegen.FGMIX_SOURCE), metavar="FGMIX_PY",
+    parser.add_argument("--source", default=str(plugin_codegen.FGMIX_SOURCE),
+                        metavar="FGMIX_SOURCE",
                         help="the fgmix package folder or single file to generate from "
                              "(default: this project's package)")
     args = parser.parse_args(argv)
@@ -217,7 +218,8 @@ def parse_args(argv):
         parser.error("--diff: the path is empty; give a file name (or - for stdout), "
                      "e.g. --diff fgmix.patch")
     if not args.source.strip():
-        parser.error("--source: the path is empty; give an fgmix.py, or leave --source out")
+        parser.error("--source: the path is empty; give the fgmix package folder (or a single "
+                     "module), or leave --source out")
     return args
 
 

@@ -378,7 +378,8 @@ def _content(fgmix_source, per_sample_source, base_source, shim_source, fgmix_pa
     bindings = _bindings(plan, module_attributes)
     if bindings:
         parts += [bindings, "\n\n"]
-    parts += [_section("domainbed/algorithms/fgmix.py"), body, "\n\n"]
+    parts += [_section("domainbed/algorithms/fgmix/, its modules in dependency order"), body,
+              "\n\n"]
     parts += [_section("Registration in upstream's algorithms.py and hparams_registry.py"),
               f"ALGORITHMS = {names!r}\n"]
     return "".join(parts).lstrip("\n"), names
