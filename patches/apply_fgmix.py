@@ -5,7 +5,7 @@
     python patches/apply_fgmix.py /path/to/DomainBed --diff fgmix.patch  # write a patch instead
     python patches/apply_fgmix.py /path/to/DomainBed --check         # patched and up to date?
 
-It writes `domainbed/fgmix_plugin.py` (generated from `domainbed/algorithms/fgmix.py`, see
+It writes `domainbed/fgmix_plugin.py` (generated from the package `domainbed/algorithms/fgmix/`, see
 plugin_codegen.py) and adds two marked blocks to `algorithms.py` and `hparams_registry.py`
 (see upstream_edits.py). Exit status: 0 done / up to date, 1 `--check` found the checkout
 not patched or out of date, 2 refused (nothing was written).
@@ -61,7 +61,7 @@ def _read(root, path):
 
 def plan_changes(root, source=plugin_codegen.FGMIX_SOURCE):
     """The three files' current and desired texts; raises Refusal before writing anything."""
-    if not pathlib.Path(source).is_file():
+    if not pathlib.Path(source).exists():
         raise Refusal(f"FGMix source {source} not found; run this command from a complete "
                       f"domainbed-fgmix checkout")
     try:
@@ -217,8 +217,10 @@ def parse_args(argv):
                       help="report whether the checkout is patched and up to date (exit 1 if not)")
     parser.add_argument("--overwrite", action="store_true",
                         help="let --diff replace an existing file")
-    parser.add_argument("--source", default=str(plugin_codegen.FGMIX_SOURCE), metavar="FGMIX_PY",
-                        help="the fgmix.py to generate from (default: this project's)")
+    parser.add_argument("--source", default=str(plugin_codegen.FGMIX_SOURCE),
+                        metavar="FGMIX_SOURCE",
+                        help="the fgmix package folder or single file to generate from "
+                             "(default: this project's package)")
     args = parser.parse_args(argv)
     # An empty path is a usage error, never "not given" (nor the current directory).
     if not args.checkout.strip():
@@ -227,7 +229,8 @@ def parse_args(argv):
         parser.error("--diff: the path is empty; give a file name (or - for stdout), "
                      "e.g. --diff fgmix.patch")
     if not args.source.strip():
-        parser.error("--source: the path is empty; give an fgmix.py, or leave --source out")
+        parser.error("--source: the path is empty; give the fgmix package folder (or a single "
+                     "module), or leave --source out")
     return args
 
 

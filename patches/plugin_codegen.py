@@ -1,7 +1,9 @@
 """Generate `domainbed/fgmix_plugin.py` for an upstream checkout from this project's sources.
 
-The plug-in is this project's `domainbed/algorithms/fgmix.py`, pasted with its source text
-unchanged except for what only exists in this project:
+The plug-in is this project's package `domainbed/algorithms/fgmix/`, its modules pasted in
+dependency order (`package_source`: each module's code after its imports, the relative
+imports between them dropped, the other imports gathered at the top) with their source
+text unchanged except for what only exists in this project:
 
 - `from domainbed.algorithms.base import Algorithm`: replaced by this project's base class
   itself (`domainbed/algorithms/base.py`, inlined verbatim: own generators, full-state
@@ -22,7 +24,7 @@ import hashlib
 import pathlib
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
-FGMIX_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "fgmix.py"
+FGMIX_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "fgmix"
 PER_SAMPLE_SOURCE = PROJECT_ROOT / "domainbed" / "lib" / "per_sample.py"
 BASE_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "base.py"
 SHIM_SOURCE = pathlib.Path(__file__).resolve().with_name("plugin_shim.py")
@@ -39,6 +41,75 @@ KEPT_DOMAINBED_IMPORTS = {("domainbed", "networks")}  # (module, name) upstream 
 
 class CodegenError(ValueError):
     """fgmix.py uses something the generator cannot translate for upstream."""
+
+
+# -- the package as one source text ----------------------------------------------------------
+def _relative_imports(tree):
+    """The sibling modules a package module imports (`from .x import ...`, `from . import x`)."""
+    siblings = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            if node.level != 1:
+                raise CodegenError(f"line {node.lineno}: only `from .module import ...` is "
+                                   f"supported inside the package")
+            siblings.update([node.module] if node.module else [a.name for a in node.names])
+    return siblings
+
+
+def _dependency_order(imports):
+    """Module names, each after the siblings it imports (ties by name): a pasted module's
+    names are then defined before any module that uses them at import time."""
+    ordered, done = [], set()
+
+    def visit(name, path):
+        if name in done:
+            return
+        if name in path:
+            raise CodegenError(f"the package's modules import each other in a cycle: "
+                               f"{' -> '.join(path + [name])}")
+        for sibling in sorted(imports[name]):
+            visit(sibling, path + [name])
+        done.add(name)
+        ordered.append(name)
+
+    for name in sorted(imports):
+        visit(name, [])
+    return ordered
+
+
+def package_source(folder):
+    """One module's text standing for the package in `folder`: its `__init__.py`'s
+    docstring, every other import of its modules (each once), then each module's code in
+    dependency order, without its docstring and imports. Names stay those of the package,
+    so the modules' code is pasted unchanged."""
+    folder = pathlib.Path(folder)
+    sources = {path.stem: path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.py"))
+               if path.stem != "__init__"}
+    trees = {name: ast.parse(text, filename=str(folder / f"{name}.py"))
+             for name, text in sources.items()}
+    unknown = {s for tree in trees.values() for s in _relative_imports(tree)} - set(sources)
+    if unknown:
+        raise CodegenError(f"the package imports {', '.join(sorted(unknown))}, which it lacks")
+    init = (folder / "__init__.py").read_text(encoding="utf-8")
+    imports, bodies = [], []
+    for name in _dependency_order({n: _relative_imports(t) for n, t in trees.items()}):
+        tree, lines = trees[name], sources[name].splitlines(keepends=True)
+        import_nodes = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        imports += [ast.get_source_segment(sources[name], n) for n in import_nodes
+                    if not getattr(n, "level", 0)]
+        skipped = {ln for n in import_nodes for ln in range(n.lineno, n.end_lineno + 1)}
+        code = [line for number, line in enumerate(lines, 1)
+                if number > _docstring_end(tree) and number not in skipped]
+        bodies.append(f"# -- {folder.name}/{name}.py\n" + "".join(code).strip("\n") + "\n")
+    docstring = "".join(init.splitlines(keepends=True)[:_docstring_end(ast.parse(init))])
+    unique = "\n".join(dict.fromkeys(imports))
+    return f"{docstring}{unique}\n\n\n" + "\n\n\n".join(bodies)
+
+
+def _read_source(path):
+    """fgmix's source text: a package folder read as one module, or a single file."""
+    path = pathlib.Path(path)
+    return package_source(path) if path.is_dir() else path.read_text(encoding="utf-8")
 
 
 def sha256_text(text):
@@ -271,7 +342,7 @@ def _check_no_clash(fgmix_tree, inlined_names):
 def generate_plugin(fgmix_path=FGMIX_SOURCE, per_sample_path=PER_SAMPLE_SOURCE,
                     shim_path=SHIM_SOURCE):
     """(plug-in source text, registered class names) for the current sources."""
-    fgmix_source = pathlib.Path(fgmix_path).read_text(encoding="utf-8")
+    fgmix_source = _read_source(fgmix_path)
     per_sample_source = pathlib.Path(per_sample_path).read_text(encoding="utf-8")
     base_source = BASE_SOURCE.read_text(encoding="utf-8")
     shim_source = pathlib.Path(shim_path).read_text(encoding="utf-8")
@@ -307,7 +378,8 @@ def _content(fgmix_source, per_sample_source, base_source, shim_source, fgmix_pa
     bindings = _bindings(plan, module_attributes)
     if bindings:
         parts += [bindings, "\n\n"]
-    parts += [_section("domainbed/algorithms/fgmix.py"), body, "\n\n"]
+    parts += [_section("domainbed/algorithms/fgmix/, its modules in dependency order"), body,
+              "\n\n"]
     parts += [_section("Registration in upstream's algorithms.py and hparams_registry.py"),
               f"ALGORITHMS = {names!r}\n"]
     return "".join(parts).lstrip("\n"), names

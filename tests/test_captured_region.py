@@ -38,9 +38,9 @@ def fake_cuda(monkeypatch):
         yield
         FakeGraph.current = None
 
-    monkeypatch.setattr(fgmix.torch.cuda, "CUDAGraph", new_graph)
-    monkeypatch.setattr(fgmix.torch.cuda, "graph", capture)
-    monkeypatch.setattr(fgmix.torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", new_graph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
     monkeypatch.setattr(fgmix.CapturedRegion, "active", lambda self, tensor: not self.failed)
     monkeypatch.delenv("DOMAINBED_CUDA_GRAPHS", raising=False)
     return graphs
@@ -89,7 +89,7 @@ def test_a_failed_capture_warns_once_and_stays_eager(fake_cuda, monkeypatch):
         raise RuntimeError("operation not permitted when stream is capturing")
         yield
 
-    monkeypatch.setattr(fgmix.torch.cuda, "graph", broken)
+    monkeypatch.setattr(torch.cuda, "graph", broken)
     region, calls, outputs = fgmix.CapturedRegion(), [], [torch.zeros(1)]
     function = doubling_into(outputs, calls)
     with warnings.catch_warnings(record=True) as caught:

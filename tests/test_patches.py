@@ -17,7 +17,7 @@ import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PATCHES_DIR = REPO_ROOT / "patches"
-FGMIX_PY = REPO_ROOT / "domainbed" / "algorithms" / "fgmix.py"
+FGMIX_PACKAGE = REPO_ROOT / "domainbed" / "algorithms" / "fgmix"
 VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2", "FGMix"]
 EDITED = ["domainbed/algorithms.py", "domainbed/hparams_registry.py"]
 PLUGIN = "domainbed/fgmix_plugin.py"
@@ -218,8 +218,8 @@ def run_tool(*args):
 
 @pytest.fixture(scope="module")
 def fgmix_source():
-    assert FGMIX_PY.is_file(), f"{FGMIX_PY} is missing: the patch has nothing to install"
-    return FGMIX_PY
+    assert FGMIX_PACKAGE.is_dir(), f"{FGMIX_PACKAGE} is missing: the patch has nothing to install"
+    return FGMIX_PACKAGE
 
 
 @pytest.fixture(scope="module")
@@ -241,8 +241,9 @@ def test_installed_plugin_is_exactly_what_fgmix_py_generates(patched):
     installed = (patched / PLUGIN).read_text()
     assert installed == plugin_codegen.generate_plugin()[0]
     header = plugin_codegen.split_header(installed)[0]
-    assert f"sha256={plugin_codegen.sha256_text(FGMIX_PY.read_text())}" in header
-    assert "domainbed/algorithms/fgmix.py" in header
+    source = plugin_codegen.package_source(FGMIX_PACKAGE)
+    assert f"sha256={plugin_codegen.sha256_text(source)}" in header
+    assert "domainbed/algorithms/fgmix" in header
     assert plugin_codegen.content_hash_matches(installed)
     assert run_tool(patched, "--check")[:2] == (0, f"{patched}: patched, up to date\n")
 
@@ -267,7 +268,7 @@ def test_patched_standin_trains_every_variant_with_our_hparams(patched):
                          env={**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
-    assert report["ALGORITHMS"] == ["ERM", "Mixup"] + VARIANTS
+    assert report["ALGORITHMS"] == ["ERM", "Mixup"] + plugin_codegen.generate_plugin()[1]
     for name in VARIANTS:
         specific = _declared_names(name)
         assert specific and all(n.startswith("fgmix_") for n in specific)
@@ -432,6 +433,29 @@ def test_generator_pastes_fgmix_code_unchanged_and_inlines_per_sample(tmp_path):
     z, logits, y = torch.randn(4, 3), torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
     for got, want in zip(module.Mine.gradients(z, logits, y), per_sample.head_gradients(z, logits, y)):
         assert torch.equal(got, want)
+
+
+def test_generator_reads_a_package_in_dependency_order(tmp_path):
+    package = tmp_path / "mixing"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""The package."""\nfrom .variants import Mine  # noqa\n')
+    (package / "variants.py").write_text(textwrap.dedent('''
+        """Variants."""
+        from domainbed.algorithms.base import Algorithm
+        from domainbed.algorithms.registry import register_algorithm
+
+        from .rules import double
+
+
+        @register_algorithm
+        class Mine(Algorithm):
+            FACTOR = double(2)
+    '''))
+    (package / "rules.py").write_text('"""Rules."""\n\n\ndef double(x):\n    return 2 * x\n')
+    text, names = plugin_codegen.generate_plugin(package)
+    assert names == ["Mine"] and "from ." not in text and '"""The package."""' in text
+    assert text.index("def double(") < text.index("class Mine(")   # rules before variants
+    assert _load_plugin(text).Mine.FACTOR == 4
 
 
 @pytest.mark.parametrize("source, expected", [

@@ -6,9 +6,9 @@ One mechanism serves algorithms, averaging wrappers, datasets and command launch
   (`@register_algorithm`, `@register_wrapper`, `@register_dataset`,
   `@register_launcher("local")`). No list of names is kept by hand.
 * Listing names imports nothing: the registry reads the source of its package's modules
-  for that decorator (`ast`, no import), so `sweep` and `collect_results` list algorithms
-  without importing torch. Upstream's names come first, in upstream's order, then ours in
-  module order, then the plug-ins'.
+  (its sub-packages' too) for that decorator (`ast`, no import), so `sweep` and
+  `collect_results` list algorithms without importing torch. Upstream's names come
+  first, in upstream's order, then ours in module order, then the plug-ins'.
 * Looking a name up imports the one module that defines it (then torch, for an algorithm)
   and returns what its decorator registered; an unknown name is an `UnknownNameError`
   with "did you mean".
@@ -87,11 +87,31 @@ def declared_names(path, decorator):
     return names
 
 
+def package_modules(folder):
+    """The dotted names (relative to the package in `folder`) of its public modules, in
+    listing order: its modules and sub-packages by name, a sub-package's own modules (by
+    name, recursively) in its place; so a module split into a package (`fgmix.py` into
+    `fgmix/`) lists its names where it did. Names starting with `_` are private."""
+    entries = sorted(
+        (entry[:-3] if entry.endswith(".py") else entry, entry)
+        for entry in os.listdir(folder) if not entry.startswith(("_", "."))
+        and (entry.endswith(".py")
+             or os.path.isfile(os.path.join(folder, entry, "__init__.py"))))
+    modules = []
+    for name, entry in entries:
+        if entry.endswith(".py"):
+            modules.append(name)
+        else:
+            modules += [f"{name}.{module}"
+                        for module in package_modules(os.path.join(folder, entry))]
+    return modules
+
+
 class Registry(MutableMapping):
     """The `kind` things registered by `@decorator` in the modules of `package`.
 
     package: the dotted name of the package holding the defining modules; modules: their
-    names in it, in listing order (default: every module of the package, by name);
+    names in it (dotted for a sub-package's), in listing order (default: `package_modules`);
     upstream_order: upstream's names, listed first and in that order."""
 
     def __init__(self, kind, package, decorator, modules=None, upstream_order=()):
@@ -135,12 +155,11 @@ class Registry(MutableMapping):
             folder = self._package_dir()
             modules = self._modules
             if modules is None:
-                modules = sorted(f[:-3] for f in os.listdir(folder)
-                                 if f.endswith(".py") and not f.startswith("_"))
+                modules = package_modules(folder)
             declared = {}
             for module in modules:
-                for name in declared_names(os.path.join(folder, module + ".py"),
-                                           self.decorator):
+                path = os.path.join(folder, *module.split(".")) + ".py"
+                for name in declared_names(path, self.decorator):
                     declared.setdefault(name, f"{self.package}.{module}")
             self._declared = declared
         return self._declared

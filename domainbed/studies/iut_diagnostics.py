@@ -130,7 +130,7 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
         logits = algorithm.classifier(z)
         groups = algorithm._draw_groups(y, domains, n_train, z.dtype)
         signature = (fgmix.gradient_signature(algorithm.classifier, z, logits, y)
-                     if algorithm.WEIGHTS != "dirichlet" else None)
+                     if algorithm.weight_rule.reads_gradients else None)
         weights = algorithm._mixing(y, domains, groups, signature).weights
         index, mask, valid = groups.index, groups.mask, groups.valid.bool()
         x_orig = (x.double() @ torch.as_tensor(dataset.scramble).T).numpy()
@@ -139,7 +139,7 @@ def mixing_diagnostics(algorithm, dataset, dim_inv):
         # The compatibilities are read for the direction (versions 1, 2) or, in version 3,
         # for the amounts whatever the direction.
         if signature is not None and (algorithm.SCORES != "random"
-                                      or algorithm.WEIGHTS == "amount"):
+                                      or algorithm.weight_rule.has_amounts):
             anchor = anchor_compatibility(algorithm, signature, y, domains, groups).numpy()
             keep = valid.numpy()
             inv_share = (x_orig[:, :dim_inv] ** 2).sum(1) / ((x_orig ** 2).sum(1) + 1.0)
@@ -173,7 +173,8 @@ def anchor_compatibility(algorithm, signature, y, domains, groups):
     from domainbed.lib import per_sample
 
     features, residuals = signature[:2]
-    if algorithm.WEIGHTS in ("directed", "amount"):  # versions 2, 3: one score per instance
+    # Versions 2 and 3: one cross-domain score per instance.
+    if isinstance(algorithm.weight_rule, (fgmix.DirectedWeights, fgmix.AmountWeights)):
         cosine = per_sample.head_gradient_cosine(features, residuals, algorithm._metric())
         return fgmix.cross_domain_compatibility(cosine, y, domains, groups.mask.shape[1],
                                                 algorithm.num_classes)
