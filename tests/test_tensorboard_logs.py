@@ -134,4 +134,4 @@ def test_collect_results_plots_curves_without_torch(fresh_python, tmp_path):
     written = sorted(os.listdir(tmp_path / "plots"))
     assert "ColoredMNIST5k_training_domain_validation_set_curves.png" in written
     assert len([name for name in written if name.endswith("_curves.png")]) == 2  # IID, oracle
-    assert "wrote 5 plots" in result.stderr   # 3 bar charts, 2 curve charts (no pairs: no LOO)
+    assert "wrote 4 plots" in result.stderr   # 2 bar charts, 2 curve charts (no pairs: a note for LOO)
