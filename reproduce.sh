@@ -35,7 +35,9 @@ setup_env() {
 
 run_tests() {
   set +e
-  python -m pytest tests "$@"
+  # One worker per core (pytest-xdist): the suite is CPU-bound and its tests independent;
+  # a later `-n N` among the arguments wins (`-n 0`: in this process).
+  python -m pytest tests -n auto "$@"
   local rc=$?
   set -e
   if [[ $rc -eq 5 ]]; then
