@@ -1,13 +1,14 @@
-"""Support code copied verbatim into the generated `domainbed/fgmix_plugin.py`.
+"""Support code copied verbatim into the generated `domainbed/fgmix/_upstream.py`.
 
 This module is a template: `plugin_codegen.py` pastes everything below the marker line
-into the plug-in, after this project's base class (`domainbed/algorithms/base.py`, inlined
-verbatim: its own random generators, full-state checkpoints, `declare_hparams`). Here is
-only what upstream needs on top: a torch version check and the entry point upstream's
+into `_upstream.py`, after this project's base class (`domainbed/algorithms/base.py`,
+verbatim: its own random generators, full-state checkpoints, `declare_hparams`). Here is only
+what upstream needs on top: a torch version check, the `register_algorithm` the package's
+modules decorate their classes with, and the entry point upstream's
 `hparams_registry._hparams` calls.
 
-The plug-in's base class is self-contained on purpose rather than derived from upstream's
-`domainbed.algorithms.Algorithm`: `algorithms.py` imports the plug-in, so importing
+The base class is self-contained on purpose rather than derived from upstream's
+`domainbed.algorithms.Algorithm`: `algorithms.py` imports the package, so importing
 `algorithms.py` back from here would be an import cycle. Upstream's base class holds
 nothing but `self.hparams`, which ours stores too.
 """
@@ -26,6 +27,16 @@ def _native(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+REGISTERED = {}  # name -> class, filled as the package's modules are imported
+
+
+def register_algorithm(cls):
+    """Record `cls` under its name. Upstream finds algorithms in `algorithms.py`'s globals,
+    where the patch imports them; this registry only serves `declare_hparams`."""
+    REGISTERED[cls.__name__] = cls
+    return cls
+
+
 def declare_hparams(algorithm, hparam, dataset):
     """Declare `algorithm`'s hparams through upstream's `_hparam(name, default, random_fn)`.
 
@@ -36,4 +47,4 @@ def declare_hparams(algorithm, hparam, dataset):
     def native_hparam(name, default, random_fn):
         hparam(name, _native(default), lambda r: _native(random_fn(r)))
 
-    globals()[algorithm].declare_hparams(native_hparam, dataset)
+    REGISTERED[algorithm].declare_hparams(native_hparam, dataset)

@@ -3,13 +3,13 @@
 Only whole lines are added, each group between a begin and an end marker line, so that
 removing the marked blocks gives back the original file byte for byte. Re-applying starts
 from that original, which makes the patch idempotent and lets it update itself when
-fgmix.py changes:
+the FGMix package changes:
 
-- `domainbed/algorithms.py`: after the `ALGORITHMS = [...]` list, import the plug-in's
+- `domainbed/algorithms.py`: after the `ALGORITHMS = [...]` list, import the package's
   classes (upstream's `get_algorithm_class` looks names up in `globals()`) and extend the list;
-- `domainbed/hparams_registry.py`: before `_hparams`'s final `return`, hand the plug-in's
-  algorithms to the plug-in's `declare_hparams`, which calls upstream's `_hparam` closure
-  (the same per-name seeded draws as this project's registry).
+- `domainbed/hparams_registry.py`: before `_hparams`'s final `return`, hand the package's
+  algorithms to its support module's `declare_hparams`, which calls upstream's `_hparam`
+  closure (the same per-name seeded draws as this project's registry).
 """
 import ast
 import pathlib
@@ -89,7 +89,7 @@ def _algorithms_list(tree):
     return None
 
 
-def patch_algorithms(original, names, plugin_module):
+def patch_algorithms(original, names, package):
     """algorithms.py with the plug-in's classes imported and listed in ALGORITHMS."""
     node = _algorithms_list(_parse(original, ALGORITHMS_PATH))
     if node is None:
@@ -100,7 +100,7 @@ def patch_algorithms(original, names, plugin_module):
         raise UnrecognisedTree(f"{ALGORITHMS_PATH} already lists {', '.join(clashes)}; "
                                f"this checkout has its own version, refusing to shadow it")
     block = _block("", [
-        f"from domainbed.{plugin_module} import {', '.join(names)}  # noqa: E402",
+        f"from domainbed.{package} import {', '.join(names)}  # noqa: E402",
         f"ALGORITHMS += {names!r}",
     ], original)
     return _insert_before(original, node.end_lineno + 1, block)
@@ -122,7 +122,7 @@ def _declare_closure(function):
                            f"random_fn)` closure")
 
 
-def patch_hparams_registry(original, names, plugin_module):
+def patch_hparams_registry(original, names, package, support_module):
     """hparams_registry.py whose `_hparams` declares the plug-in algorithms' hparams."""
     function = _hparams_function(_parse(original, HPARAMS_PATH))
     _declare_closure(function)
@@ -137,7 +137,7 @@ def patch_hparams_registry(original, names, plugin_module):
     indent = " " * final.col_offset
     block = _block(indent, [
         f"if {algorithm} in {names!r}:",
-        f"    from domainbed import {plugin_module}",
-        f"    {plugin_module}.declare_hparams({algorithm}, _hparam, {dataset})",
+        f"    from domainbed.{package} import {support_module}",
+        f"    {support_module}.declare_hparams({algorithm}, _hparam, {dataset})",
     ], original)
     return _insert_before(original, final.lineno, block)

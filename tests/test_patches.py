@@ -4,6 +4,7 @@ The checkout is a stand-in written here (tmp_path) after the documented upstream
 (interface doc §0, §5, §8): self-contained, so the patched code runs without this project.
 """
 import difflib
+import importlib.util
 import json
 import os
 import pathlib
@@ -18,13 +19,15 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PATCHES_DIR = REPO_ROOT / "patches"
 FGMIX_PACKAGE = REPO_ROOT / "domainbed" / "algorithms" / "fgmix"
-VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2", "FGMix"]
 EDITED = ["domainbed/algorithms.py", "domainbed/hparams_registry.py"]
-PLUGIN = "domainbed/fgmix_plugin.py"
+PACKAGE = "domainbed/fgmix"
 
 sys.path.insert(0, str(PATCHES_DIR))
 import apply_fgmix  # noqa: E402
 import plugin_codegen  # noqa: E402
+
+# Every variant the package registers, read from our registry (not a hand-kept list).
+VARIANTS = plugin_codegen.generate_package()[1]
 
 # -- the stand-in upstream checkout -----------------------------------------------------------
 STANDIN = {
@@ -237,14 +240,28 @@ def patched(fgmix_source, tmp_path_factory):
 
 
 # -- the command on the stand-in --------------------------------------------------------------
-def test_installed_plugin_is_exactly_what_fgmix_py_generates(patched):
-    installed = (patched / PLUGIN).read_text()
-    assert installed == plugin_codegen.generate_plugin()[0]
-    header = plugin_codegen.split_header(installed)[0]
-    source = plugin_codegen.package_source(FGMIX_PACKAGE)
-    assert f"sha256={plugin_codegen.sha256_text(source)}" in header
-    assert "domainbed/algorithms/fgmix" in header
-    assert plugin_codegen.content_hash_matches(installed)
+def test_installed_package_is_exactly_what_the_generator_writes(patched):
+    files, names = plugin_codegen.generate_package()
+    installed = {p: (patched / p).read_text() for p in snapshot(patched) if p.startswith(PACKAGE)}
+    assert installed == files
+    modules = {p.name for p in FGMIX_PACKAGE.glob("*.py")}
+    assert set(files) == {f"{PACKAGE}/{m}" for m in modules | {"_upstream.py", "_per_sample.py"}}
+    for path, text in files.items():
+        header, content = plugin_codegen.split_header(text)
+        assert header.startswith("# GENERATED FILE") and plugin_codegen.content_hash_matches(text)
+        if path.endswith(("/_upstream.py", "/_per_sample.py")):
+            continue
+        # A package module is our module with only its project imports rewritten.
+        ours = (FGMIX_PACKAGE / pathlib.Path(path).name).read_text().splitlines()
+        theirs = content.splitlines()
+        changed = [line for op, a, b, c, d in difflib.SequenceMatcher(
+            None, ours, theirs, autojunk=False).get_opcodes() if op != "equal"
+            for line in ours[a:b]]
+        assert all(line.startswith("from domainbed.") for line in changed), (path, changed)
+        assert "domainbed/algorithms/fgmix/" in header
+    assert (patched / PACKAGE / "_per_sample.py").read_text().endswith(
+        (REPO_ROOT / "domainbed/lib/per_sample.py").read_text())
+    assert names == VARIANTS and len(set(names)) == len(names) >= 15
     assert run_tool(patched, "--check")[:2] == (0, f"{patched}: patched, up to date\n")
 
 
@@ -255,7 +272,7 @@ def test_upstream_files_only_gain_lines(patched, pristine):
         opcodes = difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes()
         assert {op for op, *_ in opcodes} == {"equal", "insert"}, path
         assert len(after) > len(before)
-    assert set(snapshot(patched)) == set(pristine) | {PLUGIN}
+    assert set(snapshot(patched)) == set(pristine) | set(plugin_codegen.generate_package()[0])
 
 
 def test_patched_standin_trains_every_variant_with_our_hparams(patched):
@@ -268,7 +285,7 @@ def test_patched_standin_trains_every_variant_with_our_hparams(patched):
                          env={**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
-    assert report["ALGORITHMS"] == ["ERM", "Mixup"] + plugin_codegen.generate_plugin()[1]
+    assert report["ALGORITHMS"] == ["ERM", "Mixup"] + VARIANTS
     for name in VARIANTS:
         specific = _declared_names(name)
         assert specific and all(n.startswith("fgmix_") for n in specific)
@@ -319,12 +336,12 @@ def test_check_detects_unpatched_and_stale_trees(fgmix_source, tmp_path, capsys)
     assert apply_fgmix.main([str(root), "--check"]) == 1
     assert "not patched" in capsys.readouterr().out
     assert apply_fgmix.main([str(root)]) == 0
-    plugin = root / PLUGIN
-    plugin.write_text(plugin.read_text().replace("ALGORITHMS = [", "ALGORITHMS = ['Old', "))
+    module = root / PACKAGE / "variants.py"
+    module.write_text(module.read_text().replace("class FGMix(", "class FGMixEdited("))
     assert apply_fgmix.main([str(root), "--check"]) == 1
     assert "edited by hand" in capsys.readouterr().out
-    assert apply_fgmix.main([str(root)]) == 0  # regenerates the plug-in
-    assert plugin.read_text() == plugin_codegen.generate_plugin()[0]
+    assert apply_fgmix.main([str(root)]) == 0  # regenerates the module
+    assert module.read_text() == plugin_codegen.generate_package()[0][f"{PACKAGE}/variants.py"]
 
 
 def test_crlf_files_stay_crlf(fgmix_source, tmp_path):
@@ -360,21 +377,37 @@ def test_unrecognised_trees_are_refused_untouched(fgmix_source, tmp_path, breaka
 
 
 # -- the generated classes behave like ours ---------------------------------------------------
-def _load_plugin(text):
-    """The generated plug-in as a module in *this* environment (our networks)."""
-    module = types.ModuleType("generated_fgmix_plugin")
-    exec(compile(text, PLUGIN, "exec"), module.__dict__)
+def _load_package(files, where, name):
+    """The generated package as `name` in *this* environment (our networks)."""
+    folder = where / name
+    folder.mkdir(parents=True)
+    for path, text in files.items():
+        (folder / pathlib.Path(path).name).write_text(text)
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
 
 
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    return _load_package(plugin_codegen.generate_package()[0],
+                         tmp_path_factory.mktemp("generated"), "generated_fgmix")
+
+
 @pytest.mark.parametrize("name", VARIANTS)
-def test_generated_classes_update_exactly_like_ours(fgmix_source, name):
+def test_generated_classes_update_exactly_like_ours(generated, name):
     import torch
 
     from domainbed import hparams_registry
     from domainbed.algorithms import get_algorithm_class
 
-    plugin = _load_plugin(plugin_codegen.generate_plugin()[0])
     # A small MLP featurizer (upstream's hparam names) keeps this fast on a CPU.
     hparams = {**hparams_registry.default_hparams(name, "Debug28"),
                "mlp_width": 16, "mlp_depth": 3, "mlp_dropout": 0.0}
@@ -382,7 +415,7 @@ def test_generated_classes_update_exactly_like_ours(fgmix_source, name):
     minibatches = [(torch.randn(6, 10, generator=generator),
                     torch.randint(0, 3, (6,), generator=generator)) for _ in range(3)]
     runs = []
-    for cls in (get_algorithm_class(name), getattr(plugin, name)):
+    for cls in (get_algorithm_class(name), getattr(generated, name)):
         torch.manual_seed(0)
         algorithm = cls((10,), 3, 3, hparams)
         logs = [algorithm.update(minibatches) for _ in range(2)]
@@ -397,10 +430,10 @@ def test_generated_classes_update_exactly_like_ours(fgmix_source, name):
 def _generate_from(tmp_path, source):
     path = tmp_path / "fgmix.py"
     path.write_text(source)
-    return plugin_codegen.generate_plugin(path)
+    return plugin_codegen.generate_package(path)
 
 
-def test_generator_pastes_fgmix_code_unchanged_and_inlines_per_sample(tmp_path):
+def test_generator_keeps_code_unchanged_and_copies_per_sample(tmp_path):
     import torch
 
     from domainbed.lib import per_sample
@@ -420,22 +453,25 @@ def test_generator_pastes_fgmix_code_unchanged_and_inlines_per_sample(tmp_path):
             def gradients(z, logits, y):
                 return per_sample.head_gradients(z, logits, y)  # per_sample.
     ''')
-    text, names = _generate_from(tmp_path, source)
+    files, names = _generate_from(tmp_path, source)
     assert names == ["Mine"]
-    kept = [line for line in source.splitlines()
-            if line.strip() and not line.startswith(("from domainbed", "@register_algorithm"))]
-    remaining = iter(text.splitlines())
+    init = plugin_codegen.split_header(files[f"{PACKAGE}/__init__.py"])[1]
+    kept = [line for line in source.splitlines() if not line.startswith("from domainbed")]
+    remaining = iter(init.splitlines())
     assert all(line in remaining for line in kept)  # every other line, in order, unchanged
-    assert "def head_residuals(" in text  # head_gradients' dependency is inlined too
-    assert "def cosine_from_gram(" not in text
-    module = _load_plugin(text)
-    assert issubclass(module.Mine, module.Algorithm) and module.Base is module.Algorithm
+    assert "from ._upstream import Algorithm as Base" in init
+    assert "from . import _per_sample as per_sample" in init
+    module = _load_package(files, tmp_path / "load", "generated_single")
+    upstream = sys.modules["generated_single._upstream"]
+    assert issubclass(module.Mine, upstream.Algorithm) and module.Base is upstream.Algorithm
+    assert upstream.REGISTERED == {"Mine": module.Mine}
     z, logits, y = torch.randn(4, 3), torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
-    for got, want in zip(module.Mine.gradients(z, logits, y), per_sample.head_gradients(z, logits, y)):
+    for got, want in zip(module.Mine.gradients(z, logits, y),
+                         per_sample.head_gradients(z, logits, y)):
         assert torch.equal(got, want)
 
 
-def test_generator_reads_a_package_in_dependency_order(tmp_path):
+def test_generator_keeps_the_package_layout(tmp_path):
     package = tmp_path / "mixing"
     package.mkdir()
     (package / "__init__.py").write_text('"""The package."""\nfrom .variants import Mine  # noqa\n')
@@ -452,15 +488,28 @@ def test_generator_reads_a_package_in_dependency_order(tmp_path):
             FACTOR = double(2)
     '''))
     (package / "rules.py").write_text('"""Rules."""\n\n\ndef double(x):\n    return 2 * x\n')
-    text, names = plugin_codegen.generate_plugin(package)
-    assert names == ["Mine"] and "from ." not in text and '"""The package."""' in text
-    assert text.index("def double(") < text.index("class Mine(")   # rules before variants
-    assert _load_plugin(text).Mine.FACTOR == 4
+    files, names = plugin_codegen.generate_package(package)
+    assert names == ["Mine"]
+    assert {pathlib.Path(p).name for p in files} == {
+        "__init__.py", "variants.py", "rules.py", "_upstream.py", "_per_sample.py"}
+    assert "from .rules import double" in files[f"{PACKAGE}/variants.py"]
+    assert _load_package(files, tmp_path / "load", "generated_layout").Mine.FACTOR == 4
+
+
+def test_generator_refuses_a_module_named_like_its_own(tmp_path):
+    package = tmp_path / "mixing"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "_upstream.py").write_text("")
+    with pytest.raises(plugin_codegen.CodegenError, match="_upstream"):
+        plugin_codegen.generate_package(package)
 
 
 @pytest.mark.parametrize("source, expected", [
     ("from domainbed.lib.misc import seed_hash\n", "has no upstream translation"),
+    ("from domainbed.algorithms.base import Other\n", "has no upstream translation"),
     ("import domainbed.lib.per_sample\n", "is not supported"),
+    ("def f():\n    from domainbed import networks\n", "must be at module level"),
     ("from domainbed.algorithms.registry import register_algorithm\nclass A:\n    pass\n",
      "no class is decorated"),
 ])
@@ -582,3 +631,74 @@ def test_diff_never_overwrites_a_file_or_writes_through_a_link(fgmix_source, tmp
     assert users.read_text().startswith("diff --git")
     status, _, stderr = run_tool(root, "--diff", link, "--overwrite")
     assert status == 2 and "already exists" in stderr
+
+
+# -- the installed package keeps itself in order ----------------------------------------------
+def test_a_module_the_package_lost_is_removed(fgmix_source, tmp_path):
+    root = write_standin(tmp_path / "tree")
+    assert apply_fgmix.main([str(root)]) == 0
+    stale = root / PACKAGE / "retired.py"
+    stale.write_text(next(iter(plugin_codegen.generate_package()[0].values())))  # generated
+    assert apply_fgmix.main([str(root), "--check"]) == 1
+    assert apply_fgmix.main([str(root)]) == 0
+    assert not stale.exists()
+    assert apply_fgmix.main([str(root), "--check"]) == 0
+
+
+def test_the_single_file_plugin_of_older_versions_is_replaced(fgmix_source, patched, tmp_path):
+    # An older version installed domainbed/fgmix_plugin.py and imported it in the two
+    # marked blocks; rerunning the command moves the checkout to the package, by apply and
+    # by --diff alike.
+    def old_install(root):
+        write_standin(root)
+        (root / plugin_codegen.LEGACY_PLUGIN_PATH).write_text(
+            "# GENERATED FILE: do not edit.\nALGORITHMS = ['FGMix']\n")
+        for path in EDITED:
+            text = (root / path).read_text()
+            (root / path).write_text(text.replace("return hparams\n", (
+                f"{upstream_block()}    return hparams\n")) if "hparams_registry" in path
+                else text + upstream_block(indent=""))
+        return root
+
+    import upstream_edits
+
+    def upstream_block(indent="    "):
+        return f"{indent}{upstream_edits.BEGIN}\n{indent}pass\n{indent}{upstream_edits.END}\n"
+
+    for mode in ("apply", "diff"):
+        root = old_install(tmp_path / mode)
+        if mode == "apply":
+            assert apply_fgmix.main([str(root)]) == 0
+        else:
+            patch_file = tmp_path / f"{mode}.patch"
+            assert apply_fgmix.main([str(root), "--diff", str(patch_file)]) == 0
+            assert "deleted file mode" in patch_file.read_text()
+            if not shutil.which("git"):
+                continue
+            subprocess.run(["git", "apply", str(patch_file)], cwd=root, check=True)
+        assert not (root / plugin_codegen.LEGACY_PLUGIN_PATH).exists()
+        assert snapshot(root) == snapshot(patched)
+
+
+@pytest.mark.parametrize("intruder", ["own_module", "symlink", "module_file"])
+def test_someone_elses_files_are_refused_untouched(fgmix_source, tmp_path, intruder):
+    root = write_standin(tmp_path / "tree")
+    (root / PACKAGE).mkdir()
+    if intruder == "own_module":
+        (root / PACKAGE / "variants.py").write_text("# my own research code\n")
+        expected = "was not generated by this command"
+    elif intruder == "symlink":
+        (tmp_path / "elsewhere.py").write_text("# GENERATED FILE but not in this checkout\n")
+        (root / PACKAGE / "base.py").symlink_to(tmp_path / "elsewhere.py")
+        expected = "symbolic link"
+    else:
+        (root / PACKAGE).rmdir()
+        (root / f"{PACKAGE}.py").write_text("# a module named like the package\n")
+        expected = "would clash"
+    before = snapshot(root)
+    status, _, stderr = run_tool(root)
+    assert status == 2 and expected in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert snapshot(root) == before
+    if intruder == "symlink":  # the link's target is not written through either
+        assert (tmp_path / "elsewhere.py").read_text() == \
+            "# GENERATED FILE but not in this checkout\n"
