@@ -141,3 +141,21 @@ def test_run_cost_needs_a_dataset():
     from domainbed.studies import benchmark
 
     assert benchmark.main(["--run_cost"]) == 2
+
+
+def test_fgmix_measure_every_reaches_the_timed_algorithms(monkeypatch, capsys):
+    from domainbed.algorithms.fgmix import GroupMixBase
+
+    seen = []
+    real = benchmark.time_steps
+
+    def spy(algorithm, *args, **kwargs):
+        seen.append((type(algorithm).__name__, getattr(algorithm, "MEASURE_EVERY", None)))
+        return real(algorithm, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "time_steps", spy)
+    assert benchmark.main(["--algorithms", "FGMix", "--fgmix_measure_every", "1"] + TINY) == 0
+    assert ("FGMix", 1) in seen and GroupMixBase.MEASURE_EVERY == 10   # the class untouched
+    assert benchmark.main(["--algorithms", "FGMix", "--fgmix_measure_every", "0"] + TINY) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--fgmix_measure_every" in err[0]

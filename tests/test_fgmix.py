@@ -774,3 +774,29 @@ def test_the_family_s_hparams_refuse_values_outside_their_range(name, value):
 
     with pytest.raises(validation.ValidationError, match=name):
         validation.check_hparam_value(name, value)
+
+
+@pytest.mark.parametrize("name", ["FGMix", "GMix3"])
+def test_costly_diagnostics_are_measured_every_tenth_step_and_held_between(name):
+    # Against the same run measuring every step: training and the cheap diagnostics are
+    # identical at every step (the costly ones feed nothing back), the costly ones equal on
+    # measured steps (0 and 10) and, between, the value of the last measured step.
+    minibatches = _debug_minibatches((3, 28, 28), [6, 5, 7], 2, seed=0)
+    every = _build(name, "Debug28", minibatches, 2, seed=0)
+    every.MEASURE_EVERY = 1
+    strided = _build(name, "Debug28", minibatches, 2, seed=0)
+    assert strided.MEASURE_EVERY == 10
+    logs_every = [every.update(minibatches) for _ in range(12)]
+    logs_strided = [strided.update(minibatches) for _ in range(12)]
+    costly = [k for k in fgmix.GroupMixBase.COSTLY_MEASURES if k in logs_every[0]]
+    assert set(costly) >= {"negative_mass", "outside_norm"}
+    if name == "FGMix":
+        assert {"policy_kl_fixed", "weight_shift_fixed"} <= set(costly)
+    for step, (a, b) in enumerate(zip(logs_every, logs_strided)):
+        assert {k: v for k, v in a.items() if k not in costly} == \
+            {k: v for k, v in b.items() if k not in costly}
+        measured = step - step % 10
+        assert {k: b[k] for k in costly} == {k: logs_every[measured][k] for k in costly}
+    # the held values do change when measured again (the check above is not vacuous)
+    assert logs_every[10]["outside_norm"] != logs_every[0]["outside_norm"]
+    assert logs_strided[9]["outside_norm"] == logs_every[0]["outside_norm"]

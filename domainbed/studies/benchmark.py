@@ -86,6 +86,9 @@ def parse_args(argv):
     parser.add_argument("--hparams", default=None,
                         help="JSON hparams overrides (step timings and --run_cost), e.g. "
                              "'{\"fgmix_space\": \"features\"}'")
+    parser.add_argument("--fgmix_measure_every", type=int, default=None, metavar="N",
+                        help="step timings: FGMix's costly diagnostics every N-th step "
+                             "(default: the family's MEASURE_EVERY, 10; 1 = every step)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="step timings: bf16 autocast around each update, as train.py's "
                              "--precision")
@@ -132,7 +135,7 @@ _NUMBERS = {   # flag: (lowest, highest); None values are "not given"
     "input_dim": (1, _MAX_SIZE), "channels": (1, 4096), "batch_size": (1, 65536),
     "threads": (1, 4096), "seed_batching": (1, 4096), "run_steps": (1, validation.MAX_STEPS),
     "run_checkpoint_freq": (1, validation.MAX_STEPS), "images_per_class": (1, 100000),
-    "run_timeout": (1, 7 * 86400)}
+    "run_timeout": (1, 7 * 86400), "fgmix_measure_every": (1, validation.MAX_STEPS)}
 
 
 def check_numbers(args):
@@ -285,6 +288,8 @@ def time_training(args, device):
         hparams = build_hparams(name, args)
         algorithm = get_algorithm_class(name)(input_shape(args), args.num_classes,
                                               args.num_domains, hparams)
+        if args.fgmix_measure_every is not None and hasattr(algorithm, "MEASURE_EVERY"):
+            algorithm.MEASURE_EVERY = args.fgmix_measure_every
         built[name] = precision.prepare_algorithm(algorithm.to(device), args).train()
     batch_size = build_hparams("ERM", args)["batch_size"]
     convert = precision.input_converter(args)

@@ -68,6 +68,12 @@ class GroupMixBase(Algorithm):
     SHUFFLE_AMOUNTS = False
     # κ_g's near end in version 3: the midpoint of the favoured and the disfavoured members.
     INTERPOLATION_END = -0.5
+    # The diagnostics that cost a pass of their own (the [N, D, F] hull measures, and a
+    # second mixing under the fixed metric for FGMix) are measured every MEASURE_EVERY-th
+    # step and held in between; the others every step (docs/method.md, Diagnostics).
+    MEASURE_EVERY = 10
+    COSTLY_MEASURES = ("negative_mass", "outside_norm", "outside_ratio", "negative_mass_std",
+                       "policy_kl_fixed", "weight_shift_fixed")
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
@@ -77,6 +83,8 @@ class GroupMixBase(Algorithm):
             self.featurizer.n_outputs, num_classes, hparams["nonlinear_classifier"])
         self.network = torch.nn.Sequential(self.featurizer, self.classifier)
         self._captured = CapturedRegion()   # on CUDA: the step's small kernels as one graph
+        self._held_measures = None          # the costly diagnostics' last values
+        self._measure_costly = True
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=hparams["lr"], weight_decay=hparams["weight_decay"])
         if self._needs_own_draws():
@@ -159,11 +167,47 @@ class GroupMixBase(Algorithm):
         if self.LEARN_POLICY and self.lookahead.reads_step_number and self._captured.active(z):
             count = next_step_number(self.optimizer, last_linear(self.classifier).weight)
             step_number = torch.full((), count, dtype=torch.float64, device=z.device)
+        self._measure_costly = self._costly_step(z)
         policy, weights, amounts, measures = self._captured(
             self._policy_and_mixing_tensors, z, y, domains, groups.index, groups.mask,
             groups.valid, groups.draws, groups.keys, features, residuals, nll, step_number,
             self._held_out(domains, groups.mask.shape[1]))
+        measures = self._hold_costly_measures(measures)
         return Mixing(policy, weights, amounts if self.weight_rule.has_amounts else None), measures
+
+    def _costly_step(self, z):
+        """Whether this step measures the costly diagnostics: every MEASURE_EVERY-th step of
+        the model's optimizer (its count is saved with the model, so a resumed run measures
+        on the same steps), and every step of a captured region (on a GPU they add no
+        launches there, and a graph cannot branch)."""
+        if self._captured.active(z) or self._held_measures is None:
+            return True
+        step = next_step_number(self.optimizer, last_linear(self.classifier).weight) - 1
+        return int(step) % self.MEASURE_EVERY == 0
+
+    def _costly_positions(self, device):
+        names = self._tensor_measure_names()
+        return torch.tensor([names.index(n) for n in self.COSTLY_MEASURES if n in names],
+                            device=device)
+
+    def _hold_costly_measures(self, measures):
+        """The step's measures with the costly ones measured now (and kept) or held."""
+        positions = self._costly_positions(measures.device)
+        if self._measure_costly:
+            self._held_measures = measures.index_select(0, positions)
+            return measures
+        return measures.index_copy(0, positions, self._held_measures.to(measures.device))
+
+    def get_extra_state(self):
+        state = super().get_extra_state()
+        if self._held_measures is not None:   # a resumed run holds what it would have held
+            state["held_measures"] = self._held_measures.detach().cpu()
+        return state
+
+    def set_extra_state(self, state):
+        state = dict(state)
+        self._held_measures = state.pop("held_measures", None)
+        super().set_extra_state(state)
 
     def _held_out(self, domains, num_domains):
         """§5c: the 0/1 mask of the source domain the look-ahead leaves out at this step (the
@@ -187,12 +231,14 @@ class GroupMixBase(Algorithm):
                                             held_out) if self.LEARN_POLICY else None
             with torch.no_grad():
                 mixing = self._mixing(y, domains, groups, signature)
-                measures = self._mixing_measures(z, domains, groups, mixing)
+                costly = self._measure_costly
+                measures = self._mixing_measures(z, domains, groups, mixing, costly)
                 if self.LEARN_POLICY:
                     measures["meta_loss"] = meta_loss
                     measures["meta_nll_ratio"] = meta_loss / nll.clamp(min=1e-12)
                     measures["policy_kl_fixed"], measures["weight_shift_fixed"] = \
-                        self._shift_from_fixed_metric(y, domains, groups, signature, mixing)
+                        self._shift_from_fixed_metric(y, domains, groups, signature, mixing) \
+                        if costly else (z.new_zeros(()), z.new_zeros(()))
                     measures["metric_distance"] = \
                         (self._metric() - 1.0).square().mean().sqrt()
             amounts = mixing.amounts if mixing.amounts is not None else z.new_zeros(0)
@@ -285,13 +331,16 @@ class GroupMixBase(Algorithm):
                 + (self.AMOUNT_MEASURES if self.weight_rule.has_amounts else ())
                 + (self.POLICY_MEASURES if self.LEARN_POLICY else ()))
 
-    def _mixing_measures(self, z, domains, groups, mixing):
+    def _mixing_measures(self, z, domains, groups, mixing, costly=True):
+        """The mixing's diagnostics; the costly ones (COSTLY_MEASURES) are zeros unless
+        `costly` (`_hold_costly_measures` puts the held values there)."""
         weights, kept = mixing.weights, groups.valid > 0
         n_groups = groups.valid.sum()
         count = n_groups.clamp(min=1)
         negative = (weights < 0) & kept.unsqueeze(1)
         with torch.no_grad():
-            mass, outside, ratio = extrapolation_measures(z, groups.index, weights, groups.valid)
+            mass, outside, ratio = extrapolation_measures(
+                z, groups.index, weights, groups.valid) if costly else (groups.valid * 0,) * 3
             entropy = normalized_entropy(mixing.policy, groups.mask)
         lowest = torch.where(kept.unsqueeze(1) & groups.mask, weights, float("inf")).min()
         extrapolating = negative.any(1).sum() / count
