@@ -12,6 +12,7 @@ import sys
 from domainbed.launchers import command_launchers
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.validation import SPEED_CHOICES, SPEED_OPTIONS
+from domainbed.sweeps import config_file
 from domainbed.sweeps.commands import run_sweep
 from domainbed.sweeps.errors import SweepError
 
@@ -33,6 +34,12 @@ def build_parser():
         description="Run a sweep", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["launch", "delete_incomplete", "status"])
+    parser.add_argument(
+        "--config", metavar="FILE", default=None,
+        help="ours: the sweep declared in a YAML or TOML file (datasets, algorithms, shared "
+             "and per-algorithm hparams, random or grid search; see README). The flags that "
+             "list jobs then come from the file; --data_dir, --output_dir and the launcher "
+             "stay flags")
     parser.add_argument("--datasets", nargs="+", type=str, default=None,
                         help="default: every registered dataset without 'Debug' in its name")
     parser.add_argument("--algorithms", nargs="+", type=str, default=None,
@@ -86,6 +93,9 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.config is not None:
+            config_file.apply(args, {name: parser.get_default(name)
+                                     for name in config_file.JOB_FLAGS})
         run_sweep(args)
     except SweepError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -11,6 +11,7 @@ from domainbed.lib import jobdir, validation
 from domainbed.lib.registry import PluginError
 from domainbed.sweeps.best_hparams import (best_hparams_plan, check_best_hparams_flags,
                                            load_finished_sweep, names_in_records)
+from domainbed.sweeps import config_file
 from domainbed.sweeps.checks import (check_jobs, check_launcher_args, check_names,
                                      resolve_launcher, resolve_selection_methods)
 from domainbed.sweeps.errors import SweepError
@@ -70,6 +71,27 @@ def speed_options(args):
             if getattr(args, name, default) != default}
 
 
+def flags_args_list(args, methods):
+    """Every job's train args: upstream's list from the flags, or the concatenated lists of
+    a --config file's launch units (each the list of its equivalent flags)."""
+    def job_list(dataset_names, algorithm_names, n_hparams_from, n_hparams, hparams):
+        return make_args_list(
+            n_trials=args.n_trials, dataset_names=dataset_names, algorithms=algorithm_names,
+            n_hparams_from=n_hparams_from, n_hparams=n_hparams, steps=args.steps,
+            data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
+            single_test_envs=args.single_test_envs, hparams=hparams,
+            test_env_counts=model_selection.test_env_counts(methods) if methods else None,
+            speed_options=speed_options(args), paired_seeds=args.paired_seeds)
+
+    settings = getattr(args, "config_settings", None)
+    if settings is None:
+        return job_list(args.datasets, args.algorithms, args.n_hparams_from, args.n_hparams,
+                        args.hparams)
+    units = config_file.launch_units(settings, args.config)
+    return [train_args for unit in units for train_args in job_list(
+        unit.datasets, [unit.algorithm], unit.n_hparams_from, unit.n_hparams, unit.hparams)]
+
+
 def run_sweep(args):
     """The command `args.command` with `sweep`'s parsed arguments (see scripts/sweep.py)."""
     try:
@@ -90,7 +112,7 @@ def run_sweep(args):
         args.datasets = args.datasets or names_in_records(records, "dataset", datasets.DATASETS)
         args.algorithms = args.algorithms or names_in_records(records, "algorithm",
                                                               algorithms.ALGORITHMS)
-    else:
+    elif getattr(args, "config_settings", None) is None:
         args.n_hparams_from = 0 if args.n_hparams_from is None else args.n_hparams_from
         args.n_hparams = 20 if args.n_hparams is None else args.n_hparams
         args.datasets = args.datasets or default_datasets()
@@ -110,13 +132,7 @@ def run_sweep(args):
         args_list = [train_args for _, train_args in plan]
         sweep_dirs = [os.path.join(args.output_dir, method.__name__) for method, _ in plan]
     else:
-        args_list = make_args_list(
-            n_trials=args.n_trials, dataset_names=args.datasets, algorithms=args.algorithms,
-            n_hparams_from=args.n_hparams_from, n_hparams=args.n_hparams, steps=args.steps,
-            data_dir=args.data_dir, task=args.task, holdout_fraction=args.holdout_fraction,
-            single_test_envs=args.single_test_envs, hparams=args.hparams,
-            test_env_counts=model_selection.test_env_counts(methods) if methods else None,
-            speed_options=speed_options(args), paired_seeds=args.paired_seeds)
+        args_list = flags_args_list(args, methods)
         sweep_dirs = [args.output_dir] * len(args_list)
     if args.command == "launch":
         check_jobs(args, args_list)
