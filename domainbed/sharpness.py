@@ -5,6 +5,9 @@
   ball's maximum by optimisation, SAM's one step is its cheap estimate).
 * **Top Hessian eigenvalue** of the mean training loss over the same batches, by power
   iteration with Hessian-vector products (double back-propagation, no Hessian formed).
+* On request, the **loss along random filter-normalised directions** (Li et al., NeurIPS
+  2018): L(θ + α d) for K directions d, and a 2-D slice L(θ + α d₁ + β d₂), for the
+  figures of `sharpness --plot` (domainbed/sharpness_plots.py).
 
 Both are taken over the parameters `predict` uses (an algorithm's extra modules, such as a
 discriminator or FGMix's policy, receive no gradient and are left out), with the model in
@@ -103,6 +106,80 @@ def measure(model, batches, rho=DEFAULTS["rho"], iterations=DEFAULTS["iterations
             "rho": rho, "n_batches": len(batches), "n_parameters": sum(p.numel() for p in params)}
 
 
+# -- the loss along random directions (Li et al., NeurIPS 2018) --------------------------------
+def filter_normalized_direction(params, generator):
+    """A Gaussian direction with each filter (a weight tensor's slice along its first
+    dimension: a conv's output channel, a linear layer's row) rescaled to the norm of the
+    same filter of θ, so that steps are comparable across layers and networks whatever
+    their scale. Biases and normalisation parameters (1-D tensors) get no component, as in
+    Li et al.'s figures."""
+    direction = []
+    for p in params:
+        d = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p)
+        if p.dim() <= 1:
+            d.zero_()
+        else:
+            rows, weights = d.view(d.shape[0], -1), p.detach().reshape(p.shape[0], -1)
+            rows.mul_(weights.norm(dim=1, keepdim=True)
+                      / rows.norm(dim=1, keepdim=True).clamp(min=1e-12))
+        direction.append(d)
+    return direction
+
+
+def loss_at_points(loss_fns, params, directions, points):
+    """The mean of `loss_fns` at θ + Σ_k a_k d_k for each point (a_1, ..., a_K) of `points`,
+    with `directions` [d_1, ..., d_K]; the parameters are put back after."""
+    originals = [p.detach().clone() for p in params]
+    losses = []
+    try:
+        with torch.no_grad():
+            for point in points:
+                for index, p in enumerate(params):
+                    shifted = originals[index].clone()
+                    for a, direction in zip(point, directions):
+                        if a:
+                            shifted.add_(direction[index], alpha=float(a))
+                    p.copy_(shifted)
+                losses.append(sum(float(fn()) for fn in loss_fns) / len(loss_fns))
+    finally:
+        with torch.no_grad():
+            for p, original in zip(params, originals):
+                p.copy_(original)
+    return losses
+
+
+def direction_generator(seed, index):
+    """The generator of direction `index` under `seed` (the same directions on every run)."""
+    from domainbed.lib.misc import seed_hash
+
+    return torch.Generator().manual_seed(seed_hash("direction", seed, index))
+
+
+def loss_landscape(model, batches, n_directions=4, span=1.0, n_points=21, slice_points=0,
+                   seed=DEFAULTS["seed"]):
+    """{"alphas", "curves" [K][n_points]} and, when slice_points > 0, {"slice_alphas",
+    "slice" [β][α]} of the cross-entropy on `batches` around the model's weights, in
+    evaluation mode. α = 0 is θ itself: every curve passes through `measure`'s loss."""
+    model.eval()
+    params = used_parameters(model, batches[0][0])
+    loss_fns = [(lambda x, y: lambda: F.cross_entropy(model.predict(x), y))(x, y)
+                for x, y in batches]
+    directions = [filter_normalized_direction(params, direction_generator(seed, k))
+                  for k in range(max(n_directions, 2 if slice_points else 0))]
+    alphas = [span * (2 * i / (n_points - 1) - 1) for i in range(n_points)]
+    result = {"alphas": alphas, "span": span,
+              "curves": [loss_at_points(loss_fns, params, [d], [(a,) for a in alphas])
+                         for d in directions[:n_directions]]}
+    if slice_points:
+        grid = [span * (2 * i / (slice_points - 1) - 1) for i in range(slice_points)]
+        flat = loss_at_points(loss_fns, params, directions[:2],
+                              [(a, b) for b in grid for a in grid])
+        result["slice_alphas"] = grid
+        result["slice"] = [flat[row * slice_points:(row + 1) * slice_points]
+                           for row in range(slice_points)]
+    return result
+
+
 # -- a job directory ---------------------------------------------------------------------
 @contextlib.contextmanager
 def seeded_as_the_run(seed):
@@ -160,10 +237,11 @@ def training_batches(dump, n_batches, batch_size, seed, device):
     return batches
 
 
-def measure_job(path, model="final", **options):
+def measure_job(path, model="final", landscape=None, **options):
     """`measure` at a job's final model (`model.pkl`) or the one training-domain validation
     selects (`model="selected"`: `model_iid.pkl`, kept with DOMAINBED_SAVE_SELECTED=1),
-    with the job's identity (dataset, algorithm, test envs, seeds) in the result."""
+    with the job's identity (dataset, algorithm, test envs, seeds) in the result.
+    `landscape`: `loss_landscape`'s keyword arguments, to add its curves (same batches)."""
     import os
 
     from domainbed import model_files
@@ -184,6 +262,9 @@ def measure_job(path, model="final", **options):
     result["path"] = path
     result.update(measure(algorithm, batches, settings["rho"], settings["iterations"],
                           settings["seed"]))
+    if landscape is not None:
+        result["landscape"] = loss_landscape(algorithm, batches, seed=settings["seed"],
+                                             **landscape)
     return result
 
 

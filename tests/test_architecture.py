@@ -19,7 +19,7 @@ LAYERS = [
     ("domainbed.launchers", "domainbed.command_launchers", "domainbed.pool_launcher"),
     ("domainbed.training",),
     ("domainbed.model_selection", "domainbed.results", "domainbed.model_files",
-     "domainbed.hparams_registry", "domainbed.sharpness"),
+     "domainbed.hparams_registry", "domainbed.sharpness", "domainbed.sharpness_plots"),
     ("domainbed.algorithms",),
     ("domainbed.networks", "domainbed.datasets"),
     ("domainbed.lib",),

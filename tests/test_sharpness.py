@@ -90,3 +90,85 @@ def test_no_finished_job_is_a_one_line_error(tmp_path, capsys):
     assert sharpness_cli.cli([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "no finished job directory" in err and len(err.splitlines()) == 1
+
+
+# -- the loss along random filter-normalised directions (sharpness --plot) ---------------------
+def test_filter_normalised_directions_match_each_filters_norm():
+    layer = torch.nn.Conv2d(3, 5, 3)
+    params = list(layer.parameters())
+    direction = sharpness.filter_normalized_direction(params, torch.Generator().manual_seed(0))
+    weight, bias = direction
+    assert torch.allclose(weight.flatten(1).norm(dim=1), layer.weight.flatten(1).norm(dim=1))
+    assert torch.equal(bias, torch.zeros_like(bias))     # 1-D tensors get no component
+    again = sharpness.filter_normalized_direction(params, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], weight)
+
+
+def test_loss_at_points_is_the_loss_of_the_shifted_weights_and_restores_them():
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(10, 4, generator=torch.Generator().manual_seed(1)), torch.arange(10) % 3
+    params = list(model.parameters())
+    before = [p.detach().clone() for p in params]
+    d1 = [torch.ones_like(p) for p in params]
+    d2 = [torch.full_like(p, -0.5) for p in params]
+    loss = lambda: torch.nn.functional.cross_entropy(model(x), y)  # noqa: E731
+    got = sharpness.loss_at_points([loss], params, [d1, d2], [(0.0, 0.0), (0.3, 0.2)])
+    by_hand = torch.nn.functional.cross_entropy(
+        x @ (before[0] + 0.3 - 0.1).T + (before[1] + 0.3 - 0.1), y)
+    assert got[0] == pytest.approx(float(loss().detach()), abs=0)
+    assert got[1] == pytest.approx(float(by_hand), rel=1e-6)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    from domainbed.scripts import train
+
+    root = tmp_path_factory.mktemp("runs")
+    for algorithm in ("ERM", "SAM"):
+        argv = ["--dataset", "RotatedMNIST5k", "--algorithm", algorithm, "--test_envs", "0",
+                "--steps", "41", "--checkpoint_freq", "40", "--output_dir", str(root / algorithm)]
+        assert train.main(argv) in (0, None)
+    return root
+
+
+def test_plot_draws_one_figure_per_dataset_whose_curves_start_at_the_runs_loss(
+        two_runs, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    output, figures = tmp_path / "s.jsonl", tmp_path / "figures"
+    argv = [str(two_runs), "--n_batches", "2", "--iterations", "2", "--plot", str(figures),
+            "--directions", "2", "--points", "5", "--slice", "--slice_points", "3",
+            "--output", str(output)]
+    assert sharpness_cli.main(argv) == 0
+    assert sorted(p.name for p in figures.iterdir()) == [
+        "RotatedMNIST5k_loss_curves.png", "RotatedMNIST5k_loss_slice.png"]
+    assert all(p.stat().st_size > 10000 for p in figures.iterdir())
+    for line in output.read_text().splitlines():
+        result = json.loads(line)
+        landscape = result["landscape"]
+        assert landscape["alphas"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
+        assert len(landscape["curves"]) == 2
+        for curve in landscape["curves"]:
+            assert curve[2] == result["loss"]              # α = 0: the run's own loss
+            assert max(curve) > result["loss"]            # and it rises somewhere around it
+        assert landscape["slice"][1][1] == result["loss"]  # the slice's centre too
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--slice"], "--slice draws into --plot DIR"),
+    (["--plot", "DIR", "--points", "4"], "--points must be odd"),
+    (["--plot", "DIR", "--directions", "0"], "--directions must be >= 1"),
+    (["--plot", "DIR", "--span", "0"], "--span must be a number in (0"),
+    (["--plot", "FILE"], "exists and is not a directory"),
+])
+def test_bad_plot_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
+    (tmp_path / "FILE").write_text("the user's file")
+    argv = [str(tmp_path / a) if a in ("DIR", "FILE") else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        sharpness_cli.cli([str(tmp_path)] + argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert (tmp_path / "FILE").read_text() == "the user's file"
+    assert not (tmp_path / "DIR").exists()

@@ -4,7 +4,9 @@
 
 Each finished job directory (or every one in a sweep directory) is measured at its final
 model (or `--model selected`: model_iid.pkl) on fixed batches of its training data; one
-line per job, then the mean ± standard error per algorithm. Library: `domainbed.sharpness`.
+line per job, then the mean ± standard error per algorithm. `--plot DIR` adds the loss
+along random filter-normalised directions, one figure per dataset (and a 2-D slice with
+`--slice`). Library: `domainbed.sharpness`, `domainbed.sharpness_plots`.
 """
 import json
 import os
@@ -34,6 +36,21 @@ def parse_args(argv=None):
                         help="which batches, and the power iteration's start")
     parser.add_argument("--hparams_seed", type=int, default=None,
                         help="only the jobs of this hparam draw (0: the defaults)")
+    parser.add_argument("--plot", metavar="DIR", default=None,
+                        help="also draw the training loss along random filter-normalised "
+                             "directions around each run: one PNG per dataset, algorithms "
+                             "side by side (needs matplotlib)")
+    parser.add_argument("--directions", type=int, default=None, metavar="K",
+                        help="random directions per run for --plot (default 4)")
+    parser.add_argument("--span", type=float, default=1.0,
+                        help="the curves run over α in [-span, span] (default 1: one "
+                             "filter norm)")
+    parser.add_argument("--points", type=int, default=21,
+                        help="points per curve, odd so that α = 0 is one (default 21)")
+    parser.add_argument("--slice", action="store_true",
+                        help="with --plot: also a 2-D slice along two of the directions")
+    parser.add_argument("--slice_points", type=int, default=11,
+                        help="points per side of the 2-D slice, odd (default 11)")
     parser.add_argument("--output", default=None,
                         help="also write one JSON line per job to this new file")
     parser.add_argument("--overwrite", action="store_true",
@@ -41,6 +58,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     try:
         check_numbers(args)
+        check_plot_flags(args)
         if args.output:
             safe_write.check_new_output(args.output, "--output", args.overwrite)
     except (validation.ValidationError, safe_write.WriteRuleError) as error:
@@ -62,6 +80,40 @@ def check_numbers(args):
         validation.check_seed("--hparams_seed", args.hparams_seed)
 
 
+def check_plot_flags(args):
+    """The loss-landscape flags: meaningful only with --plot (or --directions for
+    --output), odd point counts, a plot directory that is not a file."""
+    if args.directions is None:
+        args.directions = 4 if args.plot else 0
+    for flag in ("slice",):
+        if getattr(args, flag) and not args.plot:
+            raise validation.ValidationError(f"--{flag} draws into --plot DIR; add --plot DIR")
+    if args.plot is not None:
+        if not args.plot.strip():
+            raise validation.ValidationError("--plot: the path is empty; give a directory")
+        if os.path.lexists(args.plot) and not os.path.isdir(args.plot):
+            raise validation.ValidationError(f"--plot {args.plot} exists and is not a "
+                                             f"directory; give a directory for the figures")
+        validation.check_count("--directions", args.directions, 1, 1000)
+    else:
+        validation.check_count("--directions", args.directions, 0, 1000)
+    validation.check_number("--span", args.span, 0, MAX_RHO, low_inclusive=False, example=1.0)
+    for flag in ("points", "slice_points"):
+        value = getattr(args, flag)
+        validation.check_count(f"--{flag}", value, 3, 1001)
+        if value % 2 == 0:
+            raise validation.ValidationError(f"--{flag} must be odd, so that α = 0 (the "
+                                             f"trained weights) is one of them; got {value}")
+
+
+def landscape_options(args):
+    """`sharpness.loss_landscape`'s options, or None when no curve is asked for."""
+    if not args.directions:
+        return None
+    return {"n_directions": args.directions, "span": args.span, "n_points": args.points,
+            "slice_points": args.slice_points if args.slice else 0}
+
+
 def skip_note(job, reason):
     print(f"sharpness: skipped {job}: {cli_squeeze(reason)}", file=sys.stderr, flush=True)
 
@@ -73,7 +125,8 @@ def measure_all(jobs, args):
     results, skipped = [], 0
     for job in jobs:
         try:
-            results.append(sharpness.measure_job(job, args.model, **options))
+            results.append(sharpness.measure_job(job, args.model, landscape_options(args),
+                                                 **options))
         except KeyboardInterrupt:
             raise
         except Exception as error:   # a missing or truncated model, garbage records...
@@ -85,6 +138,9 @@ def measure_all(jobs, args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.plot:   # before any measuring: a missing matplotlib is one line, at once
+        from domainbed.lib import plots
+        plots.require_matplotlib()
     jobs, unreadable = sharpness.find_jobs(args.paths, args.hparams_seed)
     for job, reason in unreadable:
         skip_note(job, reason)
@@ -106,6 +162,11 @@ def main(argv=None):
         with safe_write.open_file(args.output, "w") as f:   # checked new (or --overwrite)
             for result in results:
                 f.write(json.dumps(result) + "\n")
+    if args.plot and results:
+        from domainbed import sharpness_plots
+
+        for path in sharpness_plots.plot_landscapes(results, args.plot):
+            print(f"wrote {path}")
     if skipped:
         print(f"sharpness: {skipped} of {len(jobs) + len(unreadable)} jobs skipped (see the "
               "notes above)", file=sys.stderr)
