@@ -37,9 +37,11 @@ def _get(args, name, default=None):
 # Ours: opt-in ways to run faster on a GPU (docs/benchmarks.md). Each is one of the job's
 # args (records, job identity, sweep hashes) only when it differs from its default, so a
 # job that does not use them keeps upstream's args, command and hash exactly.
-SPEED_OPTIONS = {"pipeline": "default", "precision": "fp32", "memory_format": "contiguous"}
+SPEED_OPTIONS = {"pipeline": "default", "precision": "fp32", "memory_format": "contiguous",
+                 "metrics": "accuracy"}
 SPEED_CHOICES = {"pipeline": ("default", "fast"), "precision": ("fp32", "bf16"),
-                 "memory_format": ("contiguous", "channels_last")}
+                 "memory_format": ("contiguous", "channels_last"),
+                 "metrics": ("accuracy", "all")}
 
 
 def _is_int(value):

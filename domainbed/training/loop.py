@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from domainbed.lib import checkpoint, jobdir, misc, tensorboard_logs
+from domainbed.training import arguments
 from domainbed.lib.progress import progress_bar
 from domainbed.training import precision
 from domainbed.training.models import save_model, save_selected_model
@@ -176,9 +177,15 @@ class TrainingLoop:
                 results.update(before_record(evals, job.args.test_envs, job.device))
             for name, loader in evals:
                 results[name + "_acc"] = misc.accuracy(job.algorithm, loader, None, job.device)
+            if arguments.speed_option(job.args, "metrics") == "all":
+                from domainbed.training import evaluation
+                for name, loader in evals:
+                    results.update(evaluation.split_metrics(name, job.algorithm, loader,
+                                                            job.device))
         results["mem_gb"] = peak_memory_gb(job.device)
 
-        keys = sorted(results)
+        # The table shows numbers; a confusion matrix (--metrics all) is in results.jsonl.
+        keys = sorted(k for k in results if not k.endswith("_confusion"))
         bar.clear()
         if keys != self.last_header:
             misc.print_row(keys, colwidth=12)
