@@ -47,8 +47,9 @@ def curves_figure(dataset, by_algorithm):
         axis.set_xlabel("α (filter-normalised step)")
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("training loss")
-    figure.suptitle(f"{dataset}: loss along random directions (thin: each run and "
-                    f"direction; bold: mean; dot: the run's loss)", y=1.02)
+    figure.suptitle(f"{dataset}: training loss along random filter-normalised directions\n"
+                    f"thin: each run and direction; bold: their mean; dot: the runs' loss",
+                    y=1.16)
     return figure
 
 
@@ -64,7 +65,12 @@ def slice_figure(dataset, by_algorithm):
     means = {a: [_mean(rows) for rows in zip(*s)] for a, s in slices.items()}
     values = [v for grid in means.values() for row in grid for v in row]
     low, high = min(values), max(values)
-    levels = [low + (high - low) * i / 14 for i in range(15)] if high > low else 15
+    # Geometric levels: the basin's shape near the minimum, where linear levels show one
+    # colour, is what the figure is for.
+    if 0 < low < high:
+        levels = [low * (high / low) ** (i / 14) for i in range(15)]
+    else:
+        levels = [low + (high - low) * i / 14 for i in range(15)] if high > low else 15
     figure, axes = plots.panel_grid(plt, len(means), columns=4, panel_size=(3.0, 2.8))
     for axis, (algorithm, grid) in zip(axes, means.items()):
         alphas = by_algorithm[algorithm][0]["landscape"]["slice_alphas"]
@@ -74,7 +80,11 @@ def slice_figure(dataset, by_algorithm):
         axis.set_xlabel("α (direction 1)")
         axis.set_aspect("equal")
     axes[0].set_ylabel("β (direction 2)")
-    figure.colorbar(filled, ax=axes, label="training loss (mean over runs)", shrink=0.9)
+    bar = figure.colorbar(filled, ax=axes, label="training loss (mean over runs; "
+                          "geometric levels)", shrink=0.9)
+    bar.ax.set_yticks(bar.ax.get_yticks()[::2] if len(bar.ax.get_yticks()) > 8 else
+                      bar.ax.get_yticks())
+    bar.ax.yaxis.set_major_formatter("{x:.3g}")
     figure.suptitle(f"{dataset}: loss on a random 2-D slice (+: the trained weights)", y=1.02)
     return figure
 
