@@ -19,7 +19,9 @@ LAYERS = [
     ("domainbed.launchers", "domainbed.command_launchers", "domainbed.pool_launcher"),
     ("domainbed.training",),
     ("domainbed.model_selection", "domainbed.results", "domainbed.model_files",
-     "domainbed.hparams_registry", "domainbed.sharpness"),
+     "domainbed.hparams_registry", "domainbed.sharpness",
+     # upstream's import paths of the results package's modules: aliases of its layer
+     "domainbed.lib.query", "domainbed.lib.reporting", "domainbed.lib.plots"),
     ("domainbed.algorithms",),
     ("domainbed.networks", "domainbed.datasets"),
     ("domainbed.lib",),

@@ -533,7 +533,7 @@ class UpstreamComparison:
             self.records_by_cell.setdefault(key, []).append(record)
 
     def notes(self, table, algorithm, column):
-        """Protocol differences behind one cell of `table` (a Table of lib/reporting)."""
+        """Protocol differences behind one cell of `table` (a `tables.Table`)."""
         if table.dataset is not None:
             datasets = [table.dataset]
         elif column == "Avg":
