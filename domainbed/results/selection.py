@@ -11,8 +11,10 @@ Methods are used through classmethods only, as upstream.
 
 Ours, for `sweep`: each method says which runs it reads (`TEST_ENV_COUNTS`: the numbers of
 test envs of those runs), so a sweep can launch only what the chosen methods need
-(`test_env_counts`); `get_selection_method(name)` looks a method up by its class name, and
-`selected_runs` lists the run a method selects in every group (`--best_hparams_from`).
+(`test_env_counts`); `get_selection_method(name)` looks a method up by its class name;
+`selected_runs` lists the run a method selects in every group (`--best_hparams_from`, the
+unit-test suite, plots), and `selected_accuracies` the accuracy it selects per (dataset,
+test env, trial) cell and algorithm (the studies' paired comparisons).
 """
 import numpy as np
 
@@ -203,3 +205,19 @@ def selected_runs(records, selection_method):
             run_acc, run_records = ranked[0]
             selected.append({**group, "run_acc": run_acc, "records": Q(run_records)})
     return selected
+
+
+def selected_accuracies(records, selection_method=IIDAccuracySelectionMethod, max_step=None):
+    """{(dataset, test_env, trial_seed): {algorithm: test accuracy}}: what the method selects
+    in every (trial_seed, dataset, algorithm, test_env) group it can score, keyed by the
+    cells that paired comparisons pair on (`results.paired`). `max_step`: read only the
+    checkpoints up to that step (None: all)."""
+    if max_step is not None:
+        records = Q([record for record in records if record["step"] <= max_step])
+    cells = {}
+    for group in get_grouped_records(records):
+        accuracy = selection_method.sweep_acc(group["records"])
+        if accuracy is not None:
+            key = (group["dataset"], group["test_env"], group["trial_seed"])
+            cells.setdefault(key, {})[group["algorithm"]] = accuracy
+    return cells

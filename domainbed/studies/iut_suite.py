@@ -26,9 +26,12 @@ import time
 
 from domainbed.lib import jobdir, safe_write
 from domainbed.lib.cli import OneLineErrorParser
+from domainbed.results import selection
+from domainbed.results.paired import paired
+from domainbed.results.query import Q
+from domainbed.results.records import load_sweep
 from domainbed.studies.iut_results import (ALGORITHMS, N_ENVS, ORACLE, PROBLEMS, PUBLISHED,
-                                            PUBLISHED_METHODS, error_table, problem_name,
-                                            summarise)
+                                            PUBLISHED_METHODS, error_table, problem_name)
 
 
 def add_arguments(parser):
@@ -95,33 +98,22 @@ def launch(args, env=None):
 
 def load_records(sweep_dir):
     """The sweep's records, the Oracle's renamed to 'Oracle' (they are ERM runs)."""
-    from domainbed.lib import reporting
-    from domainbed.lib.query import Q
-
     renamed = []
-    for record in reporting.load_records(sweep_dir):
+    for record in load_sweep(sweep_dir).records:
         if record["hparams"].get("iut_oracle"):
             record = {**record, "args": {**record["args"], "algorithm": ORACLE}}
         renamed.append(record)
     return Q(renamed)
 
 
-def selected_cells(records):
+def selected_cells(sweep_records):
     """{(n_envs, problem, algorithm): [(trial_seed, test error, selected records)]} under
     training-domain validation."""
-    from domainbed import model_selection
-    from domainbed.lib import reporting
-
-    method = model_selection.IIDAccuracySelectionMethod
     cells = {}
-    for group in reporting.get_grouped_records(records):
-        ranked = method.hparams_accs(group["records"])
-        if not len(ranked):
-            continue
-        best_acc, best_run = ranked[0]
-        key = (group["test_env"], problem_name(group["dataset"]), group["algorithm"])
+    for choice in selection.selected_runs(sweep_records, selection.IIDAccuracySelectionMethod):
+        key = (choice["test_env"], problem_name(choice["dataset"]), choice["algorithm"])
         cells.setdefault(key, []).append(
-            (group["trial_seed"], 1.0 - best_acc["test_acc"], best_run))
+            (choice["trial_seed"], 1.0 - choice["run_acc"]["test_acc"], choice["records"]))
     return cells
 
 
@@ -163,15 +155,14 @@ def paired_differences(cells, reference="ERM"):
     for (n_envs, problem, algorithm), entries in cells.items():
         for seed, error, _ in entries:
             by_cell.setdefault((n_envs, problem, seed), {})[algorithm] = error
+    algorithms = dict.fromkeys(algorithm for errors in by_cell.values() if reference in errors
+                               for algorithm in errors if algorithm != reference)
     differences = {}
-    for errors in by_cell.values():
-        if reference not in errors:
-            continue
-        for algorithm, error in errors.items():
-            if algorithm != reference:
-                differences.setdefault(algorithm, []).append(error - errors[reference])
-    return {algorithm: {**summarise(d), "lower": int(sum(x < 0 for x in d))}
-            for algorithm, d in differences.items()}
+    for algorithm in algorithms:
+        result = paired(by_cell, algorithm, reference, higher_is_better=False)
+        differences[algorithm] = {"mean": result.mean, "se": result.se, "std": result.std,
+                                  "n": result.n, "lower": result.wins}
+    return differences
 
 
 def format_paired(paired, reference="ERM"):
