@@ -11,7 +11,8 @@ One module per concern:
 * `query`: `Q`, upstream's record query language.
 * `selection`: the model-selection methods, `selected_runs`, `selected_accuracies`.
 * `tables`: `Results` of `Table`s of `Cell`s (numbers), built once, and every rendering of
-  them (upstream's text and LaTeX byte for byte, Markdown, CSV, JSON).
+  them (upstream's text and LaTeX byte for byte, Markdown, CSV, JSON); the studies' own
+  tables (`Column`s: `text_table`, `markdown_table`).
 * `order`: the registries' order of rows, tables and columns, and `build` with it.
 * `paired`: paired differences of two algorithms cell by cell (mean ± s.e., wins), the one
   paired comparison of every study (reproduce, hparam_study, the unit-test suite,
@@ -22,8 +23,8 @@ One module per concern:
 * `plots`: the figures (matplotlib, optional).
 
 Upstream's import paths stay as aliases: `domainbed.model_selection` (= `selection`),
-`domainbed.lib.query` (= `query`), `domainbed.lib.reporting` (its names re-exported),
-`domainbed.lib.upstream_results` (= `published`), `domainbed.lib.plots` (= `plots`).
+`domainbed.lib.query` (= `query`), `domainbed.lib.reporting` (its names re-exported); and
+the former `domainbed.lib.plots` (= `plots`).
 Nothing here imports torch (tests/test_collect_results.py, tests/test_architecture.py).
 """
 from domainbed.results import notes, paired, query, records, selection, tables  # noqa: F401

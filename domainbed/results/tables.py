@@ -10,6 +10,9 @@
   `FORMATS`: upstream's text and LaTeX byte for byte (`print_table`), Markdown, CSV and
   JSON; `comparison` (a `published.UpstreamComparison`) adds each cell's difference to the
   published number. Each prints to stdout (collect_results tees it into the sweep).
+* The studies' tables (paired comparisons, learning curves, the unit-test suite): fixed-width
+  text from `Column`s (`text_table`, `text_header`, `text_row`) and Markdown
+  (`markdown_table`, which the Markdown rendering of `Results` uses too).
 """
 import csv
 import json
@@ -268,13 +271,11 @@ def render_markdown(results, comparison=None):
     for method in results.methods:
         print(f"\n## Model selection: {method.name}")
         for table in results.tables[method.name]:
-            columns = [*table.col_labels, "Avg"]
             print(f"\n### {table.name}\n")
-            print("| " + " | ".join(["Algorithm", *columns]) + " |")
-            print("|" + "---|" * (len(columns) + 1))
-            for algorithm, cells in zip(table.row_labels,
-                                        table.text_rows("markdown", _suffix(comparison))):
-                print("| " + " | ".join([algorithm, *cells]) + " |")
+            rows = [[algorithm, *cells] for algorithm, cells in zip(
+                table.row_labels, table.text_rows("markdown", _suffix(comparison)))]
+            for line in markdown_table(["Algorithm", *table.col_labels, "Avg"], rows):
+                print(line)
             if comparison:
                 print()
                 for line in comparison.legend_lines(table):
@@ -335,3 +336,57 @@ RENDERERS = {"text": render_text, "latex": render_latex, "markdown": render_mark
 def render(results, fmt="text", comparison=None):
     """Print `results` in one of FORMATS."""
     RENDERERS[fmt](results, comparison)
+
+
+# =======================================================================================
+# The studies' own tables (reproduce, hparam_study, the unit-test suite)
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a fixed-width text table: its `header`, and each value through `fmt`
+    (a format string; a tuple value fills its fields in order, e.g. wins and pairs in
+    '{:>7}/{:<4}'), None as `missing`; both aligned ('<' or '>') in `width` characters
+    after `before` (a separator). A text longer than `width` is kept whole."""
+    header: str
+    width: int = 0
+    align: str = ">"
+    fmt: str = "{}"
+    missing: str = ""
+    before: str = ""
+
+    def text(self, value):
+        if value is None:
+            text = self.missing
+        else:
+            text = self.fmt.format(*value) if isinstance(value, tuple) else self.fmt.format(value)
+        return self.before + format(text, f"{self.align}{self.width}")
+
+    def header_text(self):
+        return self.before + format(self.header, f"{self.align}{self.width}")
+
+
+def text_header(columns):
+    """The header line of a fixed-width table."""
+    return "".join(column.header_text() for column in columns)
+
+
+def text_row(columns, values):
+    """One line of a fixed-width table; fewer values than columns fill only the first
+    columns (the line ends after its last value)."""
+    return "".join(column.text(value) for column, value in zip(columns, values))
+
+
+def text_table(columns, rows):
+    """The lines of a fixed-width table: the header, then one line per row of values."""
+    return [text_header(columns)] + [text_row(columns, row) for row in rows]
+
+
+def markdown_table(columns, rows):
+    """The lines of a Markdown table: the header, the rule, then one line per row of values.
+    `columns`: `Column`s (their `fmt` and `missing`; widths are not used) or header strings
+    (values shown as they are)."""
+    columns = [c if isinstance(c, Column) else Column(c) for c in columns]
+    return (["| " + " | ".join(column.header for column in columns) + " |",
+             "|" + "---|" * len(columns)]
+            + ["| " + " | ".join(column.text(value) for column, value in zip(columns, row)) + " |"
+               for row in rows])

@@ -16,6 +16,7 @@ from domainbed.lib.cli import OneLineErrorParser
 from domainbed.results.paired import paired
 from domainbed.results.records import load_sweep
 from domainbed.results.selection import selected_accuracies
+from domainbed.results.tables import Column, markdown_table
 
 REFERENCE = "ERM"
 
@@ -55,13 +56,17 @@ def paired_rows(records, max_step=None):
     return rows
 
 
+COLUMNS = [Column("variant"), Column("dataset"), Column("cells"),
+           Column("accuracy", fmt="{:.1f}"),
+           Column(f"minus {REFERENCE} (mean ± s.e.)", fmt="{:+.1f} ± {:.1f}"),
+           Column(f"better than {REFERENCE} in", fmt="{}/{}")]
+
+
 def format_rows(rows):
-    lines = [f"| variant | dataset | cells | accuracy | minus {REFERENCE} (mean ± s.e.) | "
-             f"better than {REFERENCE} in |", "|---|---|---|---|---|---|"]
-    for variant, dataset, n, acc, diff, se, wins in rows:
-        lines.append(f"| {variant} | {dataset} | {n} | {acc:.1f} | {diff:+.1f} ± {se:.1f} | "
-                     f"{wins}/{n} |")
-    return "\n".join(lines)
+    """`paired_rows` as a Markdown table."""
+    return "\n".join(markdown_table(COLUMNS, [
+        (variant, dataset, n, acc, (diff, se), (wins, n))
+        for variant, dataset, n, acc, diff, se, wins in rows]))
 
 
 def main(argv=None):

@@ -30,6 +30,7 @@ from domainbed.results import selection
 from domainbed.results.paired import paired
 from domainbed.results.query import Q
 from domainbed.results.records import load_sweep
+from domainbed.results.tables import Column, text_header, text_row, text_table
 from domainbed.studies.iut_results import (ALGORITHMS, N_ENVS, ORACLE, PROBLEMS, PUBLISHED,
                                             PUBLISHED_METHODS, error_table, problem_name)
 
@@ -125,26 +126,23 @@ def column_order(table):
 
 def format_error_table(table):
     """Ours (mean +/- s.e. over data seeds) with the published row (mean +/- std) below."""
-    columns = column_order(table)
-    width = 12
+    algorithms = column_order(table)
+    labels = [Column("envs", 5, "<"), Column("problem", 11, "<"), Column("", 10, "<")]
+    ours = labels + [Column(a, 12, fmt="{:.2f}+/-{:.2f}", missing="-") for a in algorithms]
+    anchors = labels + [Column(a, 12, fmt="{:.2f}+/-{:.2f}") for a in algorithms]
     lines = ["-------- Invariance unit tests: test error (lower is better; chance 0.50)",
              "ours: mean +/- standard error over data seeds (n in brackets), training-domain "
              "validation;", "published: mean +/- standard deviation over 50 data seeds "
-             "(Aubin et al. 2021)",
-             f"{'envs':<5}{'problem':<11}{'':<10}" + "".join(f"{c:>{width}}" for c in columns)]
+             "(Aubin et al. 2021)", text_header(ours)]
     for (n_envs, problem), row in table.items():
         n = max(summary["n"] for summary in row.values())
-        cells = [f"{row[c]['mean']:.2f}+/-{row[c]['se']:.2f}" if c in row else "-"
-                 for c in columns]
-        lines.append(f"{n_envs:<5}{problem:<11}{f'ours ({n})':<10}"
-                     + "".join(f"{cell:>{width}}" for cell in cells))
+        lines.append(text_row(ours, [n_envs, problem, f"ours ({n})"] + [
+            (row[a]["mean"], row[a]["se"]) if a in row else None for a in algorithms]))
         published = PUBLISHED.get((n_envs, problem))
         if published:
             by_method = dict(zip(PUBLISHED_METHODS, published))
-            cells = [f"{by_method[c][0]:.2f}+/-{by_method[c][1]:.2f}" if c in by_method else ""
-                     for c in columns]
-            lines.append(f"{'':<5}{'':<11}{'published':<10}"
-                         + "".join(f"{cell:>{width}}" for cell in cells))
+            lines.append(text_row(anchors, ["", "", "published"]
+                                  + [by_method.get(a) for a in algorithms]))
     return "\n".join(lines)
 
 
@@ -165,14 +163,16 @@ def paired_differences(cells, reference="ERM"):
     return differences
 
 
+PAIRED_COLUMNS = [Column("algorithm", 12, "<"), Column("mean", 8, fmt="{:+.3f}"),
+                  Column("s.e.", 7, fmt="{:.3f}"), Column("lower in", 12, fmt="{:>7}/{:<4}")]
+
+
 def format_paired(paired, reference="ERM"):
-    lines = [f"-------- Paired difference in test error to {reference} over every (envs, problem, "
-             "data seed) cell (negative = better)",
-             f"{'algorithm':<12}{'mean':>8}{'s.e.':>7}{'lower in':>12}"]
-    for algorithm in [a for a in ALGORITHMS + [ORACLE] if a in paired]:
-        s = paired[algorithm]
-        lines.append(f"{algorithm:<12}{s['mean']:>+8.3f}{s['se']:>7.3f}{s['lower']:>7}/{s['n']:<4}")
-    return "\n".join(lines)
+    title = (f"-------- Paired difference in test error to {reference} over every (envs, "
+             "problem, data seed) cell (negative = better)")
+    return "\n".join([title] + text_table(PAIRED_COLUMNS, [
+        (algorithm, s["mean"], s["se"], (s["lower"], s["n"]))
+        for algorithm, s in ((a, paired[a]) for a in ALGORITHMS + [ORACLE] if a in paired)]))
 
 
 # ---------------------------------------------------------------------------------------

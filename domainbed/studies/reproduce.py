@@ -38,6 +38,7 @@ from domainbed.lib.cli import OneLineErrorParser
 from domainbed.results import selection
 from domainbed.results.paired import paired
 from domainbed.results.plots import MatplotlibMissing
+from domainbed.results.tables import Column, text_header, text_row, text_table
 from domainbed.studies import iut_suite, mechanisms, sweep_listing
 
 FULL_DATASETS = ["ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
@@ -383,21 +384,26 @@ def smallest_detectable(rows):
     return DETECTABLE_SE * float(np.median(errors)) if errors else None
 
 
+def ablation_columns(first):
+    """The ablation table's columns; `first`: the chain's first row (vs_first's reference)."""
+    return [Column("Algorithm", 12, "<"), Column("Acc", 8, fmt="{:.1f}"), Column("over", 12),
+            Column("Gain", 8, fmt="{:+.1f}"), Column("+/-", 7, fmt="{:.1f}"),
+            Column("Better in", 12, fmt="{:>7}/{:<4}"), Column("vs " + first, 10, fmt="{:+.1f}"),
+            Column("+/-", 7, fmt="{:.1f}"), Column("Better in", 12, fmt="{:>7}/{:<4}")]
+
+
 def print_ablation(rows):
     first = rows[0]["algorithm"] if rows else "ERM"
     print("\n-------- Ablation (training-domain validation; gain = paired difference to the "
           "row it extends (over),\n         mean +/- standard error over (dataset, test env, "
           "trial) cells)")
-    print(f"{'Algorithm':<12}{'Acc':>8}{'over':>12}{'Gain':>8}{'+/-':>7}{'Better in':>12}"
-          f"{'vs ' + first:>10}{'+/-':>7}{'Better in':>12}")
-    for row in rows:
-        if "gain" in row:
-            print(f"{row['algorithm']:<12}{row['mean']:>8.1f}{row['over']:>12}{row['gain']:>+8.1f}"
-                  f"{row['gain_se']:>7.1f}{row['wins']:>7}/{row['pairs']:<4}"
-                  f"{row['vs_first']:>+10.1f}{row['vs_first_se']:>7.1f}"
-                  f"{row['vs_first_wins']:>7}/{row['pairs']:<4}")
-        else:
-            print(f"{row['algorithm']:<12}{row['mean']:>8.1f}")
+    lines = text_table(ablation_columns(first), [
+        (row["algorithm"], row["mean"], row["over"], row["gain"], row["gain_se"],
+         (row["wins"], row["pairs"]), row["vs_first"], row["vs_first_se"],
+         (row["vs_first_wins"], row["pairs"])) if "gain" in row
+        else (row["algorithm"], row["mean"]) for row in rows])
+    for line in lines:
+        print(line)
     detectable = smallest_detectable(rows)
     if detectable is not None:
         print(f"Smallest paired difference this sweep detects (80% power, 5% two-sided): "
@@ -425,17 +431,20 @@ def comparison_rows(cells, comparisons=COMPARISONS):
 def print_comparisons(rows):
     if not rows:
         return
-    columns = list(rows[0]["by_dataset"])
+    datasets = list(rows[0]["by_dataset"])
+    columns = ([Column("comparison", 26, "<")]
+               + [Column(dataset, 24, fmt="{:>+9.2f} +/- {:<5.2f}{:>3}/{:<3}", missing="-")
+                  for dataset in datasets]
+               + [Column("question", align="<", before="  ")])
     print("\n-------- Paired comparisons (training-domain validation; mean +/- standard error "
           "over cells,\n         cells where the first is better)")
-    print(f"{'comparison':<26}" + "".join(f"{c:>24}" for c in columns) + "  question")
-    for row in rows:
-        cells = ""
-        for column in columns:
-            s = row["by_dataset"].get(column)
-            cells += f"{'-':>24}" if s is None else \
-                f"{s['gain']:>+9.2f} +/- {s['gain_se']:<5.2f}{s['wins']:>3}/{s['pairs']:<3}"
-        print(f"{row['algorithm'] + ' - ' + row['reference']:<26}{cells}  {row['question']}")
+    lines = text_table(columns, [
+        [row["algorithm"] + " - " + row["reference"]]
+        + [None if s is None else (s["gain"], s["gain_se"], s["wins"], s["pairs"])
+           for s in (row["by_dataset"].get(dataset) for dataset in datasets)]
+        + [row["question"]] for row in rows])
+    for line in lines:
+        print(line)
 
 
 def write_plots(args, records):
@@ -499,17 +508,20 @@ def print_learning_curves(records, reference="ERM"):
         print(f"\n-------- Learning curves, {dataset} (default hparams, finished runs; val = "
               f"training-domain validation accuracy,\n         gap = paired test-accuracy "
               f"difference to {reference}, both in points)")
-        print(f"{'Algorithm':<11}{'runs':>5}     " + "".join(f"{step:>7}" for step in shown))
+        labels = [Column("Algorithm", 11, "<"), Column("runs", 5), Column("", 5, "<")]
+        val_columns = labels + [Column(str(step), 7, fmt="{:.1f}") for step in shown]
+        gap_columns = labels + [Column(str(step), 7, fmt="{:+.1f}") for step in shown]
+        print(text_header(val_columns))
         for algorithm in [a for a in ALGORITHMS if any(k[1] == a for k in keys)] + sorted(
                 {k[1] for k in keys} - set(ALGORITHMS)):
             mine = [key for key in keys if key[1] == algorithm]
             val = [100 * np.mean([runs[key][step][0] for key in mine]) for step in shown]
-            print(f"{algorithm:<11}{len(mine):>5}  val" + "".join(f"{v:>7.1f}" for v in val))
+            print(text_row(val_columns, [algorithm, len(mine), "  val", *val]))
             pairs = [key for key in mine if (dataset, reference, *key[2:]) in keys]
             if algorithm != reference and pairs:
                 gap = [100 * np.mean([runs[key][step][1] - runs[(dataset, reference, *key[2:])][step][1]
                                       for key in pairs]) for step in shown]
-                print(f"{'':<11}{len(pairs):>5}  gap" + "".join(f"{g:>+7.1f}" for g in gap))
+                print(text_row(gap_columns, ["", len(pairs), "  gap", *gap]))
 
 
 def plot_learning_curves(records, plot_dir):
