@@ -327,20 +327,16 @@ def summarize(results):
     """[(algorithm, n, mean ρ-increase, its s.e., mean top eigenvalue, its s.e., mean loss)]."""
     import collections
 
+    from domainbed.results.paired import summarise
+
     by_algorithm = collections.defaultdict(list)
     for result in results:
         by_algorithm[result["algorithm"]].append(result)
 
-    def mean_se(values):
-        mean = sum(values) / len(values)
-        if len(values) < 2:
-            return mean, float("nan")
-        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-        return mean, math.sqrt(var / len(values))
-
     rows = []
     for name, group in by_algorithm.items():
-        rows.append((name, len(group), *mean_se([r["rho_increase"] for r in group]),
-                     *mean_se([r["top_eigenvalue"] for r in group]),
-                     mean_se([r["loss"] for r in group])[0]))
+        increase = summarise([r["rho_increase"] for r in group])
+        eigenvalue = summarise([r["top_eigenvalue"] for r in group])
+        rows.append((name, len(group), increase["mean"], increase["se"], eigenvalue["mean"],
+                     eigenvalue["se"], summarise([r["loss"] for r in group])["mean"]))
     return rows

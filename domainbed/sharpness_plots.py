@@ -10,7 +10,7 @@ import collections
 import os
 import re
 
-from domainbed.lib import plots
+from domainbed.results import plots
 
 
 def _by_dataset_and_algorithm(results):

@@ -19,7 +19,9 @@ LAYERS = [
     ("domainbed.launchers", "domainbed.command_launchers", "domainbed.pool_launcher"),
     ("domainbed.training",),
     ("domainbed.model_selection", "domainbed.results", "domainbed.model_files",
-     "domainbed.hparams_registry", "domainbed.sharpness", "domainbed.sharpness_plots"),
+     "domainbed.hparams_registry", "domainbed.sharpness", "domainbed.sharpness_plots",
+     # upstream's import paths of the results package's modules: aliases of its layer
+     "domainbed.lib.query", "domainbed.lib.reporting", "domainbed.lib.plots"),
     ("domainbed.algorithms",),
     ("domainbed.networks", "domainbed.datasets"),
     ("domainbed.lib",),
@@ -132,3 +134,115 @@ def test_upstream_import_paths_are_the_moved_modules():
     assert domainbed.command_launchers is command_launchers
     assert domainbed.pool_launcher is pool
     assert command_launchers.REGISTRY["pool"] is pool.pool_launcher
+
+
+# ---------------------------------------------------------------------------------------
+# Results (issue 32): one package reads results, without torch, and computes every paired
+# comparison.
+
+RESULTS = "domainbed.results"
+RESULTS_ALIASES = ("domainbed.model_selection", "domainbed.lib.query", "domainbed.lib.reporting",
+                   "domainbed.lib.plots")
+STUDIES_THAT_PAIR = ("domainbed.studies.reproduce", "domainbed.studies.hparam_study",
+                     "domainbed.studies.iut_suite", "domainbed.studies.precision_study")
+# Modules outside the results package that compute a standard error by hand, and why.
+STANDARD_ERRORS_ELSEWHERE = {}
+
+
+def results_modules():
+    return sorted(name for name in package_modules()
+                  if name == RESULTS or name.startswith(RESULTS + "."))
+
+
+def sample_spread_calls(path):
+    """Where a module computes a sample spread by hand: a call with `ddof`, a call of
+    statistics' stdev / variance, or a division by `len(...) - 1`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
+                node.func, "id", None)
+            if any(keyword.arg == "ddof" for keyword in node.keywords):
+                found.append(f"line {node.lineno}: ddof")
+            elif name in ("stdev", "variance"):
+                found.append(f"line {node.lineno}: {name}")
+        elif (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+              and isinstance(node.right, ast.BinOp) and isinstance(node.right.op, ast.Sub)
+              and isinstance(node.right.left, ast.Call)
+              and getattr(node.right.left.func, "id", None) == "len"):
+            found.append(f"line {node.lineno}: / (len(...) - 1)")
+    return found
+
+
+def test_only_the_results_package_computes_standard_errors():
+    """Paired differences, their standard errors and win counts are `results.paired`'s;
+    no other module computes a sample spread (a second copy of the paired comparison)."""
+    modules = package_modules()
+    offenders = sorted(f"{name} {where}" for name, path in modules.items()
+                       if not (name == RESULTS or name.startswith(RESULTS + "."))
+                       and name not in STANDARD_ERRORS_ELSEWHERE
+                       for where in sample_spread_calls(path))
+    assert not offenders, "use domainbed.results.paired: " + "; ".join(offenders)
+    for name in STANDARD_ERRORS_ELSEWHERE:   # the exceptions are still needed
+        assert sample_spread_calls(modules[name]), f"{name} no longer needs its exception"
+    assert sample_spread_calls(modules["domainbed.results.paired"])
+
+
+def test_the_studies_pair_through_results_paired():
+    graph = import_graph()
+    for study in STUDIES_THAT_PAIR:
+        assert "domainbed.results.paired" in graph[study], study
+
+
+def test_the_results_package_imports_no_torch():
+    """No module of the results package (nor an alias of it) imports torch, torchvision,
+    timm or wilds, at the top or in a function; the modules it imports stay below it."""
+    modules = package_modules()
+    heavy = ("torch", "torchvision", "timm", "wilds")
+    graph = import_graph()
+    for name in results_modules() + list(RESULTS_ALIASES):
+        tree = ast.parse(modules[name].read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        assert not {m for m in imported if m.split(".")[0] in heavy}, name
+        assert all(target.startswith((RESULTS, "domainbed.lib.", "domainbed.algorithms",
+                                      "domainbed.datasets"))
+                   for target in graph[name]), (name, graph[name])
+
+
+def test_the_results_package_imports_without_torch(fresh_python):
+    """Every module of the package and every alias imports with torch, torchvision, timm
+    and wilds unimportable (`sys.modules[name] = None`)."""
+    names = results_modules() + list(RESULTS_ALIASES)
+    result = fresh_python(
+        "import importlib, sys\n"
+        "for heavy in ('torch', 'torchvision', 'timm', 'wilds'):\n"
+        "    sys.modules[heavy] = None\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(len(sys.modules['domainbed.results.published'].PUBLISHED))\n")
+    assert result.stdout.strip() == "24"
+
+
+def test_results_import_paths_are_the_moved_modules():
+    import domainbed.lib.plots
+    import domainbed.lib.query
+    import domainbed.lib.reporting
+    import domainbed.model_selection
+    from domainbed.results import plots, query, records, selection, tables
+
+    assert domainbed.model_selection is selection
+    assert domainbed.lib.query is query
+    assert domainbed.lib.plots is plots
+    # upstream's reporting API, and the names of the former lib/reporting package
+    assert domainbed.lib.reporting.load_records is records.load_records
+    assert domainbed.lib.reporting.get_grouped_records is records.get_grouped_records
+    assert domainbed.lib.reporting.build is tables.build
+    assert domainbed.lib.reporting.render is tables.render
+    # the names of the former module domainbed/results.py
+    import domainbed.results
+
+    assert {"build", "EnvironmentNames", "registry_order", "class_environments"} <= set(
+        vars(domainbed.results))

@@ -364,8 +364,9 @@ def test_reading_results_imports_no_torch_wilds_or_timm(fresh_python, tmp_path):
     debug_sweep(tmp_path, trials=(0,))
     code = textwrap.dedent(f"""
         import contextlib, io, sys
+        from domainbed.results import selection
         from domainbed.scripts import collect_results, list_top_hparams
-        from domainbed.studies import reproduce
+        from domainbed.studies import hparam_study, reproduce
         with contextlib.redirect_stdout(io.StringIO()):
             for fmt in collect_results.FORMATS:
                 collect_results.main(["--input_dir", {str(tmp_path)!r}, "--format", fmt,
@@ -374,7 +375,10 @@ def test_reading_results_imports_no_torch_wilds_or_timm(fresh_python, tmp_path):
                                    "--algorithm", "ERM", "--test_env", "0"])
             records = reproduce.load_records({str(tmp_path)!r})
             reproduce.print_tables(records)
-            reproduce.selected_accuracies(records)
+            cells = selection.selected_accuracies(records)
+            reproduce.print_ablation(reproduce.ablation_rows(cells))
+            reproduce.print_comparisons(reproduce.comparison_rows(cells))
+            hparam_study.paired_rows(records)
         print(sorted(m for m in ("torch", "torchvision", "wilds", "timm") if m in sys.modules))
         """)
     result = fresh_python(code)

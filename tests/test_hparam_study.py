@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from domainbed.results.records import load_sweep
 from domainbed.studies import hparam_study
 
 
@@ -32,7 +33,7 @@ def test_variants_are_paired_with_erm_and_selected_on_training_domain_validation
     write_job(root, "v0", "FGMix", '{"fgmix_gamma": 0.3}', 0, 0, [(0, 0.9, 0.83), (10, 0.6, 0.99)])
     write_job(root, "v1", "FGMix", '{"fgmix_gamma": 0.3}', 0, 1, [(0, 0.5, 0.60), (10, 0.9, 0.78)])
     os.makedirs(os.path.join(root, "unfinished"))   # no records, no done: ignored
-    rows = hparam_study.paired_rows(list(hparam_study.reporting.load_sweep(root, True).records))
+    rows = hparam_study.paired_rows(list(load_sweep(root, True).records))
     assert len(rows) == 1
     variant, dataset, n, acc, diff, se, wins = rows[0]
     assert variant == 'FGMix {"fgmix_gamma": 0.3}' and dataset == "RotatedMNIST5k" and n == 2
@@ -40,7 +41,7 @@ def test_variants_are_paired_with_erm_and_selected_on_training_domain_validation
     assert se == pytest.approx(2.5)
     # Reading only the first checkpoint changes the selection: trial 1 is then 0.60 vs 0.70.
     early = hparam_study.paired_rows(
-        list(hparam_study.reporting.load_sweep(root, True).records), max_step=0)
+        list(load_sweep(root, True).records), max_step=0)
     assert early[0][4] == pytest.approx(((0.83 - 0.70) + (0.60 - 0.70)) * 100 / 2)
 
 

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from domainbed.lib import plots  # noqa: E402
-from domainbed.lib.reporting.tables import Cell, Table  # noqa: E402
+from domainbed.results import plots  # noqa: E402
+from domainbed.results.tables import Cell, Table  # noqa: E402
 from domainbed.studies import iut_diagnostics  # noqa: E402
 from domainbed.studies.iut_results import ALGORITHMS, ORACLE  # noqa: E402
 

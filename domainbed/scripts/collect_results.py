@@ -17,7 +17,7 @@ behind a flag:
 Datasets that read their environments from --data_dir (`Folder`) get their column names from
 their records' data_dir. Record semantics are upstream's: records of incomplete jobs count
 unless --completed_only. The tables are built once (`domainbed.results.build`) and rendered
-by `lib.reporting`.
+by `domainbed.results.tables`.
 """
 import argparse
 import os
@@ -93,7 +93,7 @@ def fail(message):
 def main(argv=None):
     args = parse_args(argv)
     if args.plot:
-        from domainbed.lib import plots
+        from domainbed.results import plots
         plots.require_matplotlib()
     report = load(args)
     records = report.records
@@ -102,7 +102,7 @@ def main(argv=None):
     tables = results.build(records, methods, environments)
     comparison = None
     if args.compare_upstream:
-        from domainbed.lib.upstream_results import UpstreamComparison
+        from domainbed.results.published import UpstreamComparison
         comparison = UpstreamComparison(report.records)
     out_path = os.path.join(args.input_dir, RESULTS_FILE[args.format])
     with redirect_stdout_tee(out_path):

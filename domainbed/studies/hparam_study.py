@@ -10,15 +10,13 @@ each variant is compared with ERM in the same (dataset, test environment, trial)
 mean ± standard error of the paired difference in points, and how often the variant wins.
 Only finished jobs are read. Torch-free.
 """
-import argparse
 import collections
 
-import numpy as np
-
-from domainbed import model_selection
-from domainbed.lib import reporting
 from domainbed.lib.cli import OneLineErrorParser
-from domainbed.lib.query import Q
+from domainbed.results.paired import paired
+from domainbed.results.records import load_sweep
+from domainbed.results.selection import selected_accuracies
+from domainbed.results.tables import Column, markdown_table
 
 REFERENCE = "ERM"
 
@@ -28,18 +26,12 @@ def variant_name(record):
     return record["args"]["algorithm"] + (f" {hparams}" if hparams else " (defaults)")
 
 
-def selected_accuracies(records, max_step):
-    """{(dataset, test_env, trial_seed): selected test accuracy} under training-domain
-    validation, reading the checkpoints up to `max_step` (None: all)."""
-    method = model_selection.IIDAccuracySelectionMethod
-    kept = Q([r for r in records if max_step is None or r["step"] <= max_step])
-    cells = {}
-    for group in reporting.get_grouped_records(kept):
-        ranked = method.hparams_accs(group["records"])
-        if len(ranked):
-            key = (group["dataset"], group["test_env"], group["trial_seed"])
-            cells[key] = ranked[0][0]["test_acc"]
-    return cells
+def variant_accuracies(records, variant, max_step):
+    """{(dataset, test_env, trial_seed): {variant: selected test accuracy}} of one variant's
+    records, under training-domain validation up to `max_step` (None: all checkpoints)."""
+    cells = selected_accuracies(records, max_step=max_step)
+    return {key: {variant: accuracy} for key, by_algorithm in cells.items()
+            for accuracy in by_algorithm.values()}
 
 
 def paired_rows(records, max_step=None):
@@ -47,29 +39,34 @@ def paired_rows(records, max_step=None):
     by_variant = collections.defaultdict(list)
     for record in records:
         by_variant[variant_name(record)].append(record)
-    reference = selected_accuracies(by_variant.pop(f"{REFERENCE} (defaults)", []), max_step)
+    reference_name = f"{REFERENCE} (defaults)"
+    reference = variant_accuracies(by_variant.pop(reference_name, []), reference_name, max_step)
     rows = []
     for variant in sorted(by_variant):
-        accs = selected_accuracies(by_variant[variant], max_step)
+        accs = variant_accuracies(by_variant[variant], variant, max_step)
+        cells = {key: {**reference[key], **accs[key]} for key in accs if key in reference}
         datasets = sorted({key[0] for key in accs})
         for dataset in datasets + (["all"] if len(datasets) > 1 else []):
-            keys = [k for k in accs if k in reference and dataset in ("all", k[0])]
-            if not keys:
+            result = paired(cells, variant, reference_name, scale=100,
+                            where=lambda key: dataset in ("all", key[0]))
+            if result is None:
                 continue
-            diffs = np.array([100 * (accs[k] - reference[k]) for k in keys])
-            se = diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-            rows.append((variant, dataset, len(keys), float(np.mean([100 * accs[k] for k in keys])),
-                         float(diffs.mean()), float(se), int((diffs > 0).sum())))
+            rows.append((variant, dataset, result.n, result.value_mean, result.mean,
+                         result.se, result.wins))
     return rows
 
 
+COLUMNS = [Column("variant"), Column("dataset"), Column("cells"),
+           Column("accuracy", fmt="{:.1f}"),
+           Column(f"minus {REFERENCE} (mean ± s.e.)", fmt="{:+.1f} ± {:.1f}"),
+           Column(f"better than {REFERENCE} in", fmt="{}/{}")]
+
+
 def format_rows(rows):
-    lines = [f"| variant | dataset | cells | accuracy | minus {REFERENCE} (mean ± s.e.) | "
-             f"better than {REFERENCE} in |", "|---|---|---|---|---|---|"]
-    for variant, dataset, n, acc, diff, se, wins in rows:
-        lines.append(f"| {variant} | {dataset} | {n} | {acc:.1f} | {diff:+.1f} ± {se:.1f} | "
-                     f"{wins}/{n} |")
-    return "\n".join(lines)
+    """`paired_rows` as a Markdown table."""
+    return "\n".join(markdown_table(COLUMNS, [
+        (variant, dataset, n, acc, (diff, se), (wins, n))
+        for variant, dataset, n, acc, diff, se, wins in rows]))
 
 
 def main(argv=None):
@@ -84,7 +81,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     records = []
     for directory in args.input_dir + args.reference_dir:
-        records += list(reporting.load_sweep(directory, True).records)
+        records += list(load_sweep(directory, True).records)
     rows = paired_rows(records, args.max_step)
     if not rows:
         parser.error("no variant has runs in the same (dataset, test env, trial) cells as "

@@ -1,6 +1,7 @@
 """What the invariance unit-test suite and its diagnostics share: the problems, the
-methods, the published anchors (Aubin et al. 2021) and the test-error summaries."""
-import numpy as np
+methods, the published anchors (Aubin et al. 2021) and the test-error summaries
+(`summarise`: the results package's mean, standard deviation and standard error)."""
+from domainbed.results.paired import summarise
 
 PROBLEMS = ["IUTExample2", "IUTExample2s", "IUTExample3", "IUTExample3s"]
 N_ENVS = [3, 6, 10]
@@ -28,14 +29,6 @@ PUBLISHED = {
 
 def problem_name(dataset):
     return dataset[len("IUT"):] if dataset.startswith("IUT") else dataset
-
-
-def summarise(errors):
-    errors = np.asarray(errors, dtype=float)
-    se = float(errors.std(ddof=1) / np.sqrt(len(errors))) if len(errors) > 1 else float("nan")
-    return {"mean": float(errors.mean()), "se": se,
-            "std": float(errors.std(ddof=1)) if len(errors) > 1 else float("nan"),
-            "n": int(len(errors))}
 
 
 def error_table(cells):

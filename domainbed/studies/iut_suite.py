@@ -26,9 +26,13 @@ import time
 
 from domainbed.lib import jobdir, safe_write
 from domainbed.lib.cli import OneLineErrorParser
+from domainbed.results import selection
+from domainbed.results.paired import paired
+from domainbed.results.query import Q
+from domainbed.results.records import load_sweep
+from domainbed.results.tables import Column, text_header, text_row, text_table
 from domainbed.studies.iut_results import (ALGORITHMS, N_ENVS, ORACLE, PROBLEMS, PUBLISHED,
-                                            PUBLISHED_METHODS, error_table, problem_name,
-                                            summarise)
+                                            PUBLISHED_METHODS, error_table, problem_name)
 
 
 def add_arguments(parser):
@@ -95,33 +99,22 @@ def launch(args, env=None):
 
 def load_records(sweep_dir):
     """The sweep's records, the Oracle's renamed to 'Oracle' (they are ERM runs)."""
-    from domainbed.lib import reporting
-    from domainbed.lib.query import Q
-
     renamed = []
-    for record in reporting.load_records(sweep_dir):
+    for record in load_sweep(sweep_dir).records:
         if record["hparams"].get("iut_oracle"):
             record = {**record, "args": {**record["args"], "algorithm": ORACLE}}
         renamed.append(record)
     return Q(renamed)
 
 
-def selected_cells(records):
+def selected_cells(sweep_records):
     """{(n_envs, problem, algorithm): [(trial_seed, test error, selected records)]} under
     training-domain validation."""
-    from domainbed import model_selection
-    from domainbed.lib import reporting
-
-    method = model_selection.IIDAccuracySelectionMethod
     cells = {}
-    for group in reporting.get_grouped_records(records):
-        ranked = method.hparams_accs(group["records"])
-        if not len(ranked):
-            continue
-        best_acc, best_run = ranked[0]
-        key = (group["test_env"], problem_name(group["dataset"]), group["algorithm"])
+    for choice in selection.selected_runs(sweep_records, selection.IIDAccuracySelectionMethod):
+        key = (choice["test_env"], problem_name(choice["dataset"]), choice["algorithm"])
         cells.setdefault(key, []).append(
-            (group["trial_seed"], 1.0 - best_acc["test_acc"], best_run))
+            (choice["trial_seed"], 1.0 - choice["run_acc"]["test_acc"], choice["records"]))
     return cells
 
 
@@ -133,26 +126,23 @@ def column_order(table):
 
 def format_error_table(table):
     """Ours (mean +/- s.e. over data seeds) with the published row (mean +/- std) below."""
-    columns = column_order(table)
-    width = 12
+    algorithms = column_order(table)
+    labels = [Column("envs", 5, "<"), Column("problem", 11, "<"), Column("", 10, "<")]
+    ours = labels + [Column(a, 12, fmt="{:.2f}+/-{:.2f}", missing="-") for a in algorithms]
+    anchors = labels + [Column(a, 12, fmt="{:.2f}+/-{:.2f}") for a in algorithms]
     lines = ["-------- Invariance unit tests: test error (lower is better; chance 0.50)",
              "ours: mean +/- standard error over data seeds (n in brackets), training-domain "
              "validation;", "published: mean +/- standard deviation over 50 data seeds "
-             "(Aubin et al. 2021)",
-             f"{'envs':<5}{'problem':<11}{'':<10}" + "".join(f"{c:>{width}}" for c in columns)]
+             "(Aubin et al. 2021)", text_header(ours)]
     for (n_envs, problem), row in table.items():
         n = max(summary["n"] for summary in row.values())
-        cells = [f"{row[c]['mean']:.2f}+/-{row[c]['se']:.2f}" if c in row else "-"
-                 for c in columns]
-        lines.append(f"{n_envs:<5}{problem:<11}{f'ours ({n})':<10}"
-                     + "".join(f"{cell:>{width}}" for cell in cells))
+        lines.append(text_row(ours, [n_envs, problem, f"ours ({n})"] + [
+            (row[a]["mean"], row[a]["se"]) if a in row else None for a in algorithms]))
         published = PUBLISHED.get((n_envs, problem))
         if published:
             by_method = dict(zip(PUBLISHED_METHODS, published))
-            cells = [f"{by_method[c][0]:.2f}+/-{by_method[c][1]:.2f}" if c in by_method else ""
-                     for c in columns]
-            lines.append(f"{'':<5}{'':<11}{'published':<10}"
-                         + "".join(f"{cell:>{width}}" for cell in cells))
+            lines.append(text_row(anchors, ["", "", "published"]
+                                  + [by_method.get(a) for a in algorithms]))
     return "\n".join(lines)
 
 
@@ -163,25 +153,26 @@ def paired_differences(cells, reference="ERM"):
     for (n_envs, problem, algorithm), entries in cells.items():
         for seed, error, _ in entries:
             by_cell.setdefault((n_envs, problem, seed), {})[algorithm] = error
+    algorithms = dict.fromkeys(algorithm for errors in by_cell.values() if reference in errors
+                               for algorithm in errors if algorithm != reference)
     differences = {}
-    for errors in by_cell.values():
-        if reference not in errors:
-            continue
-        for algorithm, error in errors.items():
-            if algorithm != reference:
-                differences.setdefault(algorithm, []).append(error - errors[reference])
-    return {algorithm: {**summarise(d), "lower": int(sum(x < 0 for x in d))}
-            for algorithm, d in differences.items()}
+    for algorithm in algorithms:
+        result = paired(by_cell, algorithm, reference, higher_is_better=False)
+        differences[algorithm] = {"mean": result.mean, "se": result.se, "std": result.std,
+                                  "n": result.n, "lower": result.wins}
+    return differences
+
+
+PAIRED_COLUMNS = [Column("algorithm", 12, "<"), Column("mean", 8, fmt="{:+.3f}"),
+                  Column("s.e.", 7, fmt="{:.3f}"), Column("lower in", 12, fmt="{:>7}/{:<4}")]
 
 
 def format_paired(paired, reference="ERM"):
-    lines = [f"-------- Paired difference in test error to {reference} over every (envs, problem, "
-             "data seed) cell (negative = better)",
-             f"{'algorithm':<12}{'mean':>8}{'s.e.':>7}{'lower in':>12}"]
-    for algorithm in [a for a in ALGORITHMS + [ORACLE] if a in paired]:
-        s = paired[algorithm]
-        lines.append(f"{algorithm:<12}{s['mean']:>+8.3f}{s['se']:>7.3f}{s['lower']:>7}/{s['n']:<4}")
-    return "\n".join(lines)
+    title = (f"-------- Paired difference in test error to {reference} over every (envs, "
+             "problem, data seed) cell (negative = better)")
+    return "\n".join([title] + text_table(PAIRED_COLUMNS, [
+        (algorithm, s["mean"], s["se"], (s["lower"], s["n"]))
+        for algorithm, s in ((a, paired[a]) for a in ALGORITHMS + [ORACLE] if a in paired)]))
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,12 +4,12 @@ command's `--precision` and `--memory_format`).
 
     python -m domainbed.scripts.precision_study paired FP32_SWEEP_DIR BF16_SWEEP_DIR
 """
-import math
 import os
 import statistics
 
 from domainbed.lib.cli import OneLineErrorParser
-from domainbed.lib.reporting import load_sweep
+from domainbed.results import paired as paired_comparison
+from domainbed.results.records import load_sweep
 
 
 class StudyError(ValueError):
@@ -41,13 +41,6 @@ def check_precision(runs, expected, sweep_dir, position):
                          "bf16 sweep of the same jobs")
 
 
-def mean_and_error(values):
-    """(mean, standard error of the mean); the error is nan for a single value."""
-    mean = statistics.fmean(values)
-    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return mean, error
-
-
 def paired(fp32_dir, bf16_dir):
     """Lines: per algorithm, the final step's test-env accuracy (in and out splits) of the
     fp32 runs, the mean paired difference bf16 - fp32 ± its standard error, and each
@@ -65,13 +58,13 @@ def paired(fp32_dir, bf16_dir):
     for algorithm in sorted({key[0] for key in common}):
         keys = [key for key in common if key[0] == algorithm]
         for split in ("in", "out"):
-            def acc(runs, key):
-                return runs[key][-1][f"env{key[1]}_{split}_acc"]
-            base = statistics.fmean(acc(fp32, key) for key in keys)
-            mean, error = mean_and_error([acc(bf16, key) - acc(fp32, key) for key in keys])
+            cells = {key: {name: runs[key][-1][f"env{key[1]}_{split}_acc"]
+                           for name, runs in (("fp32", fp32), ("bf16", bf16))} for key in keys}
+            result = paired_comparison.paired(cells, "bf16", "fp32")
             lines.append(f"{algorithm}: test env {split}-split accuracy, final step: fp32 "
-                         f"{100 * base:.2f}%, bf16 - fp32 = {100 * mean:+.2f} ± "
-                         f"{100 * error:.2f} points (n = {len(keys)} pairs)")
+                         f"{100 * result.reference_mean:.2f}%, bf16 - fp32 = "
+                         f"{100 * result.mean:+.2f} ± {100 * result.se:.2f} points "
+                         f"(n = {result.n} pairs)")
         for name, runs in (("fp32", fp32), ("bf16", bf16)):
             times = [statistics.fmean(r["step_time"] for r in runs[key][1:] or runs[key])
                      for key in keys]

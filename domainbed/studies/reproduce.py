@@ -19,7 +19,7 @@ CPU cores, see README). Any sizing flag given explicitly overrides the preset.
 on the real datasets through a launcher, then `collect_results --compare_upstream`.
 
 This module launches the public `sweep` command, reads records and builds its tables
-in-process through `lib.reporting` (`domainbed.results`), and for --full hands over to
+in-process through `domainbed.results`, and for --full hands over to
 `collect_results --compare_upstream`; it imports no torch itself (the iut diagnostics do).
 """
 import argparse
@@ -32,9 +32,13 @@ import time
 
 import numpy as np
 
+from domainbed import results
 from domainbed.lib import jobdir, safe_write, validation
 from domainbed.lib.cli import OneLineErrorParser
-from domainbed.lib.plots import MatplotlibMissing
+from domainbed.results import selection
+from domainbed.results.paired import paired
+from domainbed.results.plots import MatplotlibMissing
+from domainbed.results.tables import Column, text_header, text_row, text_table
 from domainbed.studies import iut_suite, mechanisms, sweep_listing
 
 FULL_DATASETS = ["ColoredMNIST", "RotatedMNIST", "VLCS", "PACS", "OfficeHome",
@@ -306,9 +310,7 @@ def launch(args):
 # Reporting
 
 def load_records(sweep_dir):
-    from domainbed.lib import reporting
-
-    return reporting.load_records(sweep_dir)
+    return results.records.load_records(sweep_dir)
 
 
 def print_tables(records):
@@ -316,38 +318,19 @@ def print_tables(records):
 
     (Leave-one-domain-out needs the two-test-environment runs, which the offline sweep
     skips with --single_test_envs to halve its cost.)"""
-    from domainbed import model_selection, results
-    from domainbed.lib import reporting
-
-    tables = results.build(records, [getattr(model_selection, name) for name in REPORTED_METHODS])
+    tables = results.build(records, [getattr(selection, name) for name in REPORTED_METHODS])
     for method in tables.methods:
-        reporting.print_text_tables(tables.tables[method.name])
+        results.tables.print_text_tables(tables.tables[method.name])
 
 
-def selected_accuracies(records):
-    """{(dataset, test_env, trial): {algorithm: test accuracy}} under training-domain
-    validation, one cell per trained (dataset, held-out environment, trial)."""
-    from domainbed import model_selection
-    from domainbed.lib import reporting
-
-    cells = {}
-    for group in reporting.scored_groups(records, model_selection.IIDAccuracySelectionMethod):
-        key = (group["dataset"], group["test_env"], group["trial_seed"])
-        cells.setdefault(key, {})[group["algorithm"]] = group["sweep_acc"]
-    return cells
-
-
-def paired(cells, algorithm, reference):
-    """Differences (points) of `algorithm` to `reference` within each cell having both."""
-    return [100 * (c[algorithm] - c[reference]) for c in cells.values()
-            if algorithm in c and reference in c]
-
-
-def summary(diffs):
-    return {"gain": float(np.mean(diffs)),
-            "gain_se": float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1
-            else float("nan"),
-            "wins": int(sum(d > 0 for d in diffs)), "pairs": len(diffs)}
+def gain(cells, algorithm, reference):
+    """The paired gain of `algorithm` over `reference` in points, within each (dataset,
+    test env, trial) cell having both: {gain, gain_se, wins, pairs}, or None without such
+    a cell."""
+    result = paired(cells, algorithm, reference, scale=100)
+    if result is None:
+        return None
+    return {"gain": result.mean, "gain_se": result.se, "wins": result.wins, "pairs": result.n}
 
 
 # FGMixV1's defaults were checked (and kept) on this (dataset, test env): docs/method.md.
@@ -357,6 +340,10 @@ TUNING_SPLIT = ("RotatedMNIST5k", 0)
 # A paired difference of 2.8 standard errors is detected with 80% power by a two-sided
 # test at the 5% level (1.96 + 0.84, normal approximation).
 DETECTABLE_SE = 2.8
+
+
+# A row whose cells lack the chain's first algorithm: no gain over it.
+NO_GAIN = {"gain": float("nan"), "gain_se": float("nan"), "wins": 0, "pairs": 0}
 
 
 def ablation_rows(cells, chain=ABLATION, extends=None):
@@ -378,14 +365,13 @@ def ablation_rows(cells, chain=ABLATION, extends=None):
         ran = {r["algorithm"] for r in rows}
         base = extends.get(algorithm) if extends.get(algorithm) in ran else previous
         if base is not None:
-            diffs = paired(cells, algorithm, base)
-            if diffs:
+            over = gain(cells, algorithm, base)
+            if over:
                 row["over"] = base
-                row.update(summary(diffs))
-                to_first = paired(cells, algorithm, rows[0]["algorithm"])
-                row["vs_first"], row["vs_first_se"] = (summary(to_first)["gain"],
-                                                      summary(to_first)["gain_se"])
-                row["vs_first_wins"] = summary(to_first)["wins"]
+                row.update(over)
+                to_first = gain(cells, algorithm, rows[0]["algorithm"]) or NO_GAIN
+                row["vs_first"], row["vs_first_se"] = to_first["gain"], to_first["gain_se"]
+                row["vs_first_wins"] = to_first["wins"]
         rows.append(row)
         previous = algorithm
     return rows
@@ -398,21 +384,26 @@ def smallest_detectable(rows):
     return DETECTABLE_SE * float(np.median(errors)) if errors else None
 
 
+def ablation_columns(first):
+    """The ablation table's columns; `first`: the chain's first row (vs_first's reference)."""
+    return [Column("Algorithm", 12, "<"), Column("Acc", 8, fmt="{:.1f}"), Column("over", 12),
+            Column("Gain", 8, fmt="{:+.1f}"), Column("+/-", 7, fmt="{:.1f}"),
+            Column("Better in", 12, fmt="{:>7}/{:<4}"), Column("vs " + first, 10, fmt="{:+.1f}"),
+            Column("+/-", 7, fmt="{:.1f}"), Column("Better in", 12, fmt="{:>7}/{:<4}")]
+
+
 def print_ablation(rows):
     first = rows[0]["algorithm"] if rows else "ERM"
     print("\n-------- Ablation (training-domain validation; gain = paired difference to the "
           "row it extends (over),\n         mean +/- standard error over (dataset, test env, "
           "trial) cells)")
-    print(f"{'Algorithm':<12}{'Acc':>8}{'over':>12}{'Gain':>8}{'+/-':>7}{'Better in':>12}"
-          f"{'vs ' + first:>10}{'+/-':>7}{'Better in':>12}")
-    for row in rows:
-        if "gain" in row:
-            print(f"{row['algorithm']:<12}{row['mean']:>8.1f}{row['over']:>12}{row['gain']:>+8.1f}"
-                  f"{row['gain_se']:>7.1f}{row['wins']:>7}/{row['pairs']:<4}"
-                  f"{row['vs_first']:>+10.1f}{row['vs_first_se']:>7.1f}"
-                  f"{row['vs_first_wins']:>7}/{row['pairs']:<4}")
-        else:
-            print(f"{row['algorithm']:<12}{row['mean']:>8.1f}")
+    lines = text_table(ablation_columns(first), [
+        (row["algorithm"], row["mean"], row["over"], row["gain"], row["gain_se"],
+         (row["wins"], row["pairs"]), row["vs_first"], row["vs_first_se"],
+         (row["vs_first_wins"], row["pairs"])) if "gain" in row
+        else (row["algorithm"], row["mean"]) for row in rows])
+    for line in lines:
+        print(line)
     detectable = smallest_detectable(rows)
     if detectable is not None:
         print(f"Smallest paired difference this sweep detects (80% power, 5% two-sided): "
@@ -428,9 +419,9 @@ def comparison_rows(cells, comparisons=COMPARISONS):
         by_dataset = {}
         for dataset in datasets + ["all"]:
             mine = {k: c for k, c in cells.items() if dataset in ("all", k[0])}
-            diffs = paired(mine, algorithm, reference)
-            if diffs:
-                by_dataset[dataset] = summary(diffs)
+            result = gain(mine, algorithm, reference)
+            if result:
+                by_dataset[dataset] = result
         if by_dataset:
             rows.append({"algorithm": algorithm, "reference": reference, "question": question,
                          "by_dataset": by_dataset})
@@ -440,30 +431,32 @@ def comparison_rows(cells, comparisons=COMPARISONS):
 def print_comparisons(rows):
     if not rows:
         return
-    columns = list(rows[0]["by_dataset"])
+    datasets = list(rows[0]["by_dataset"])
+    columns = ([Column("comparison", 26, "<")]
+               + [Column(dataset, 24, fmt="{:>+9.2f} +/- {:<5.2f}{:>3}/{:<3}", missing="-")
+                  for dataset in datasets]
+               + [Column("question", align="<", before="  ")])
     print("\n-------- Paired comparisons (training-domain validation; mean +/- standard error "
           "over cells,\n         cells where the first is better)")
-    print(f"{'comparison':<26}" + "".join(f"{c:>24}" for c in columns) + "  question")
-    for row in rows:
-        cells = ""
-        for column in columns:
-            s = row["by_dataset"].get(column)
-            cells += f"{'-':>24}" if s is None else \
-                f"{s['gain']:>+9.2f} +/- {s['gain_se']:<5.2f}{s['wins']:>3}/{s['pairs']:<3}"
-        print(f"{row['algorithm'] + ' - ' + row['reference']:<26}{cells}  {row['question']}")
+    lines = text_table(columns, [
+        [row["algorithm"] + " - " + row["reference"]]
+        + [None if s is None else (s["gain"], s["gain_se"], s["wins"], s["pairs"])
+           for s in (row["by_dataset"].get(dataset) for dataset in datasets)]
+        + [row["question"]] for row in rows])
+    for line in lines:
+        print(line)
 
 
 def write_plots(args, records):
     """collect_results' bar charts and text tables (all three methods, in
     collect_results.txt), and the learning curves of the default-hparams runs."""
-    from domainbed import results
-    from domainbed.lib import plots, reporting
+    from domainbed.results import plots
 
     plot_dir = os.path.join(args.output_dir, "plots")
     tables = results.build(records)
     with safe_write.open_file(os.path.join(args.output_dir, "collect_results.txt"), "w") as log:
         with contextlib.redirect_stdout(log):
-            reporting.render(tables, "text")
+            results.tables.render(tables, "text")
     notes = []   # tables without a value get a note, not an empty chart
     try:
         bars = plots.plot_tables(tables.all_tables(), plot_dir, notes)
@@ -492,14 +485,12 @@ def learning_curves(records):
 def default_runs(records):
     """{(dataset, algorithm, test env, trial): {step: (val acc, test acc)}} of the
     default-hparams runs (hparams_seed 0), one test env each."""
-    from domainbed.model_selection import IIDAccuracySelectionMethod
-
     runs = {}
     for record in records:
         args = record["args"]
         if args["hparams_seed"] != 0 or len(args["test_envs"]) != 1:
             continue
-        accs = IIDAccuracySelectionMethod._step_acc(record)
+        accs = selection.IIDAccuracySelectionMethod._step_acc(record)
         key = (args["dataset"], args["algorithm"], args["test_envs"][0], args["trial_seed"])
         runs.setdefault(key, {})[record["step"]] = (accs["val_acc"], accs["test_acc"])
     return runs
@@ -517,21 +508,24 @@ def print_learning_curves(records, reference="ERM"):
         print(f"\n-------- Learning curves, {dataset} (default hparams, finished runs; val = "
               f"training-domain validation accuracy,\n         gap = paired test-accuracy "
               f"difference to {reference}, both in points)")
-        print(f"{'Algorithm':<11}{'runs':>5}     " + "".join(f"{step:>7}" for step in shown))
+        labels = [Column("Algorithm", 11, "<"), Column("runs", 5), Column("", 5, "<")]
+        val_columns = labels + [Column(str(step), 7, fmt="{:.1f}") for step in shown]
+        gap_columns = labels + [Column(str(step), 7, fmt="{:+.1f}") for step in shown]
+        print(text_header(val_columns))
         for algorithm in [a for a in ALGORITHMS if any(k[1] == a for k in keys)] + sorted(
                 {k[1] for k in keys} - set(ALGORITHMS)):
             mine = [key for key in keys if key[1] == algorithm]
             val = [100 * np.mean([runs[key][step][0] for key in mine]) for step in shown]
-            print(f"{algorithm:<11}{len(mine):>5}  val" + "".join(f"{v:>7.1f}" for v in val))
+            print(text_row(val_columns, [algorithm, len(mine), "  val", *val]))
             pairs = [key for key in mine if (dataset, reference, *key[2:]) in keys]
             if algorithm != reference and pairs:
                 gap = [100 * np.mean([runs[key][step][1] - runs[(dataset, reference, *key[2:])][step][1]
                                       for key in pairs]) for step in shown]
-                print(f"{'':<11}{len(pairs):>5}  gap" + "".join(f"{g:>+7.1f}" for g in gap))
+                print(text_row(gap_columns, ["", len(pairs), "  gap", *gap]))
 
 
 def plot_learning_curves(records, plot_dir):
-    from domainbed.lib import plots
+    from domainbed.results import plots
 
     plt = plots.require_matplotlib()
     os.makedirs(plot_dir, exist_ok=True)
@@ -562,16 +556,16 @@ def report(args):
     records = load_records(sweep_dir)
     print(f"\nTotal records: {len(records)}")
     print_tables(records)
-    cells = selected_accuracies(records)
+    cells = selection.selected_accuracies(records)
     rows = ablation_rows(cells)
     print_ablation(rows)
     held_out = {key: c for key, c in cells.items() if key[:2] != TUNING_SPLIT}
-    diffs = paired(held_out, "FGMixV1", "ERM")
-    if len(diffs) > 1 and len(held_out) < len(cells):
-        gain = summary(diffs)
+    untuned = gain(held_out, "FGMixV1", "ERM")
+    if untuned and untuned["pairs"] > 1 and len(held_out) < len(cells):
         print(f"Without {TUNING_SPLIT[0]} test env {TUNING_SPLIT[1]} (where FGMixV1's "
-              f"defaults were checked): FGMixV1 - ERM = {gain['gain']:+.1f} +/- {gain['gain_se']:.1f} "
-              f"points, better in {gain['wins']}/{gain['pairs']} cells")
+              f"defaults were checked): FGMixV1 - ERM = {untuned['gain']:+.1f} +/- "
+              f"{untuned['gain_se']:.1f} points, better in {untuned['wins']}/{untuned['pairs']} "
+              "cells")
     comparisons = comparison_rows(cells)
     print_comparisons(comparisons)
     print(mechanisms.format_mechanisms(mechanisms.mechanism_rows(records, ABLATION)))

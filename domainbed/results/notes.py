@@ -2,7 +2,7 @@
 jobs left out, completeness per dataset and algorithm, and why a cell is 'X'."""
 import sys
 
-from domainbed.lib.reporting.records import completeness
+from domainbed.results.records import completeness
 
 
 def warn(message):

@@ -1,12 +1,12 @@
-"""A sweep's tables in upstream's order: `lib.reporting` bound to the registries (torch-free).
+"""A sweep's tables in upstream's order: `tables.build` bound to the registries (torch-free).
 
 Rows follow `algorithms.ALGORITHMS` (then unregistered names, first seen first), tables
 follow `datasets.DATASETS` (records of unregistered datasets are left out, as upstream),
 columns are each dataset's environments (`EnvironmentNames`). Every command that prints
 tables builds them here.
 """
-from domainbed import algorithms, datasets, model_selection
-from domainbed.lib import reporting
+from domainbed import algorithms, datasets
+from domainbed.results import notes, selection, tables
 
 
 def class_environments(dataset):
@@ -37,7 +37,7 @@ class EnvironmentNames:
             n_envs += 1
         data_dirs = list(dict.fromkeys(str(r["args"].get("data_dir")) for r in runs))
         if len(data_dirs) > 1:
-            reporting.warn(f"warning: the {dataset} records come from {len(data_dirs)} data "
+            notes.warn(f"warning: the {dataset} records come from {len(data_dirs)} data "
                            f"directories ({', '.join(data_dirs[:3])}); their numbers share "
                            "one table. Collect each dataset's sweep directory on its own")
         try:
@@ -47,7 +47,7 @@ class EnvironmentNames:
         else:
             reason = f"it now has {len(names)} environments, the records {n_envs}"
         if names is None or len(names) != n_envs:
-            reporting.warn(f"note: {dataset}'s environments are named env0..env{n_envs - 1}: "
+            notes.warn(f"note: {dataset}'s environments are named env0..env{n_envs - 1}: "
                            f"--data_dir {data_dirs[0]} of its records is not usable here "
                            f"({reason})")
             names = [f"env{i}" for i in range(n_envs)]
@@ -55,15 +55,15 @@ class EnvironmentNames:
 
 
 def registry_order(environments=class_environments):
-    return reporting.Order(
+    return tables.Order(
         algorithms=tuple(algorithms.ALGORITHMS), datasets=tuple(datasets.DATASETS),
         environments=environments)
 
 
 def build(records, methods=None, environments=None):
-    """`reporting.Results` for `methods` (default: upstream's three selection methods);
+    """`tables.Results` for `methods` (default: upstream's three selection methods);
     `environments` (dataset -> column names) defaults to `EnvironmentNames(records)`."""
     if methods is None:
-        methods = model_selection.SELECTION_METHODS
-    return reporting.build(records, methods,
+        methods = selection.SELECTION_METHODS
+    return tables.build(records, methods,
                            registry_order(environments or EnvironmentNames(records)))

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from domainbed.lib import jobdir
-from domainbed.lib.query import Q
+from domainbed.results.query import Q
 
 REQUIRED_ARGS = ("dataset", "algorithm", "test_envs", "trial_seed", "hparams_seed")
 
