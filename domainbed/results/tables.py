@@ -302,22 +302,28 @@ def _long_rows(results, comparison):
                 yield entry
 
 
-def render_csv(results, comparison=None):
+def render_csv(results, comparison=None, metric=None):
     fields = ["selection_method", "table", "algorithm", "column", "mean", "stderr", "n_trials"]
     if comparison:
         fields += ["published_mean", "delta", "protocol_differences"]
+    if metric:
+        fields += ["metric", "selected_on"]
     writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for entry in _long_rows(results, comparison):
         if comparison:
             entry["protocol_differences"] = "; ".join(entry["protocol_differences"])
+        if metric:
+            entry["metric"], entry["selected_on"] = metric
         writer.writerow({k: ("" if v is None else v) for k, v in entry.items()})
 
 
-def render_json(results, comparison=None):
+def render_json(results, comparison=None, metric=None):
     document = {"total_records": results.n_records,
                 "cells": list(_long_rows(results, comparison)),
                 "tables": [_table_json(table) for table in results.all_tables()]}
+    if metric:
+        document["metric"] = {"name": metric[0], "selected_on": metric[1]}
     print(json.dumps(document, indent=1, sort_keys=True))
 
 
@@ -333,9 +339,14 @@ RENDERERS = {"text": render_text, "latex": render_latex, "markdown": render_mark
              "csv": render_csv, "json": render_json}
 
 
-def render(results, fmt="text", comparison=None):
-    """Print `results` in one of FORMATS."""
-    RENDERERS[fmt](results, comparison)
+def render(results, fmt="text", comparison=None, metric=None):
+    """Print `results` in one of FORMATS. `metric`: (name, what the runs were selected on)
+    when the cells are not accuracies (collect_results --metric), for csv and json; the
+    other formats get a header line from the caller."""
+    if metric and fmt in ("csv", "json"):
+        RENDERERS[fmt](results, comparison, metric)
+    else:
+        RENDERERS[fmt](results, comparison)
 
 
 # =======================================================================================

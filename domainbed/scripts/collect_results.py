@@ -29,6 +29,7 @@ from domainbed.lib import misc, reporting
 from domainbed.lib.cli import OneLineErrorParser, one_line_errors, squeeze
 from domainbed.lib.progress import progress
 from domainbed.lib.reporting import format_mean, print_table  # noqa: F401  (upstream's import paths)
+from domainbed.results import metrics
 
 FORMATS = reporting.FORMATS
 RESULTS_FILE = {"text": "results.txt", "latex": "results.tex", "markdown": "results.md",
@@ -51,6 +52,13 @@ def parse_args(argv=None):
                         help="leave out jobs that have no `done` file (counted on stderr)")
     parser.add_argument("--compare_upstream", action="store_true",
                         help="show each cell's difference to the published 2020 numbers")
+    parser.add_argument("--metric", choices=metrics.METRICS, default="acc",
+                        help="ours: report this metric instead of accuracy (records of runs "
+                             "trained with --metrics all); the runs are still selected on "
+                             "accuracy unless --select_by metric")
+    parser.add_argument("--select_by", choices=metrics.SELECT_BY, default="acc",
+                        help="what the selection methods choose on: accuracy (default) or "
+                             "the --metric")
     parser.add_argument("--plot", metavar="DIR", default=None,
                         help="also write per-dataset PNG bar charts and the selected runs' "
                              "training curves into DIR (needs matplotlib)")
@@ -58,6 +66,11 @@ def parse_args(argv=None):
     if args.latex and args.format not in (None, "latex"):
         parser.error("--latex and --format {} contradict each other: keep one".format(args.format))
     args.format = "latex" if args.latex else (args.format or "text")
+    if args.metric != "acc" and args.auto_lr:
+        parser.error("--auto_lr selects on the auto-lr accuracy: leave out --metric")
+    if args.metric != "acc" and args.compare_upstream:
+        parser.error("--compare_upstream compares accuracies with the published ones: leave "
+                     "out --metric")
     if not os.path.isdir(args.input_dir):
         parser.error(f"--input_dir {args.input_dir!r} is not a directory: give the sweep's "
                      "--output_dir")
@@ -65,6 +78,13 @@ def parse_args(argv=None):
     if os.path.lexists(out_path) and not os.path.isfile(out_path):
         parser.error(f"{out_path} exists and is not a regular file; move it away")
     return args
+
+
+def metric_label(args):
+    """(metric, what runs are selected on) when the tables are not accuracies, else None."""
+    if args.metric == "acc":
+        return None
+    return args.metric, "acc" if args.select_by == "acc" else args.metric
 
 
 def selection_methods(auto_lr):
@@ -96,7 +116,10 @@ def main(argv=None):
         from domainbed.results import plots
         plots.require_matplotlib()
     report = load(args)
-    records = report.records
+    try:
+        records = metrics.metric_view(report.records, args.metric, args.select_by)
+    except metrics.MetricMissing as error:
+        fail(str(error))
     methods = selection_methods(args.auto_lr)
     environments = results.EnvironmentNames(records)
     tables = results.build(records, methods, environments)
@@ -106,8 +129,10 @@ def main(argv=None):
         comparison = UpstreamComparison(report.records)
     out_path = os.path.join(args.input_dir, RESULTS_FILE[args.format])
     with redirect_stdout_tee(out_path):
-        reporting.render(tables, args.format, comparison)
-    reporting.print_missing_cell_notes(report.records, tables)
+        if args.metric != "acc" and args.format in ("text", "markdown", "latex"):
+            print(metrics.header(args.metric, args.select_by))
+        reporting.render(tables, args.format, comparison, metric_label(args))
+    reporting.print_missing_cell_notes(records, tables)
     if args.plot:
         notes = []   # why a table has no chart (e.g. leave-one-domain-out, single test envs)
         written = plots.plot_tables(tables.all_tables(), args.plot, notes)
