@@ -166,3 +166,16 @@ def test_unimportable_plugin_is_one_line(plugin_env):
         assert out.returncode == 2, out.stderr
         assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
         assert "DOMAINBED_PLUGINS: cannot import 'no_such_plugin'" in out.stderr
+
+
+def test_every_algorithm_is_an_algorithm_with_the_loops_hooks():
+    # The training loop calls `before_record` on every algorithm (no duck typing): the
+    # contract of algorithms/base.py declares it, so every registered class must derive
+    # from that base, wrappers included.
+    from domainbed.algorithms import algorithm_names, get_algorithm_class
+    from domainbed.algorithms.base import Algorithm
+
+    names = list(algorithm_names()) + ["ERM+SWAD", "FGMix+MA"]
+    outsiders = [n for n in names if not issubclass(get_algorithm_class(n), Algorithm)]
+    assert outsiders == []
+    assert Algorithm.before_record(None, [], [0], "cpu") == {}

@@ -38,6 +38,13 @@ class Algorithm(torch.nn.Module):
     def predict(self, x):
         raise NotImplementedError
 
+    def before_record(self, evals, test_envs, device):
+        """Called by the training loop before each record's evaluation, with the record's
+        evaluation loaders [(name, loader)], the test envs and the device; returns extra
+        record keys (a dict). A hook for algorithms that choose the model they are
+        evaluated as (SWAD: the averaged model); nothing by default."""
+        return {}
+
     # -- full state -------------------------------------------------------------------
     def _stateful_attributes(self):
         for name, value in vars(self).items():

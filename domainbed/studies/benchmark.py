@@ -574,9 +574,7 @@ def evaluate_as_a_record(job):
     """What train.py does at a record step: the averaging hook (SWAD), then accuracies."""
     from domainbed.lib import misc
 
-    before_record = getattr(job.algorithm, "before_record", None)
-    if before_record is not None:
-        before_record(job.evals, job.args.test_envs, job.device)
+    job.algorithm.before_record(job.evals, job.args.test_envs, job.device)
     return [misc.accuracy(job.algorithm, loader, None, job.device) for _, loader in job.evals]
 
 

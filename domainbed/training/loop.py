@@ -170,11 +170,10 @@ class TrainingLoop:
         results = {"step": step, "epoch": step / self.steps_per_epoch}
         for key, values in running_lists.items():
             results[key] = np.mean(values)
-        before_record = getattr(job.algorithm, "before_record", None)
         evals = precision.eval_loaders(job.evals, job.args, job.device)   # channels_last
         with precision.autocast(job.args, job.device):   # --precision bf16
-            if before_record is not None:   # SWAD: choose the averaged model it evaluates
-                results.update(before_record(evals, job.args.test_envs, job.device))
+            # The algorithm's hook (SWAD: choose the averaged model it is evaluated as).
+            results.update(job.algorithm.before_record(evals, job.args.test_envs, job.device))
             for name, loader in evals:
                 results[name + "_acc"] = misc.accuracy(job.algorithm, loader, None, job.device)
             if arguments.speed_option(job.args, "metrics") == "all":
