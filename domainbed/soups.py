@@ -481,6 +481,7 @@ def make_group_soups(key, members, kinds, output_dir, model, data_dir, bn_batche
                 "kind": kind, "model_file": MODELS[model],
                 "members": [m.name for m in chosen],
                 "member_hparams_seeds": [m.hparams_seed for m in chosen],
+                "member_seeds": [m.args["seed"] for m in chosen],   # the initialisations
                 "candidates": [m.name for m in members],
                 "candidate_val_accs": [m.val_acc for m in members],
                 "val_acc": val_acc,
