@@ -317,29 +317,31 @@ def count_batchnorm(model):
 
 class SoupScorer:
     """score(members) for greedy_select: the training-domain validation accuracy of their
-    soup. Greedy always scores (kept members + one), so the sums of the last two member
-    lists are kept and each member's file is read once per candidate."""
+    soup. Greedy always scores (the kept members + one), so the sums of the last two
+    member lists are kept: each score adds one member's weights."""
 
-    def __init__(self, evaluator, read):
+    def __init__(self, evaluator, model_dicts):
         self.evaluator = evaluator
-        self.read = read            # member -> its model_dict
-        self.cache = {}             # tuple(member names) -> sums
-        self.template = None
+        self.model_dicts = model_dicts   # member name -> its model_dict
+        self.cache = {}                  # tuple(member names) -> sums
 
     def sums(self, members):
         key = tuple(member.name for member in members)
         if key not in self.cache:
             base = self.sums(members[:-1]) if len(members) > 1 else None
-            model_dict = self.read(members[-1])
-            if self.template is None:
-                self.template = model_dict
-            self.cache = {key[:-1]: base, key: add_to_sums(base, model_dict)} \
-                if base is not None else {key: add_to_sums(None, model_dict)}
+            self.cache = {key: add_to_sums(base, self.model_dicts[key[-1]])}
+            if base is not None:
+                self.cache[key[:-1]] = base
         return self.cache[key]
 
+    def load(self, members):
+        """Load the soup of `members` into the evaluator's model."""
+        template = self.model_dicts[members[0].name]
+        self.evaluator.load(mean_of(self.sums(members), len(members), template),
+                            "+".join(member.name for member in members))
+
     def __call__(self, members):
-        soup = mean_of(self.sums(members), len(members), self.template)
-        self.evaluator.load(soup, "+".join(member.name for member in members))
+        self.load(members)
         return self.evaluator.val_acc()
 
 
@@ -445,62 +447,72 @@ def group_label(key):
 
 
 def make_group_soups(key, members, kinds, output_dir, model, data_dir, bn_batches, say):
-    """The soups of one group, each written as a run directory. Raises SkipGroup."""
+    """The soups of one group, each written as a run directory. Every member's weights are
+    held in memory while the group is souped. Raises SkipGroup."""
+    from domainbed.training import JobError
+
     check_group(members)
     members = ranked(members)
     try:
         dumps = [model_files.read_model_file(member.model_path) for member in members]
-    except model_files.ModelFileError as error:
-        raise SkipGroup(str(error)) from None
-    why = incompatibility(dumps, [member.name for member in members])
-    if why:
-        raise SkipGroup(why)
-    model_dicts = {member.name: dump["model_dict"] for member, dump in zip(members, dumps)}
-    first_dump = dumps[0]
-    del dumps
-    selected = IIDAccuracySelectionMethod.hparams_accs([r for m in members for r in m.records])
-    selected_acc, selected_records = selected[0]
-    from domainbed.training import JobError
-
-    try:
-        evaluator = Evaluator(members[0], data_dir, bn_batches)
+        why = incompatibility(dumps, [member.name for member in members])
+        if why:
+            raise SkipGroup(why)
+        model_dicts = {member.name: dump["model_dict"] for member, dump in zip(members, dumps)}
+        with Evaluator(members[0], data_dir, bn_batches) as evaluator:
+            scorer = SoupScorer(evaluator, model_dicts)
+            for kind in kinds:
+                info = cook(kind, members, scorer)
+                info.update(model_file=MODELS[model], selected_run=selected_run(members),
+                            input_dir=os.path.abspath(os.path.dirname(members[0].path)))
+                accs = evaluator.accuracies()
+                path = write_soup(output_dir, soup_name(key, kind), members[0], dumps[0],
+                                  evaluator, accs, info)
+                say(progress_line(key, kind, info, accs, path))
     except (JobError, model_files.ModelFileError) as error:
         raise SkipGroup(str(error)) from None
-    with evaluator:
-        scorer = SoupScorer(evaluator, lambda member: model_dicts[member.name])
-        for kind in kinds:
-            if kind == "uniform":
-                chosen, trace = members, None
-                evaluator.load(uniform_soup([model_dicts[m.name] for m in members]), "uniform")
-                val_acc = evaluator.val_acc()
-            else:
-                chosen, val_acc, trace = greedy_select(members, scorer)
-                scorer(chosen)   # the chosen soup loaded (its score is val_acc)
-            accs = evaluator.accuracies()
-            info = {
-                "kind": kind, "model_file": MODELS[model],
-                "members": [m.name for m in chosen],
-                "member_hparams_seeds": [m.hparams_seed for m in chosen],
-                "member_seeds": [m.args["seed"] for m in chosen],   # the initialisations
-                "candidates": [m.name for m in members],
-                "candidate_val_accs": [m.val_acc for m in members],
-                "val_acc": val_acc,
-                "greedy_trace": None if trace is None else
-                [[m.name, value, kept] for m, value, kept in trace],
-                "batchnorm_layers_recomputed": evaluator.bn_layers,
-                "bn_batches": bn_batches if evaluator.bn_layers else 0,
-                "selected_run": {"hparams_seed": selected_records[0]["args"]["hparams_seed"],
-                                 "val_acc": selected_acc["val_acc"],
-                                 "test_acc": selected_acc["test_acc"]},
-                "input_dir": os.path.abspath(os.path.dirname(members[0].path)),
-            }
-            path = write_soup(output_dir, soup_name(key, kind), members[0], first_dump,
-                              evaluator, accs, info)
-            test_env = key[2]
-            say(f"soup: {key[1]}+{KINDS[kind]} {key[0]} test env {test_env} trial {key[3]}: "
-                f"{len(chosen)} of {len(members)} runs, test {accs[f'env{test_env}_in_acc']:.4f} "
-                f"(selected run {selected_acc['test_acc']:.4f}), training-domain val "
-                f"{val_acc:.4f} -> {path}")
+
+
+def cook(kind, members, scorer):
+    """Load the soup of this kind into the scorer's evaluator; its `soup` entry."""
+    if kind == "uniform":
+        chosen, trace = members, None
+        val_acc = scorer(members)
+    else:
+        chosen, val_acc, trace = greedy_select(members, scorer)
+        scorer.load(chosen)
+    evaluator = scorer.evaluator
+    return {
+        "kind": kind,
+        "members": [m.name for m in chosen],
+        "member_hparams_seeds": [m.hparams_seed for m in chosen],
+        "member_seeds": [m.args["seed"] for m in chosen],   # their initialisations
+        "candidates": [m.name for m in members],
+        "candidate_val_accs": [m.val_acc for m in members],
+        "val_acc": val_acc,
+        "greedy_trace": None if trace is None else
+        [[m.name, value, kept] for m, value, kept in trace],
+        "batchnorm_layers_recomputed": evaluator.bn_layers,
+        "bn_batches": evaluator.bn_batches if evaluator.bn_layers else 0,
+    }
+
+
+def selected_run(members):
+    """The run training-domain validation selects among the members (best checkpoint),
+    as collect_results reports it: its hparams_seed, val_acc and test_acc."""
+    scores, records = IIDAccuracySelectionMethod.hparams_accs(
+        [record for member in members for record in member.records])[0]
+    return {"hparams_seed": records[0]["args"]["hparams_seed"], "val_acc": scores["val_acc"],
+            "test_acc": scores["test_acc"]}
+
+
+def progress_line(key, kind, info, accs, path):
+    dataset, algorithm, test_env, trial_seed = key
+    return (f"soup: {algorithm}+{KINDS[kind]} {dataset} test env {test_env} trial "
+            f"{trial_seed}: {len(info['members'])} of {len(info['candidates'])} runs, test "
+            f"{accs[f'env{test_env}_in_acc']:.4f} (selected run "
+            f"{info['selected_run']['test_acc']:.4f}), training-domain val "
+            f"{info['val_acc']:.4f} -> {path}")
 
 
 def write_soup(output_dir, name, best, best_dump, evaluator, accs, info):
