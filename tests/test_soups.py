@@ -216,6 +216,25 @@ def test_a_group_of_two_architectures_is_skipped_with_a_note(sweep_and_soups, tm
     assert not any("env1" in d.name for d in soup_dirs(tmp_path / "out"))
 
 
+def test_a_run_without_its_model_file_is_left_out_with_a_note(sweep_and_soups, tmp_path,
+                                                               capsys):
+    sweep_dir, _ = sweep_and_soups
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, copy)
+    groups, _ = soups.find_groups(str(copy))
+    missing = list(groups.values())[0][0]          # test env 0
+    os.remove(missing.model_path)
+    capsys.readouterr()
+    assert soup.main(["--input_dir", str(copy), "--output_dir", str(tmp_path / "out"),
+                      "--kind", "uniform"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"soup: {missing.name} has no model.pkl: left out of its group"]
+    record = record_of(soup_dirs(tmp_path / "out")[0])
+    assert record["args"]["test_envs"] == [0]
+    assert sorted(record["soup"]["candidates"]) == sorted(m.name for m in groups[missing.key]
+                                                          if m is not missing)
+
+
 # ---------------------------------------------------------------------------------------
 # Bad input: one line, exit 2, nothing written
 
