@@ -142,7 +142,7 @@ def find_groups(input_dir, model="final"):
     for path, records in with_model:
         member = Member(path, records, model)
         groups.setdefault(member.key, []).append(member)
-    return dict(sorted(groups.items(), key=lambda item: tuple(map(str, item[0])))), notes
+    return dict(sorted(groups.items(), key=lambda item: item[0])), notes
 
 
 def ranked(members):
