@@ -203,6 +203,18 @@ def _fitted_state(algorithm, model_dict, path, name):
     return state
 
 
+def load_model_dict(algorithm, model_dict, source, name):
+    """Load a model file's `model_dict` (upstream's layout) into `algorithm`, a built
+    instance of the class `name` names; a ModelFileError naming `source` when it does not
+    fit. (The weight soups load their averages this way.)"""
+    state = _fitted_state(algorithm, model_dict, source, name)
+    try:
+        algorithm.load_state_dict(state, strict=False)
+    except Exception as e:
+        raise ModelFileError(f"{source}: model_dict does not fit {name} "
+                             f"({_one_line(e)})") from None
+
+
 def load_model(path, device=None):
     """A ready-to-predict model from a job directory (its model.pkl) or a model file
     (ours: model.pkl, model_step{N}.pkl, model_iid.pkl; or upstream DomainBed's).
@@ -236,12 +248,7 @@ def load_model(path, device=None):
     except Exception as e:
         raise ModelFileError(f"{path}: cannot build {name} from its hparams "
                              f"({_one_line(e)})") from None
-    state = _fitted_state(algorithm, dump["model_dict"], path, full_name)
-    try:
-        algorithm.load_state_dict(state, strict=False)
-    except Exception as e:
-        raise ModelFileError(f"{path}: model_dict does not fit {full_name} "
-                             f"({_one_line(e)})") from None
+    load_model_dict(algorithm, dump["model_dict"], path, full_name)
     algorithm.to(device if device is not None else get_device())
     algorithm.eval()
     return algorithm

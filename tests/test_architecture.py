@@ -15,7 +15,7 @@ LAYERS = [
     ("domainbed",),
     ("domainbed.scripts",),
     ("domainbed.studies",),
-    ("domainbed.sweeps",),
+    ("domainbed.sweeps", "domainbed.soups"),
     ("domainbed.launchers", "domainbed.command_launchers", "domainbed.pool_launcher"),
     ("domainbed.training",),
     ("domainbed.model_selection", "domainbed.results", "domainbed.model_files",
