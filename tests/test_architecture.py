@@ -22,7 +22,7 @@ LAYERS = [
      "domainbed.hparams_registry", "domainbed.sharpness"),
     ("domainbed.algorithms",),
     ("domainbed.networks", "domainbed.datasets"),
-    ("domainbed.lib",),
+    ("domainbed.lib", "domainbed.errors", "domainbed.settings"),
 ]
 
 

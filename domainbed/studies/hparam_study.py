@@ -92,6 +92,3 @@ def main(argv=None):
     print(format_rows(rows))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,12 +8,13 @@ import math
 import os
 import statistics
 
+from domainbed.errors import BadInput
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.reporting import load_sweep
 
 
-class StudyError(ValueError):
-    """A sweep directory the study cannot compare; the message says what to do."""
+class StudyError(BadInput, ValueError):
+    """A sweep directory the study cannot compare; the message says what to do (exit 2)."""
 
 
 def sweep_runs(sweep_dir):
