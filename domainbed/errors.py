@@ -10,14 +10,19 @@ older callers still catches the errors that were such before: they keep those ba
 Exit codes (a class's own code; a command may reword an error and exit otherwise, e.g.
 train.py refuses a bad DOMAINBED_THREADS as a `BadInput`, exit 2):
 
-| code | meaning | raised as |
-|---|---|---|
-| 1 | the command could not do its work here: an installation, network, launcher or environment-variable problem, or a sweep a study ran stopped; fix the cause and rerun | `EXIT_FAILURE`: `PluginError`, `LauncherError`, `MatplotlibMissing`, `SettingError`, `DownloadError`, `SweepStopped` |
-| 2 | bad input: an argument, name, hparam, file or directory the user gave; nothing was written | `EXIT_BAD_INPUT` (the default): `BadInput` and its kinds, `SweepError`, `WriteRuleError`, ... |
-| 3 | a non-finite loss stopped the run (no `done`) | `EXIT_NON_FINITE` |
-| 4 | writing the job directory failed (a full disk, permissions) | `EXIT_IO_ERROR`: `WriteError` |
-| 128 + N | stopped by signal N after a checkpoint (resumable) | `RunStopped` |
-| 130 | interrupted (Ctrl-C) | `EXIT_INTERRUPTED`, no error class |
+* 1 `EXIT_FAILURE`: the command could not do its work here (an installation, network,
+  launcher or environment-variable problem, or a sweep a study ran stopped); fix the
+  cause and rerun. `PluginError`, `LauncherError`, `MatplotlibMissing`, `SettingError`,
+  `DownloadError`, `SweepStopped`.
+* 2 `EXIT_BAD_INPUT`, the default: an argument, name, hparam, file or directory the user
+  gave; nothing was written. `BadInput` and its kinds, `SweepError`, `WriteRuleError`...
+* 3 `EXIT_NON_FINITE`: a non-finite loss stopped the run (no `done`).
+* 4 `EXIT_IO_ERROR`: writing the job directory failed (a full disk, permissions):
+  `WriteError`.
+* 128 + N: stopped by signal N after a checkpoint (resumable): `RunStopped`.
+* 130 `EXIT_INTERRUPTED`: interrupted (Ctrl-C); no error class.
+
+docs/architecture.md ("Errors and exit codes") lists every class.
 """
 
 EXIT_FAILURE = 1

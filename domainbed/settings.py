@@ -62,7 +62,8 @@ POOL_WORKERS = _declare(
     "DOMAINBED_POOL_WORKERS", "the CPU count",
     "warm worker processes of the `pool` launcher (an integer; at least 1 is used)")
 JOBS_PER_GPU = _declare(
-    "DOMAINBED_JOBS_PER_GPU", "1", "jobs per visible GPU of the `multi_gpu` launcher (an integer)")
+    "DOMAINBED_JOBS_PER_GPU", "1",
+    "jobs per visible GPU of the `multi_gpu` launcher (an integer; it refuses less than 1)")
 SLURM_PARTITION = _declare(
     "DOMAINBED_SLURM_PARTITION", "the cluster's default", "the `slurm` launcher's partition")
 SLURM_TIME_MIN = _declare(
@@ -74,11 +75,13 @@ SLURM_CPUS = _declare(
 SLURM_MEM_GB = _declare(
     "DOMAINBED_SLURM_MEM_GB", "32", "the `slurm` launcher's memory per job, in GB")
 SLURM_MAX_CONCURRENT = _declare(
-    "DOMAINBED_SLURM_MAX_CONCURRENT", "64", "the `slurm` launcher's jobs running at once (array parallelism)")
+    "DOMAINBED_SLURM_MAX_CONCURRENT", "64",
+    "the `slurm` launcher's jobs running at once (array parallelism)")
 SLURM_LOG_DIR = _declare(
     "DOMAINBED_SLURM_LOG_DIR", "SWEEP_DIR/slurm_logs", "where the `slurm` launcher's logs go")
 SLURM_CLUSTER = _declare(
-    "DOMAINBED_SLURM_CLUSTER", "Slurm when available", "submitit's cluster (`local`: run the array here)")
+    "DOMAINBED_SLURM_CLUSTER", "Slurm when available",
+    "submitit's cluster (`local`: run the array here)")
 PLUGINS = _declare(
     "DOMAINBED_PLUGINS", "none",
     "modules to import before any registry is read (comma-separated import paths): your "
@@ -88,7 +91,8 @@ CACHE = _declare(
     "the decoded image cache of `--pipeline fast`")
 TENSORBOARD = _declare(
     "DOMAINBED_TENSORBOARD", "off",
-    "any value but empty or `0`: every run also writes a TensorBoard log (as `train.py --tensorboard`)")
+    "any value but empty or `0`: every run also writes a TensorBoard log (as `train.py "
+    "--tensorboard`)")
 SAVE_SELECTED = _declare(
     "DOMAINBED_SAVE_SELECTED", "off",
     "any value but empty or `0`: train.py also keeps `model_iid.pkl`, the model training-domain "

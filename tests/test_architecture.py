@@ -253,7 +253,8 @@ def environment_offences(path):
             offences.append(f"{line}: reads a variable this test cannot name")
         elif any(name.startswith("DOMAINBED_") for name in names):
             offences.append(f"{line}: reads {', '.join(sorted(names))}")
-    offences += [f"{line}: names a DOMAINBED_* variable" for line in variable_name_constants(source)]
+    offences += [f"{line}: names a DOMAINBED_* variable"
+                 for line in variable_name_constants(source)]
     return offences
 
 
@@ -352,7 +353,8 @@ def test_every_error_a_user_sees_is_a_domainbed_error():
     assert not others, ("derive these from domainbed.errors.DomainBedError (or list them in "
                         "NOT_DOMAINBED_ERRORS with a reason): " + ", ".join(others))
     stale = sorted(name for name in NOT_DOMAINBED_ERRORS if classes.get(name, True))
-    assert not stale, "NOT_DOMAINBED_ERRORS lists classes that are gone or based: " + ", ".join(stale)
+    assert not stale, ("NOT_DOMAINBED_ERRORS lists classes that are gone or based: "
+                       + ", ".join(stale))
 
 
 # The front ends: the scripts and the command-line plumbing they share.
