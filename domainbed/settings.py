@@ -64,24 +64,19 @@ POOL_WORKERS = _declare(
 JOBS_PER_GPU = _declare(
     "DOMAINBED_JOBS_PER_GPU", "1",
     "jobs per visible GPU of the `multi_gpu` launcher (an integer; it refuses less than 1)")
-SLURM_PARTITION = _declare(
-    "DOMAINBED_SLURM_PARTITION", "the cluster's default", "the `slurm` launcher's partition")
-SLURM_TIME_MIN = _declare(
-    "DOMAINBED_SLURM_TIME_MIN", "1440", "the `slurm` launcher's time limit per job, in minutes")
-SLURM_GPUS = _declare(
-    "DOMAINBED_SLURM_GPUS", "1", "the `slurm` launcher's GPUs per node")
-SLURM_CPUS = _declare(
-    "DOMAINBED_SLURM_CPUS", "8", "the `slurm` launcher's CPUs per task")
-SLURM_MEM_GB = _declare(
-    "DOMAINBED_SLURM_MEM_GB", "32", "the `slurm` launcher's memory per job, in GB")
-SLURM_MAX_CONCURRENT = _declare(
-    "DOMAINBED_SLURM_MAX_CONCURRENT", "64",
-    "the `slurm` launcher's jobs running at once (array parallelism)")
-SLURM_LOG_DIR = _declare(
-    "DOMAINBED_SLURM_LOG_DIR", "SWEEP_DIR/slurm_logs", "where the `slurm` launcher's logs go")
-SLURM_CLUSTER = _declare(
-    "DOMAINBED_SLURM_CLUSTER", "Slurm when available",
-    "submitit's cluster (`local`: run the array here)")
+# The slurm launcher's options (sweep's --launcher_args names) -> their variables.
+SLURM = {option: _declare(f"DOMAINBED_SLURM_{suffix}", default, f"the `slurm` launcher's {what}")
+         for option, suffix, default, what in (
+             ("partition", "PARTITION", "the cluster's default", "partition"),
+             ("time_min", "TIME_MIN", "1440", "time limit per job, in minutes"),
+             ("gpus_per_node", "GPUS", "1", "GPUs per node"),
+             ("cpus_per_task", "CPUS", "8", "CPUs per task"),
+             ("mem_gb", "MEM_GB", "32", "memory per job, in GB"),
+             ("max_concurrent", "MAX_CONCURRENT", "64",
+              "jobs running at once (array parallelism)"),
+             ("log_dir", "LOG_DIR", "SWEEP_DIR/slurm_logs", "log directory"),
+             ("cluster", "CLUSTER", "Slurm when available",
+              "submitit cluster (`local`: run the array here)"))}
 PLUGINS = _declare(
     "DOMAINBED_PLUGINS", "none",
     "modules to import before any registry is read (comma-separated import paths): your "
@@ -100,12 +95,6 @@ SAVE_SELECTED = _declare(
 CUDA_GRAPHS = _declare(
     "DOMAINBED_CUDA_GRAPHS", "on",
     "`0`: FGMix's step runs without its CUDA graph (on a GPU)")
-
-# The slurm launcher's options (sweep's --launcher_args names) and their variables.
-SLURM = {"partition": SLURM_PARTITION, "time_min": SLURM_TIME_MIN, "gpus_per_node": SLURM_GPUS,
-         "cpus_per_task": SLURM_CPUS, "mem_gb": SLURM_MEM_GB,
-         "max_concurrent": SLURM_MAX_CONCURRENT, "log_dir": SLURM_LOG_DIR,
-         "cluster": SLURM_CLUSTER}
 
 
 # ---------------------------------------------------------------------------------------

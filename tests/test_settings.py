@@ -110,35 +110,35 @@ def test_threads_reads_a_given_environment():
     assert settings.whole_number("OMP_NUM_THREADS", 1, {"OMP_NUM_THREADS": " 2 "}) == 2
 
 
+# (reader, variable, a bad value, what it must be, the value the message suggests)
 BAD_VALUES = [
-    (settings.threads, "DOMAINBED_THREADS", "0",
-     "DOMAINBED_THREADS='0' is not a whole number >= 1; unset it or set e.g. DOMAINBED_THREADS=1"),
-    (settings.threads, "DOMAINBED_THREADS", "two",
-     "DOMAINBED_THREADS='two' is not a whole number >= 1; unset it or set e.g. "
-     "DOMAINBED_THREADS=1"),
-    (settings.loader_workers, "DOMAINBED_LOADER_WORKERS", "-1",
-     "DOMAINBED_LOADER_WORKERS='-1' is not a whole number >= 0; unset it or set e.g. "
-     "DOMAINBED_LOADER_WORKERS=1"),
-    (settings.local_jobs, "DOMAINBED_LOCAL_JOBS", "many",
-     "DOMAINBED_LOCAL_JOBS='many' is not an integer; unset it or set e.g. DOMAINBED_LOCAL_JOBS=2"),
-    (settings.pool_workers, "DOMAINBED_POOL_WORKERS", "2.5",
-     "DOMAINBED_POOL_WORKERS='2.5' is not an integer; unset it or set e.g. "
-     "DOMAINBED_POOL_WORKERS=4"),
-    (settings.jobs_per_gpu, "DOMAINBED_JOBS_PER_GPU", "x",
-     "DOMAINBED_JOBS_PER_GPU='x' is not an integer; unset it or set e.g. DOMAINBED_JOBS_PER_GPU=2"),
+    (settings.threads, "DOMAINBED_THREADS", "0", "a whole number >= 1", 1),
+    (settings.threads, "DOMAINBED_THREADS", "two", "a whole number >= 1", 1),
+    (settings.loader_workers, "DOMAINBED_LOADER_WORKERS", "-1", "a whole number >= 0", 1),
+    (settings.local_jobs, "DOMAINBED_LOCAL_JOBS", "many", "an integer", 2),
+    (settings.pool_workers, "DOMAINBED_POOL_WORKERS", "2.5", "an integer", 4),
+    (settings.jobs_per_gpu, "DOMAINBED_JOBS_PER_GPU", "x", "an integer", 2),
 ]
 
 
-@pytest.mark.parametrize("read, name, value, message", BAD_VALUES,
-                         ids=[f"{name}={value}" for _, name, value, _ in BAD_VALUES])
-def test_a_bad_value_is_one_line_naming_the_variable(environment, read, name, value, message):
+@pytest.mark.parametrize("read, name, value, rule, example", BAD_VALUES,
+                         ids=[f"{name}={value}" for _, name, value, _, _ in BAD_VALUES])
+def test_a_bad_value_is_one_line_naming_the_variable(environment, read, name, value, rule,
+                                                     example):
     environment(**{name: value})
     with pytest.raises(settings.SettingError) as caught:
         read()
     error = caught.value
-    assert str(error) == message and "\n" not in str(error)
+    assert str(error) == f"{name}={value!r} is not {rule}; unset it or set e.g. {name}={example}"
     assert isinstance(error, DomainBedError) and isinstance(error, ValueError)
     assert error.exit_code == 1
+
+
+def test_a_bad_thread_count_reads_as_it_always_did(environment):
+    environment(DOMAINBED_THREADS=" 0 ")
+    with pytest.raises(settings.SettingError, match="^DOMAINBED_THREADS='0' is not a whole "
+                       "number >= 1; unset it or set e.g. DOMAINBED_THREADS=1$"):
+        settings.threads()
 
 
 def test_a_bad_value_stops_a_sweep_with_one_line_and_exit_1(environment, tmp_path, capsys):
