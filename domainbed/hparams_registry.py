@@ -21,6 +21,7 @@ Each hparam is declared by its owner, with `hparam(name, default, random_fn)`:
 """
 import numpy as np
 
+from domainbed.errors import BadInput
 from domainbed.lib import misc, validation
 
 
@@ -100,8 +101,9 @@ def random_hparams(algorithm, dataset, seed):
     return {name: random for name, (_, random) in _hparams(algorithm, dataset, seed).items()}
 
 
-class HparamError(ValueError):
-    """An override refused: unknown name, wrong type or value out of range (one line)."""
+class HparamError(BadInput, ValueError):
+    """An override refused: unknown name, wrong type or value out of range (one line;
+    exit 2)."""
 
 
 def apply_overrides(hparams, overrides):

@@ -16,9 +16,12 @@ Importing this module does not import torch.
 """
 import os
 
+from domainbed import settings
+from domainbed.errors import BadInput
+
 MODEL_FILE = "model.pkl"
 SELECTED_MODEL_FILE = "model_iid.pkl"
-SAVE_SELECTED_ENV = "DOMAINBED_SAVE_SELECTED"
+SAVE_SELECTED_ENV = settings.SAVE_SELECTED.name
 MODEL_KEYS = ("args", "model_input_shape", "model_num_classes", "model_num_domains",
               "model_hparams", "model_dict")
 # Keys upstream's files carry that are no weights of the class: upstream's Fish keeps the
@@ -29,15 +32,15 @@ TRANSIENT_PREFIXES = ("network_inner.",)
 LATER_ARCHITECTURE_HPARAMS = ("resnet50_augmix", "vit", "dinov2")
 
 
-class ModelFileError(ValueError):
-    """A path that is not a usable model file; the message (one line) says why."""
+class ModelFileError(BadInput, ValueError):
+    """A path that is not a usable model file; the message (one line) says why (exit 2)."""
 
 
 # ---------------------------------------------------------------------------------------
 # The model selection picks (train.py)
 
 def save_selected_enabled():
-    return os.environ.get(SAVE_SELECTED_ENV, "").strip() not in ("", "0")
+    return settings.save_selected()
 
 
 def training_domain_val_acc(record, test_envs):

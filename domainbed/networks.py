@@ -16,6 +16,8 @@ import urllib.parse
 import torch
 import torch.nn as nn
 
+from domainbed.errors import BadInput
+
 
 class Identity(nn.Module):
     def forward(self, x):
@@ -113,8 +115,9 @@ class PooledMLP(nn.Module):
         return self.layers(self.pool(x).flatten(1))
 
 
-class WeightsUnavailableError(RuntimeError):
-    pass
+class WeightsUnavailableError(BadInput, RuntimeError):
+    """Pretrained weights that cannot be loaded here; the message says where to put them
+    or how to train without them (exit 2)."""
 
 
 def _torchvision_resnet(depth, pretrained):

@@ -1,9 +1,12 @@
 """docs/architecture.md's import rules, checked on the source (`ast`, nothing imported):
 no module outside domainbed/scripts/ imports domainbed.scripts, no module imports a layer
 above its own, and the import graph of the package's modules (top-level and
-function-level imports alike) has no cycle."""
+function-level imports alike) has no cycle. And its rooms: only domainbed/settings.py reads
+DOMAINBED_* variables, every error a user sees is a `domainbed.errors.DomainBedError`, and
+only the front ends (domainbed/scripts/, lib/cli.py) exit."""
 import ast
 import pathlib
+import re
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO_ROOT / "domainbed"
@@ -24,7 +27,7 @@ LAYERS = [
      "domainbed.lib.query", "domainbed.lib.reporting", "domainbed.lib.plots"),
     ("domainbed.algorithms",),
     ("domainbed.networks", "domainbed.datasets"),
-    ("domainbed.lib",),
+    ("domainbed.lib", "domainbed.errors", "domainbed.settings"),
 ]
 
 
@@ -208,7 +211,7 @@ def test_the_results_package_imports_no_torch():
                      if isinstance(node, ast.ImportFrom) and node.module}
         assert not {m for m in imported if m.split(".")[0] in heavy}, name
         assert all(target.startswith((RESULTS, "domainbed.lib.", "domainbed.algorithms",
-                                      "domainbed.datasets"))
+                                      "domainbed.datasets", "domainbed.errors"))
                    for target in graph[name]), (name, graph[name])
 
 
@@ -246,3 +249,265 @@ def test_results_import_paths_are_the_moved_modules():
 
     assert {"build", "EnvironmentNames", "registry_order", "class_environments"} <= set(
         vars(domainbed.results))
+
+
+# The environment: DOMAINBED_* variables are read in domainbed/settings.py only
+
+SETTINGS_MODULE = PACKAGE / "settings.py"
+# Files that read a DOMAINBED_* variable themselves, and why.
+ENVIRONMENT_READ_EXCEPTIONS = {
+    "domainbed/algorithms/fgmix/captured.py":
+        "DOMAINBED_CUDA_GRAPHS: patches/ installs the FGMix package in an unmodified upstream "
+        "DomainBed, which has no domainbed.settings (settings.cuda_graphs() states the rule)",
+}
+VARIABLE_NAME = re.compile(r"^DOMAINBED_[A-Z0-9_]+$")
+
+
+def _is_environ(node):
+    """`os.environ` (or `environ`, as `from os import environ` binds it)."""
+    return ((isinstance(node, ast.Attribute) and node.attr == "environ"
+             and isinstance(node.value, ast.Name) and node.value.id == "os")
+            or (isinstance(node, ast.Name) and node.id == "environ"))
+
+
+def _string_bindings(tree):
+    """{name: {str, ...}}: module-level `NAME = "text"` and the targets of `for` loops and
+    comprehensions over tuples or lists of strings (`for name in ("A", "B")`)."""
+    bindings = {}
+
+    def bind(target, values):
+        if isinstance(target, ast.Name) and values:
+            bindings.setdefault(target.id, set()).update(values)
+
+    def strings(node):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+            return set(values) if values and all(isinstance(v, str) for v in values) else set()
+        return set()
+
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
+            for target in node.targets:
+                bind(target, {node.value.value})
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.For, ast.comprehension)):
+            bind(node.target, strings(node.iter))
+    return bindings
+
+
+def _key_names(key, bindings):
+    """The variable names an environment key expression can be; None when unknown."""
+    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+        return {key.value}
+    if isinstance(key, ast.Name) and key.id in bindings:
+        return bindings[key.id]
+    if isinstance(key, ast.JoinedStr) and key.values and isinstance(key.values[0], ast.Constant):
+        return {key.values[0].value + "..."}   # an f-string: its fixed start
+    return None
+
+
+def _environment_key(node):
+    """(True, the key expression or None) when `node` uses the environment by key, else
+    (False, None)."""
+    if isinstance(node, ast.Subscript) and _is_environ(node.value):
+        return True, node.slice
+    if isinstance(node, ast.Call):
+        func, first = node.func, (node.args[0] if node.args else None)
+        if isinstance(func, ast.Attribute) and (
+                (func.attr in ("get", "setdefault", "pop") and _is_environ(func.value))
+                or (func.attr == "getenv" and isinstance(func.value, ast.Name)
+                    and func.value.id == "os")):
+            return True, first
+        if isinstance(func, ast.Name) and func.id == "getenv":
+            return True, first
+    if (isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn))
+                                              for op in node.ops)
+            and any(_is_environ(c) for c in node.comparators)):
+        return True, node.left
+    return False, None
+
+
+def environment_reads(source):
+    """[(line, {names} or None)] of every use of the process environment by key in
+    `source`: os.environ[key] (read, write or del), os.environ.get/setdefault/pop(key),
+    os.getenv(key), `key in os.environ`. None: a key this scan cannot name."""
+    tree = ast.parse(source)
+    bindings = _string_bindings(tree)
+    reads = []
+    for node in ast.walk(tree):
+        uses, key = _environment_key(node)
+        if uses:
+            reads.append((node.lineno, None if key is None else _key_names(key, bindings)))
+    return sorted(reads, key=lambda read: read[0])
+
+
+def variable_name_constants(source):
+    """Lines of the string constants that are exactly a DOMAINBED_* name, but docstrings and
+    the keys of subscript assignments (`env["DOMAINBED_X"] = ...`: a child's environment)."""
+    tree = ast.parse(source)
+    allowed = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            allowed.add(id(node.value))   # docstrings and other bare strings
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+            allowed.add(id(node.slice))
+    return sorted(node.lineno for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and VARIABLE_NAME.match(node.value) and id(node) not in allowed)
+
+
+def environment_offences(path):
+    """What `path` does with the environment that only domainbed/settings.py may do."""
+    source = path.read_text()
+    offences = []
+    for line, names in environment_reads(source):
+        if names is None:
+            offences.append(f"{line}: reads a variable this test cannot name")
+        elif any(name.startswith("DOMAINBED_") for name in names):
+            offences.append(f"{line}: reads {', '.join(sorted(names))}")
+    offences += [f"{line}: names a DOMAINBED_* variable"
+                 for line in variable_name_constants(source)]
+    return offences
+
+
+def test_only_the_settings_module_reads_domainbed_variables():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(REPO_ROOT).as_posix()
+        if path == SETTINGS_MODULE or relative in ENVIRONMENT_READ_EXCEPTIONS:
+            continue
+        offenders += [f"{relative}:{offence}" for offence in environment_offences(path)]
+    assert not offenders, ("read these through domainbed/settings.py: " + "; ".join(offenders))
+
+
+def test_the_exceptions_to_the_settings_rule_still_read_their_variable():
+    for relative in ENVIRONMENT_READ_EXCEPTIONS:
+        assert environment_offences(REPO_ROOT / relative), f"{relative}: drop its exception"
+
+
+def test_the_environment_scan_sees_every_form_of_read():
+    source = '''
+import os
+from os import environ
+NAME = "DOMAINBED_A"
+a = os.environ["DOMAINBED_B"]
+b = os.environ.get(NAME)
+c = os.getenv("DOMAINBED_C", "1")
+d = "DOMAINBED_D" in os.environ
+e = [os.environ.get(n) for n in ("DOMAINBED_E", "HOME")]
+f = environ.setdefault(f"DOMAINBED_{x}", "")
+g = os.environ.get(key_from_somewhere)
+h = os.environ.get("HOME")
+'''
+    assert environment_reads(source) == [
+        (5, {"DOMAINBED_B"}), (6, {"DOMAINBED_A"}), (7, {"DOMAINBED_C"}), (8, {"DOMAINBED_D"}),
+        (9, {"DOMAINBED_E", "HOME"}), (10, {"DOMAINBED_..."}), (11, None), (12, {"HOME"})]
+    assert variable_name_constants('"""DOMAINBED_A"""\nenv["DOMAINBED_B"] = "1"\n'
+                                   'SLURM = {"x": "DOMAINBED_C"}\nm = "set DOMAINBED_D=1"\n') == [3]
+
+
+# ---------------------------------------------------------------------------------------
+# Errors: one base; library code raises, only the front ends exit
+
+# Exception classes of the package that are not DomainBedErrors, and why: internal signals
+# that their one caller catches and words for the user.
+NOT_DOMAINBED_ERRORS = {
+    "domainbed.soups.SkipGroup":
+        "make_soups' signal that one group cannot be souped: it prints the reason as a note, "
+        "goes on with the other groups and exits 1 at the end",
+    "domainbed.training.loop.NonFiniteLoss":
+        "the loop's signal to training/failures.py, which prints its own line with advice "
+        "and exits 3",
+    "domainbed.lib.checkpoint.CheckpointError":
+        "checkpoint.pt's signal to training/resume.py, which sets the file aside, or refuses "
+        "with a BadInput that quotes it",
+    "domainbed.lib.jobdir.JobLockError":
+        "an OSError of the lock file: train.py refuses with its strerror, sweep's delete "
+        "goes on",
+    "domainbed.lib.jobdir.NotRegularFileError":
+        "the readers' signal that a protocol file is no regular file: they treat it as "
+        "unreadable, or refuse it in words of their own",
+}
+
+EXCEPTION_SCAN = r'''
+import importlib, inspect, json, pkgutil, sys
+import domainbed
+from domainbed.errors import DomainBedError
+found = {}
+for info in pkgutil.walk_packages(domainbed.__path__, "domainbed."):
+    module = importlib.import_module(info.name)
+    for name, value in vars(module).items():
+        if (inspect.isclass(value) and issubclass(value, BaseException)
+                and value.__module__ == module.__name__):
+            found[f"{value.__module__}.{value.__qualname__}"] = issubclass(value, DomainBedError)
+json.dump(found, sys.stdout)
+'''
+
+
+def exception_classes():
+    """{module.Class: derives from DomainBedError} of every exception class the package's
+    modules define (imported in a child process: plug-in modules register names)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", EXCEPTION_SCAN], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    return json.loads(result.stdout)
+
+
+def test_every_error_a_user_sees_is_a_domainbed_error():
+    classes = exception_classes()
+    assert {"domainbed.errors.DomainBedError", "domainbed.lib.validation.ValidationError",
+            "domainbed.datasets.fetch.DownloadError", "domainbed.training.loop.NonFiniteLoss",
+            "domainbed.sweeps.errors.SweepError"} <= set(classes)
+    others = sorted(name for name, based in classes.items()
+                    if not based and name not in NOT_DOMAINBED_ERRORS)
+    assert not others, ("derive these from domainbed.errors.DomainBedError (or list them in "
+                        "NOT_DOMAINBED_ERRORS with a reason): " + ", ".join(others))
+    stale = sorted(name for name in NOT_DOMAINBED_ERRORS if classes.get(name, True))
+    assert not stale, ("NOT_DOMAINBED_ERRORS lists classes that are gone or based: "
+                       + ", ".join(stale))
+
+
+# The front ends: the scripts and the command-line plumbing they share.
+FRONT_ENDS = ("domainbed/scripts/", "domainbed/lib/cli.py")
+
+
+def exits(source):
+    """Lines where `source` exits the process or raises SystemExit: SystemExit (but in an
+    `except`), sys.exit(), os._exit(), exit(), quit()."""
+    tree = ast.parse(source)
+    caught = {id(node) for handler in ast.walk(tree) if isinstance(handler, ast.ExceptHandler)
+              and handler.type is not None for node in ast.walk(handler.type)}
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "SystemExit" and id(node) not in caught:
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in ("exit", "quit"):
+                lines.append(node.lineno)
+            elif (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                  and (func.value.id, func.attr) in (("sys", "exit"), ("os", "_exit"))):
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_library_code_raises_and_only_the_front_ends_exit():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(REPO_ROOT).as_posix()
+        if not relative.startswith(FRONT_ENDS):
+            offenders += [f"{relative}:{line}" for line in exits(path.read_text())]
+    assert not offenders, ("library code raises a DomainBedError instead of exiting: "
+                           + ", ".join(offenders))
+
+
+def test_the_exit_scan_sees_every_way_out():
+    source = ('import sys, os\nraise SystemExit("no")\nsys.exit(2)\nos._exit(1)\nexit()\n'
+              'try:\n    pass\nexcept SystemExit:\n    pass\nparser.exit(2)\n')
+    assert exits(source) == [2, 3, 4, 5]

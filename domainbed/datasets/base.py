@@ -21,6 +21,7 @@ dataset class may add (all torch-free classmethods, with upstream's behaviour by
 * `SEEDED_BY_TRIAL = True`: the constructor also takes `trial_seed=` (train.py passes
   --trial_seed), for datasets that are a fresh random draw in every trial.
 """
+from domainbed.errors import BadInput
 
 
 class DatasetFacts(str):
@@ -41,7 +42,7 @@ class DatasetFacts(str):
         return facts
 
 
-class DatasetArgumentError(ValueError):
+class DatasetArgumentError(BadInput, ValueError):
     """Arguments (test envs, hparams) a dataset refuses; the message says what to do."""
 
 
@@ -148,7 +149,7 @@ class MultipleDomainDataset:
             hparam("mlp_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(BadInput, FileNotFoundError):
     """A dataset's files are missing or incomplete; the message names the download command."""
 
 

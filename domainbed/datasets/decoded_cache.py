@@ -36,6 +36,8 @@ import zlib
 
 import numpy as np
 
+from domainbed import settings
+from domainbed.errors import BadInput
 from domainbed.lib import safe_write
 from domainbed.lib.misc import atomic_write_text
 
@@ -47,9 +49,9 @@ CHUNK = 64                # images per decoding task
 CHECKSUM_SAMPLES = 64     # images read back to check the file on every load
 
 
-class CacheError(OSError):
+class CacheError(BadInput, OSError):
     """A decoded-cache problem the user fixes (its message says how): refused as bad input
-    before anything of the job is written."""
+    before anything of the job is written (exit 2)."""
 
 
 class CacheDirError(CacheError):
@@ -70,12 +72,12 @@ class CacheSpaceError(CacheError):
 
 
 def cache_dir():
-    return os.environ.get("DOMAINBED_CACHE") or os.path.join(
+    return settings.cache_dir() or os.path.join(
         os.path.expanduser("~"), ".cache", "domainbed", "decoded")
 
 
 def _cache_dir_message(directory, reason):
-    where = ("DOMAINBED_CACHE=" + directory if os.environ.get("DOMAINBED_CACHE")
+    where = ("DOMAINBED_CACHE=" + directory if settings.cache_dir()
              else f"the decoded cache's directory {directory} (DOMAINBED_CACHE is not set)")
     return (f"{where} cannot be used ({reason}); set DOMAINBED_CACHE to a writable "
             "directory, or run with --pipeline default")

@@ -22,6 +22,7 @@ import urllib.request
 import zipfile
 import zlib
 
+from domainbed.errors import EXIT_BAD_INPUT, EXIT_FAILURE, DomainBedError
 from domainbed.lib import safe_write
 from domainbed.lib.misc import atomic_write_text
 
@@ -31,22 +32,22 @@ CHUNK_BYTES = 1 << 20
 TRANSIENT_ERRORS = (OSError, http.client.HTTPException)  # URLError, timeouts, resets
 
 
-class DownloadError(RuntimeError):
+class DownloadError(DomainBedError, RuntimeError):
     """A file could not be fetched or unpacked; the message says what to do."""
 
-    exit_code = 1   # a network failure: rerunning resumes
+    exit_code = EXIT_FAILURE   # a network failure: rerunning resumes
 
 
 class ChecksumError(DownloadError):
     """A downloaded file does not match its known or recorded checksum."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class BadArchiveError(DownloadError):
     """An archive that is damaged, of an unknown kind, or not the dataset's."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class UnsafeArchiveError(BadArchiveError):
@@ -57,7 +58,7 @@ class UnsafeArchiveError(BadArchiveError):
 class ChecksumStoreError(DownloadError):
     """DIR/.checksums.json cannot be read; it is never overwritten then."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 def md5_of(path):

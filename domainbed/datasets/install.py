@@ -11,6 +11,7 @@ from typing import Callable
 
 from domainbed.datasets import fetch, spawrious, verify
 from domainbed.datasets.registry import dataset_names, get_dataset_class
+from domainbed.errors import EXIT_BAD_INPUT, BadInput
 from domainbed.lib import safe_write
 from domainbed.lib.misc import did_you_mean
 
@@ -218,7 +219,7 @@ class Options:
 class DatasetProblem(fetch.DownloadError):
     """An installed dataset with problems (exit 2: the command needs --force or a fix)."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 def fetch_archives(recipe, data_dir, options, store, pending):
@@ -360,8 +361,9 @@ def verify_dataset(recipe, data_dir, store, named):
 # ---------------------------------------------------------------------------------------
 # The names on the command line
 
-class UsageError(ValueError):
-    pass
+class UsageError(BadInput, ValueError):
+    """A dataset name or option the download command refuses; the message says what to
+    give instead (exit 2)."""
 
 
 def resolve_recipes(requested):

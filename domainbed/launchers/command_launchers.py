@@ -31,16 +31,20 @@ import sys
 import tempfile
 import time
 
+from domainbed import settings
+from domainbed.errors import EXIT_FAILURE, DomainBedError
 from domainbed.lib import threads
-from domainbed.lib.cli import CommandError
 from domainbed.lib.registry import Registry, load_plugins  # noqa: F401 (load_plugins: sweep's)
 
 REGISTRY = Registry("command launcher", "domainbed.launchers", "register_launcher",
                     modules=("command_launchers", "pool"))
 
 
-class LauncherError(CommandError, ValueError):
-    """A launcher cannot run as asked (the message says what to do)."""
+class LauncherError(DomainBedError, ValueError):
+    """A launcher cannot run as asked (the message says what to do; exit 1, or 2 when
+    `sweep` refuses its --launcher_args before anything is made)."""
+
+    exit_code = EXIT_FAILURE
 
 
 def register_launcher(name, runs_jobs=True, queues_jobs=False):
@@ -117,7 +121,7 @@ def local_launcher(commands, jobs=None):
     printed per finished job; threads follow lib/threads.py's policy.
     """
     commands = list(commands)
-    jobs = int(jobs or os.environ.get("DOMAINBED_LOCAL_JOBS", 1))
+    jobs = int(jobs or settings.local_jobs())
     if jobs <= 1:
         _run_one_by_one(commands)
     else:
@@ -188,7 +192,7 @@ def visible_gpus():
 def multi_gpu_launcher(commands, jobs_per_gpu=None, poll_s=1.0):
     """Keep `jobs_per_gpu` jobs running on every visible GPU until the queue is empty."""
     print("WARNING: using experimental multi_gpu_launcher.")
-    jobs_per_gpu = int(jobs_per_gpu or os.environ.get("DOMAINBED_JOBS_PER_GPU", 1))
+    jobs_per_gpu = int(jobs_per_gpu or settings.jobs_per_gpu())
     gpus = visible_gpus()
     if not gpus or jobs_per_gpu < 1:
         raise LauncherError("multi_gpu launcher: no GPU visible (CUDA_VISIBLE_DEVICES / torch) or "
@@ -212,16 +216,8 @@ def multi_gpu_launcher(commands, jobs_per_gpu=None, poll_s=1.0):
 # ---------------------------------------------------------------------------------------
 # Slurm (submitit)
 
-SLURM_ENV = {  # option -> environment variable (sweep --launcher_args JSON wins over these)
-    "partition": "DOMAINBED_SLURM_PARTITION",
-    "time_min": "DOMAINBED_SLURM_TIME_MIN",
-    "gpus_per_node": "DOMAINBED_SLURM_GPUS",
-    "cpus_per_task": "DOMAINBED_SLURM_CPUS",
-    "mem_gb": "DOMAINBED_SLURM_MEM_GB",
-    "max_concurrent": "DOMAINBED_SLURM_MAX_CONCURRENT",
-    "log_dir": "DOMAINBED_SLURM_LOG_DIR",
-    "cluster": "DOMAINBED_SLURM_CLUSTER",
-}
+# option -> environment variable (sweep --launcher_args JSON wins over these)
+SLURM_ENV = {option: setting.name for option, setting in settings.SLURM.items()}
 SLURM_DEFAULTS = {"time_min": 24 * 60, "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32,
                   "max_concurrent": 64, "cluster": None, "partition": None, "log_dir": None}
 INT_OPTIONS = ("time_min", "gpus_per_node", "cpus_per_task", "mem_gb", "max_concurrent")
@@ -230,9 +226,7 @@ INT_OPTIONS = ("time_min", "gpus_per_node", "cpus_per_task", "mem_gb", "max_conc
 def slurm_options(overrides=None):
     """Defaults < environment variables < explicit options (from --launcher_args)."""
     options = dict(SLURM_DEFAULTS)
-    for option, variable in SLURM_ENV.items():
-        if os.environ.get(variable):
-            options[option] = os.environ[variable]
+    options.update(settings.slurm_options())
     options.update({k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = sorted(set(options) - set(SLURM_DEFAULTS))
     if unknown:

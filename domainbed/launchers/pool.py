@@ -29,6 +29,8 @@ import shlex
 import subprocess
 import sys
 
+from domainbed import settings
+from domainbed.errors import DomainBedError
 from domainbed.launchers.command_launchers import JobProgress, register_launcher
 from domainbed.lib.threads import prepare_process, threads_per_job
 
@@ -64,7 +66,7 @@ def _run_one(command, training):
         return training.run_job(args)
     except SystemExit as e:  # argparse's usage errors
         return e.code if isinstance(e.code, int) else 1
-    except training.JobError as e:  # a refusal: its one line would go to the console
+    except DomainBedError as e:  # a refusal: its one line would go to the console
         return e.exit_code
     except Exception:  # train.py has already written `failed` and the traceback to err.txt
         return 1
@@ -122,7 +124,8 @@ def pool_launcher(commands, workers=None):
     commands = list(commands)
     if not commands:
         return 0
-    n_workers = int(workers or os.environ.get("DOMAINBED_POOL_WORKERS") or os.cpu_count() or 1)
+    chosen = workers or settings.pool_workers()
+    n_workers = int(chosen if chosen is not None else (os.cpu_count() or 1))
     n_workers = max(1, min(n_workers, len(commands)))
     context = multiprocessing.get_context("spawn")
     threads = threads_per_worker(n_workers)

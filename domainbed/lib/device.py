@@ -3,13 +3,13 @@
 Set DOMAINBED_DEVICE (e.g. `cpu`, `cuda:1`, `mps`) to override. Nothing else in the
 package hard-codes CUDA tensor moves or inspects devices on its own.
 """
-import os
+from domainbed import settings
 
 
 def get_device():
     import torch
 
-    requested = os.environ.get("DOMAINBED_DEVICE")
+    requested = settings.device()
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -28,6 +28,7 @@ import socket
 import stat
 import time
 
+from domainbed.errors import BadInput
 from domainbed.lib import safe_write
 from domainbed.lib.misc import atomic_write
 
@@ -47,20 +48,23 @@ HEARTBEAT_PERIOD_S = 30
 SMALL_FILE_LIMIT = 1 << 20   # job.json, heartbeat.json, failed, .lock: bigger is garbage
 
 
-class JobRunningError(RuntimeError):
-    """Another process holds the job's lock."""
+class JobRunningError(BadInput, RuntimeError):
+    """Another process holds the job's lock (exit 2: train.py refuses the directory)."""
 
 
 class JobLockError(OSError):
-    """The lock file cannot be opened or locked (not a file, no permission...)."""
+    """The lock file cannot be opened or locked (not a file, no permission...). Internal:
+    its callers decide (train.py refuses with its strerror, sweep's delete goes on)."""
 
 
-class JobIdentityError(ValueError):
-    """The directory belongs to a job with other identifying args (or to somebody else)."""
+class JobIdentityError(BadInput, ValueError):
+    """The directory belongs to a job with other identifying args (or to somebody else);
+    the message says what to do (exit 2)."""
 
 
 class NotRegularFileError(OSError):
-    """A protocol file that is a directory, a FIFO, a device...: never opened for reading."""
+    """A protocol file that is a directory, a FIFO, a device...: never opened for reading.
+    Internal: its readers treat the file as unreadable, or refuse it in words of their own."""
 
 
 # ---------------------------------------------------------------------------------------

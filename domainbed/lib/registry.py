@@ -26,28 +26,32 @@ import os
 import sys
 from collections.abc import MutableMapping
 
-from domainbed.lib.cli import CommandError
+from domainbed import settings
+from domainbed.errors import EXIT_FAILURE, BadInput, DomainBedError
 from domainbed.lib.misc import did_you_mean
 
-PLUGINS_VARIABLE = "DOMAINBED_PLUGINS"
+PLUGINS_VARIABLE = settings.PLUGINS.name
 
 
-class UnknownNameError(NotImplementedError, KeyError):
-    """Raised for an unknown registered name. A NotImplementedError like upstream's, and a
-    KeyError so `REGISTRY[name]` callers keep working."""
+class UnknownNameError(BadInput, NotImplementedError, KeyError):
+    """Raised for an unknown registered name, with "did you mean" (exit 2). A
+    NotImplementedError like upstream's, and a KeyError so `REGISTRY[name]` callers keep
+    working."""
 
     def __str__(self):
         return self.args[0] if self.args else ""
 
 
-class PluginError(CommandError, ImportError):
-    """A module named in DOMAINBED_PLUGINS cannot be imported."""
+class PluginError(DomainBedError, ImportError):
+    """A module named in DOMAINBED_PLUGINS cannot be imported (exit 1; train.py and sweep
+    refuse it as bad input, exit 2)."""
+
+    exit_code = EXIT_FAILURE
 
 
 def plugin_modules():
     """The import paths listed in DOMAINBED_PLUGINS, in order."""
-    return [name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(",")
-            if name.strip()]
+    return settings.plugins()
 
 
 def load_plugins():

@@ -12,23 +12,23 @@
    commands that own a whole directory (reproduce, benchmark's work tree).
 
 Every error is a `WriteRuleError`: an `OSError` (so the write-error paths that catch
-OSError, e.g. train.py's exit 4, still do) and a `CommandError` (one line, exit 2).
+OSError, e.g. train.py's exit 4, still do) and a `DomainBedError` (one line, exit 2).
 """
 import errno
 import json
 import os
 import stat
 
-from domainbed.lib.cli import CommandError
+from domainbed.errors import EXIT_BAD_INPUT, DomainBedError
 
 OWNER_MARKER = ".domainbed-owner.json"   # {"domainbed_owner": <command>, "format": 1}
 _MARKER_LIMIT = 1 << 20
 
 
-class WriteRuleError(CommandError, OSError):
+class WriteRuleError(DomainBedError, OSError):
     """A write the rule refuses; the message names the path and what to do."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, message, path=None, code=errno.EPERM):
         OSError.__init__(self, code, message, path)

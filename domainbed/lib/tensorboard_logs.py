@@ -21,21 +21,25 @@ import math
 import numbers
 import os
 
-ENV_VAR = "DOMAINBED_TENSORBOARD"
+from domainbed import settings
+from domainbed.errors import BadInput
+
+ENV_VAR = settings.TENSORBOARD.name
 SUBFOLDER = "tensorboard"
 INSTALL_HINT = "pip install -e '.[tensorboard]' (or pip install tensorboard)"
 
 
-class TensorBoardUnavailable(ImportError):
-    """The log was asked for but cannot be written; the message says what to do."""
+class TensorBoardUnavailable(BadInput, ImportError):
+    """The log was asked for but cannot be written; the message says what to do (exit 2)."""
 
 
 def requested(flag=False):
     """Whether the log is on (the train flag, or DOMAINBED_TENSORBOARD set and not '0');
     a TensorBoardUnavailable when it is on and the writer cannot be imported."""
-    from_env = os.environ.get(ENV_VAR, "").strip() not in ("", "0")
+    from_env = settings.tensorboard()
     if flag or from_env:
-        _summary_writer_class("--tensorboard" if flag else f"{ENV_VAR}={os.environ[ENV_VAR]}")
+        _summary_writer_class("--tensorboard" if flag
+                              else f"{ENV_VAR}={settings.TENSORBOARD.text()}")
     return bool(flag or from_env)
 
 

@@ -19,15 +19,15 @@ the choice as one `Threads:` line in out.txt.
 """
 import os
 
-from domainbed.lib.cli import CommandError
+from domainbed import settings
 
-THREADS_VARIABLE = "DOMAINBED_THREADS"
-LOADER_WORKERS_VARIABLE = "DOMAINBED_LOADER_WORKERS"
+THREADS_VARIABLE = settings.THREADS.name
+LOADER_WORKERS_VARIABLE = settings.LOADER_WORKERS.name
 WAIT_POLICY = "PASSIVE"
 
-
-class ThreadSettingError(CommandError, ValueError):
-    """A thread or worker variable that is not a count (the message names it)."""
+# A thread or worker variable that is not a count (the message names it): the settings'
+# error, under the name this module has always raised it by.
+ThreadSettingError = settings.SettingError
 
 
 def usable_cores():
@@ -38,28 +38,14 @@ def usable_cores():
         return max(1, os.cpu_count() or 1)
 
 
-def _count_from(variable, minimum, environ=None):
-    """The integer in environment variable `variable`, or None when unset or empty."""
-    text = (os.environ if environ is None else environ).get(variable, "").strip()
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ThreadSettingError(f"{variable}={text!r} is not a whole number >= {minimum}; "
-                                 f"unset it or set e.g. {variable}={max(minimum, 1)}")
-    return value
-
-
 def threads_per_job(jobs_at_once=1, environ=None):
     """Threads for each of `jobs_at_once` jobs sharing this machine's usable cores:
     DOMAINBED_THREADS, else an OMP_NUM_THREADS the user set, else cores // jobs."""
-    for variable in (THREADS_VARIABLE, "OMP_NUM_THREADS"):
-        chosen = _count_from(variable, 1, environ)
-        if chosen is not None:
-            return chosen
+    chosen = settings.threads(environ)
+    if chosen is None:
+        chosen = settings.whole_number("OMP_NUM_THREADS", 1, environ)
+    if chosen is not None:
+        return chosen
     return max(1, usable_cores() // max(1, jobs_at_once))
 
 
@@ -91,11 +77,11 @@ def apply_to_torch():
     core, stays, and so does a count a Python caller set before `domainbed.train`."""
     import torch
 
-    override = _count_from(THREADS_VARIABLE, 1)
+    override = settings.threads()
     if override is not None:
         torch.set_num_threads(override)
         source = THREADS_VARIABLE
-    elif _count_from("OMP_NUM_THREADS", 1) is not None:
+    elif settings.whole_number("OMP_NUM_THREADS", 1) is not None:
         source = "OMP_NUM_THREADS"
     else:
         source = "torch's default"
@@ -110,7 +96,7 @@ def loader_workers(dataset_workers):
     else no more than the usable cores (8 workers on 2 cores only contend)."""
     if not dataset_workers:
         return 0
-    override = _count_from(LOADER_WORKERS_VARIABLE, 0)
+    override = settings.loader_workers()
     if override is not None:
         return override
     return min(dataset_workers, usable_cores())

@@ -18,12 +18,14 @@ is a `ValidationError` whose message is one line that says what is wrong and wha
 import math
 import numbers
 
+from domainbed.errors import BadInput
+
 SEED_LIMIT = 2**32          # NumPy's seeds are in [0, 2**32)
 TASKS = ("domain_generalization", "domain_adaptation")
 
 
-class ValidationError(ValueError):
-    """Bad input; the message (one line) says what to do."""
+class ValidationError(BadInput, ValueError):
+    """Bad input; the message (one line) says what to do (exit 2)."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,12 +12,15 @@ import math
 import os
 import re
 
+from domainbed.errors import EXIT_FAILURE, DomainBedError
 from domainbed.lib import safe_write
-from domainbed.lib.cli import CommandError
 
 
-class MatplotlibMissing(CommandError, ImportError):
-    """Plotting was asked for and matplotlib is not installed (the message says what to do)."""
+class MatplotlibMissing(DomainBedError, ImportError):
+    """Plotting was asked for and matplotlib is not installed (the message says what to do;
+    exit 1)."""
+
+    exit_code = EXIT_FAILURE
 
 
 # Sizes in points, chosen to stay readable when a figure is shrunk to a column's width.

@@ -122,11 +122,8 @@ MAX_TIMEOUT_S = 86400   # a day: longer is a typo (and overflows the socket's ti
 
 def check_numbers(args):
     """The numeric flags, through the one validation layer (before anything is written)."""
-    try:
-        validation.check_number("--timeout", args.timeout, 0, MAX_TIMEOUT_S,
-                                low_inclusive=False, example=60)
-    except validation.ValidationError as error:
-        raise UsageError(str(error)) from None
+    validation.check_number("--timeout", args.timeout, 0, MAX_TIMEOUT_S,
+                            low_inclusive=False, example=60)
 
 
 def main(argv=None):
@@ -134,11 +131,8 @@ def main(argv=None):
     try:
         check_numbers(args)
         return run(args)
-    except UsageError as error:
-        print(f"download: error: {error}", file=sys.stderr)
-        return 2
-    except fetch.ChecksumStoreError as error:
-        print(f"download: error: {error}", file=sys.stderr)
+    except (UsageError, validation.ValidationError, fetch.ChecksumStoreError) as error:
+        print(f"download: error: {error}", file=sys.stderr)   # (each exits 2)
         return error.exit_code
 
 

@@ -13,13 +13,16 @@ import os
 import sys
 
 from domainbed import sharpness
+from domainbed.errors import EXIT_BAD_INPUT, DomainBedError
 from domainbed.lib import safe_write, validation
-from domainbed.lib.cli import CommandError, OneLineErrorParser, one_line_errors
+from domainbed.lib.cli import OneLineErrorParser, one_line_errors
 from domainbed.lib.cli import squeeze as cli_squeeze
 
 
-class NoJobs(CommandError):
-    exit_code = 2
+class NoJobs(DomainBedError):
+    """Nothing to measure in the directories given (exit 2)."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 def parse_args(argv=None):
@@ -130,8 +133,7 @@ def measure_all(jobs, args):
         except KeyboardInterrupt:
             raise
         except Exception as error:   # a missing or truncated model, garbage records...
-            skip_note(job, str(error) if isinstance(error, CommandError)
-                      else f"{type(error).__name__}: {error}")
+            skip_note(job, f"{type(error).__name__}: {error}")
             skipped += 1
     return sorted(results, key=sharpness.row_order), skipped
 

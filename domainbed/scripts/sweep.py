@@ -9,6 +9,7 @@ version adds to upstream's: liveness, relaunching, status, validation, --selecti
 import argparse
 import sys
 
+from domainbed.errors import BadInput
 from domainbed.launchers import command_launchers
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.validation import SPEED_CHOICES, SPEED_OPTIONS
@@ -97,7 +98,7 @@ def main(argv=None):
             config_file.apply(args, {name: parser.get_default(name)
                                      for name in config_file.JOB_FLAGS})
         run_sweep(args)
-    except SweepError as error:
+    except (SweepError, BadInput) as error:   # a refusal: printed as a usage error, exit 2
         parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 

@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 
+from domainbed.errors import BadInput, DomainBedError
 from domainbed.lib import validation
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.misc import did_you_mean, format_table
@@ -40,8 +41,8 @@ COMPAT_SHAPES = [
 ]
 
 
-class BenchmarkError(ValueError):
-    pass
+class BenchmarkError(BadInput, ValueError):
+    """An option the benchmark refuses; the message says what to do (exit 2)."""
 
 
 def parse_args(argv):
@@ -114,10 +115,7 @@ def parse_args(argv):
                              "ERM on an --input_dim -> --num_classes linear model, --steps "
                              "steps, as S runs, vmapped over seeds, and stacked by hand")
     args = parser.parse_args(argv)
-    try:
-        check_numbers(args)
-    except validation.ValidationError as error:
-        raise BenchmarkError(str(error)) from None
+    check_numbers(args)
     if args.clock == "cpu" and args.device and not args.device.startswith("cpu"):
         raise BenchmarkError("--clock cpu measures host CPU time: use it with --device cpu.")
     check_device(args.device)
@@ -173,12 +171,9 @@ def check_hparams(args):
     whose defaults are used) and whose values pass train.py's checks."""
     from domainbed import hparams_registry
 
-    try:
-        overrides = validation.parse_hparams(args.hparams)
-        for name, value in overrides.items():
-            validation.check_hparam_value(name, value)
-    except validation.ValidationError as error:
-        raise BenchmarkError(str(error)) from None
+    overrides = validation.parse_hparams(args.hparams)
+    for name, value in overrides.items():
+        validation.check_hparam_value(name, value)
     if not overrides or args.seed_batching:
         return
     known = {}
@@ -188,26 +183,19 @@ def check_hparams(args):
         if name not in known:
             raise BenchmarkError(f"unknown hparam {name!r} for {args.algorithms} on "
                                  f"{hparams_dataset(args)}.{did_you_mean(name, known)}")
-        try:
-            hparams_registry.apply_overrides(known, {name: value})
-        except hparams_registry.HparamError as error:
-            raise BenchmarkError(str(error)) from None
+        hparams_registry.apply_overrides(known, {name: value})
 
 
 # -- step timings ------------------------------------------------------------------------
 def algorithm_names(args):
     from domainbed import algorithms
     from domainbed.algorithms.registry import check_algorithm_name
-    from domainbed.lib.registry import UnknownNameError
 
     names = [n.strip() for n in args.algorithms.split(",") if n.strip()]
     known = algorithms.algorithm_names()
     for name in names:
-        if name not in known:
-            try:   # X+SWAD, X+MA: an algorithm with a weight-averaging wrapper
-                check_algorithm_name(name)
-            except UnknownNameError as error:
-                raise BenchmarkError(str(error)) from None
+        if name not in known:   # X+SWAD, X+MA: an algorithm with a weight-averaging wrapper
+            check_algorithm_name(name)   # an UnknownNameError otherwise
     return (["ERM"] if "ERM" not in names else []) + names
 
 
@@ -736,20 +724,13 @@ def main(argv=None):
         if args.run_cost and is_image_dataset(args.dataset):
             from domainbed.studies import train_runs
 
-            try:
-                report = train_runs.train_runs(args, run_algorithm(args))
-            except train_runs.RunsError as error:
-                raise BenchmarkError(str(error)) from None
+            report = train_runs.train_runs(args, run_algorithm(args))
             return show(report, args.json, train_runs.print_train_runs)
         if args.run_cost:
             return show(run_cost(args), args.json, print_run_cost)
         report = run(args)
-    except BenchmarkError as error:
+    except DomainBedError as error:   # BenchmarkError, ValidationError, RunsError...
         print(f"benchmark: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     print_report(report, args.json)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -89,6 +89,3 @@ def main(argv=None):
     print(format_rows(rows))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -90,8 +90,9 @@ def launch(args, env=None):
               + " ".join(algorithms) + f" --hparams '{hparams}' ...", flush=True)
         rc = sweep_listing.run_sweep(sweep_command(args, algorithms, hparams), listing, env=env)
         if rc != 0:
-            raise SystemExit(f"iut suite: the sweep stopped with exit code {rc}; fix the error "
-                             f"above and run the same command again (finished jobs are kept)")
+            raise sweep_listing.SweepStopped(
+                f"iut suite: the sweep stopped with exit code {rc}; fix the error above and "
+                f"run the same command again (finished jobs are kept)")
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,13 +7,14 @@ command's `--precision` and `--memory_format`).
 import os
 import statistics
 
+from domainbed.errors import BadInput
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.results import paired as paired_comparison
 from domainbed.results.records import load_sweep
 
 
-class StudyError(ValueError):
-    """A sweep directory the study cannot compare; the message says what to do."""
+class StudyError(BadInput, ValueError):
+    """A sweep directory the study cannot compare; the message says what to do (exit 2)."""
 
 
 def sweep_runs(sweep_dir):

@@ -302,8 +302,9 @@ def launch(args):
     rc = run([sys.executable, "-m", "domainbed.scripts.sweep", "launch", *sweep_arguments(args),
               "--command_launcher", launcher, "--skip_confirmation"], env=env, listing=listing)
     if rc != 0:
-        raise SystemExit(f"reproduce: the sweep stopped with exit code {rc}; fix the error above "
-                         f"and run the same command again (finished jobs are kept)")
+        raise sweep_listing.SweepStopped(
+            f"reproduce: the sweep stopped with exit code {rc}; fix the error above and run "
+            f"the same command again (finished jobs are kept)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -590,9 +591,9 @@ def main(argv=None):
     if args.full:
         if not args.report_only:
             launch(args)
-        sys.exit(subprocess.call([sys.executable, "-m", "domainbed.scripts.collect_results",
-                                  "--input_dir", os.path.join(args.output_dir, "sweep"),
-                                  "--compare_upstream"]))
+        return subprocess.call([sys.executable, "-m", "domainbed.scripts.collect_results",
+                                "--input_dir", os.path.join(args.output_dir, "sweep"),
+                                "--compare_upstream"])
     suites = SUITES if args.suite == "all" else (args.suite,)
     print(f"reproduce: preset {args.preset!r} ({PRESETS[args.preset]['cost']}); "
           f"suites: {', '.join(suites)}", flush=True)

@@ -5,6 +5,16 @@ import collections
 import re
 import subprocess
 
+from domainbed.errors import EXIT_FAILURE, DomainBedError
+
+
+class SweepStopped(DomainBedError):
+    """A sweep a study launched exited with an error (printed above by the sweep); the
+    message, which starts with the study's name, says to fix it and rerun (exit 1)."""
+
+    exit_code = EXIT_FAILURE
+    prefixed = False
+
 # Upstream's job line: `<state>: <job directory> (dataset, algorithm, test_envs, hparams_seed)`.
 JOB_LINE = re.compile(r"^(Done|Incomplete|Not launched): \S+ \(")
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 
+from domainbed.errors import BadInput
 from domainbed.lib import jobdir, safe_write
 from domainbed.lib.misc import format_table
 from domainbed.training.timing import parse_summary
@@ -71,8 +72,8 @@ runpy.run_module("domainbed.scripts.train", run_name="__main__")
 """
 
 
-class RunsError(ValueError):
-    pass
+class RunsError(BadInput, ValueError):
+    """`benchmark --run_cost` cannot run as asked; the message says what to do (exit 2)."""
 
 
 def make_synthetic_tree(root, images_per_class, size=227, seed=0):

@@ -1,6 +1,7 @@
 """A sweep's arguments and jobs checked before any job is listed or made: names, test-env
 counts, selection methods, every job's train arguments and hparams, the launcher and its
-options. Each refusal is a one-line SweepError (torch-free)."""
+options. Each refusal is a one-line SweepError, or the BadInput a check raised as it is
+(an UnknownNameError, a ValidationError; torch-free)."""
 import json
 import os
 
@@ -17,17 +18,14 @@ def check_names(args, methods=None):
     known_algorithms = algorithms.ALGORITHMS
     for algorithm in args.algorithms:
         if algorithm not in known_algorithms:
-            try:   # X+SWAD, X+MA: a registered algorithm with a weight-averaging wrapper
-                check_algorithm_name(algorithm)
-            except UnknownNameError as error:
-                raise SweepError(str(error))
+            # X+SWAD, X+MA: a registered algorithm with a weight-averaging wrapper; an
+            # UnknownNameError otherwise
+            check_algorithm_name(algorithm)
     pairs = (not args.single_test_envs and args.best_hparams_from is None
              and (methods is None or 2 in model_selection.test_env_counts(methods)))
     for dataset in args.datasets:
-        try:
+        try:   # an unknown name: an UnknownNameError
             n_envs = datasets.num_environments(dataset, data_dir=args.data_dir)
-        except UnknownNameError as error:
-            raise SweepError(str(error))
         except (datasets.DatasetArgumentError, datasets.DatasetNotFoundError) as error:
             raise SweepError(" ".join(str(error).split()))
         if n_envs < 3 and pairs:
@@ -42,10 +40,7 @@ def check_names(args, methods=None):
     if args.command_launcher is None and args.command != "status":
         raise SweepError("the following arguments are required: --command_launcher")
     if args.hparams is not None:
-        try:
-            validation.parse_hparams(args.hparams)
-        except validation.ValidationError as error:
-            raise SweepError(str(error))
+        validation.parse_hparams(args.hparams)   # a ValidationError otherwise
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise SweepError(f"--output_dir {args.output_dir} is a file; give the sweep's directory")
 
@@ -142,8 +137,5 @@ def check_launcher_args(launcher_fn, launcher_args):
 def resolve_launcher(args):
     if args.command_launcher is None:
         return None
-    try:
-        return command_launchers.get_launcher(args.command_launcher)
-    except UnknownNameError as error:
-        raise SweepError(str(error))
+    return command_launchers.get_launcher(args.command_launcher)   # or an UnknownNameError
 

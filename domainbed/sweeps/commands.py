@@ -1,7 +1,8 @@
 """The sweep commands, from parsed arguments to their printed lines: `run_sweep(args)`
 checks the arguments, lists the jobs (upstream's, those of --selection_method, or those of
 --best_hparams_from) and runs `launch`, `delete_incomplete` or `status` (torch-free).
-Every refusal is a SweepError, raised before anything is made."""
+Every refusal is a SweepError, or the BadInput a check raised (an unknown name, a bad
+number: `scripts/sweep.py` prints both alike), raised before anything is made."""
 import os
 import shlex
 
@@ -98,10 +99,7 @@ def run_sweep(args):
         command_launchers.load_plugins()  # plug-in launchers tell how their jobs behave
     except PluginError as error:
         raise SweepError(str(error)) from None
-    try:
-        validation.check_sweep_numbers(args)
-    except validation.ValidationError as error:
-        raise SweepError(str(error)) from None
+    validation.check_sweep_numbers(args)   # a ValidationError (a BadInput) otherwise
     methods = resolve_selection_methods(args)
     records = None
     if args.best_hparams_from is not None:

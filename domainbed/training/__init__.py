@@ -5,7 +5,7 @@
                               output_dir="out", data_dir=None, steps=100)
 
 The modules, in the order a run meets them (each imports only those above it):
-`errors` (exit codes, the CommandErrors), `arguments` (upstream's flags, the job's
+`errors` (exit codes, the DomainBedErrors), `arguments` (upstream's flags, the job's
 identity), `plan` (validation, the hparams), `lock` (the job directory), `build` (dataset,
 splits, loaders, algorithm), `logs`, `models` (model files), `resume` (checkpoint.pt,
 trimming results.jsonl), `loop` (steps, records, stop requests, the finish), `failures`

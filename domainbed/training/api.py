@@ -23,9 +23,9 @@ def train(*, dataset, algorithm, test_envs, output_dir, data_dir, hparams=None,
     names; the defaults leave the job upstream's).
     test_envs: a list of environment indices (or one index); hparams: a dict or a JSON
     string of overrides, None for none; data_dir: None for datasets that read no files.
-    A refusal (bad arguments, another job's directory, a failed write) raises a BadInput or
-    WriteError (`domainbed.training.errors`, CommandErrors with train.py's exit codes) and
-    leaves no trace; a run that ends without `done` raises RunStopped."""
+    A refusal (bad arguments, another job's directory, a failed write) raises a BadInput
+    (or one of its kinds, e.g. `ValidationError`) or WriteError (`domainbed.errors`'
+    DomainBedErrors, with train.py's exit codes) and leaves no trace; a run that ends without `done` raises RunStopped."""
     for name, value in (("output_dir", output_dir), ("data_dir", data_dir)):
         if not isinstance(value, (str, os.PathLike)) and not (name == "data_dir" and value is None):
             raise BadInput(f"train() needs {name} as a path (a str or os.PathLike), got "

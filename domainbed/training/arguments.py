@@ -94,8 +94,6 @@ def identifying_args(args):
 
 def tensorboard_requested(args):
     """Whether to log TensorBoard scalars (--tensorboard, popped from the args so that it
-    never reaches records or the job hash, or DOMAINBED_TENSORBOARD)."""
-    try:
-        return tensorboard_logs.requested(vars(args).pop("tensorboard", False))
-    except tensorboard_logs.TensorBoardUnavailable as e:
-        raise BadInput(str(e)) from None
+    never reaches records or the job hash, or DOMAINBED_TENSORBOARD); a
+    TensorBoardUnavailable (a BadInput) when it is asked for and cannot be written."""
+    return tensorboard_logs.requested(vars(args).pop("tensorboard", False))

@@ -5,11 +5,11 @@ import random
 import numpy as np
 
 from domainbed import datasets
-from domainbed.lib import misc, threads
+from domainbed.errors import BadInput
+from domainbed.lib import misc, threads, validation
 from domainbed.training import precision
 from domainbed.training.arguments import speed_option
-from domainbed.training.errors import BadInput
-from domainbed.training.plan import check_test_envs, validate
+from domainbed.training.plan import validate
 
 
 def seed_everything(seed):
@@ -27,10 +27,8 @@ def build_dataset(dataset_class, args, hparams):
     extra = {"trial_seed": args.trial_seed} if dataset_class.SEEDED_BY_TRIAL else {}
     try:
         dataset = dataset_class(args.data_dir, args.test_envs, hparams, **extra)
-    except datasets.DatasetNotFoundError as e:
-        raise BadInput(str(e)) from None
-    except datasets.DatasetArgumentError as e:  # before ValueError: it says what to do
-        raise BadInput(str(e)) from None
+    except BadInput:   # DatasetNotFoundError, DatasetArgumentError: it says what to do
+        raise
     except ImportError as e:  # an optional extra (e.g. wilds) that is not installed
         raise BadInput(str(e)) from None
     except ValueError as e:  # upstream's 'Data directory not specified!'
@@ -127,15 +125,13 @@ def fast_loader_makers(dataset, args, hparams):
     """(stream, eval_loader) of `--pipeline fast`: the decoded uint8 cache, batches
     augmented on the device. An augmented evaluation loader (a training env's split, as
     upstream) draws from its own fixed seed."""
-    from domainbed.datasets.decoded_cache import CacheError
     from domainbed.datasets.fast_pipeline import FastPipeline
     from domainbed.lib.device import get_device
 
-    try:
-        pipeline = FastPipeline(dataset, args.test_envs, hparams["data_augmentation"],
-                                get_device(), loader_workers(dataset))
-    except CacheError as error:   # no room, no usable DOMAINBED_CACHE: before anything of the job is written
-        raise BadInput(str(error)) from None
+    # No room or no usable DOMAINBED_CACHE: a CacheError (a BadInput), before anything of
+    # the job is written.
+    pipeline = FastPipeline(dataset, args.test_envs, hparams["data_augmentation"],
+                            get_device(), loader_workers(dataset))
 
     def eval_loader(split, batch_size, index, name):
         return pipeline.eval_loader(split, batch_size,
@@ -161,13 +157,9 @@ def describe_pipeline(dataset, args):
 
 
 def build_algorithm(algorithm_class, dataset, args, hparams, device):
-    from domainbed.networks import WeightsUnavailableError
-
-    try:
-        algorithm = algorithm_class(dataset.input_shape, dataset.num_classes,
-                                    len(dataset) - len(args.test_envs), hparams)
-    except WeightsUnavailableError as e:
-        raise BadInput(str(e)) from None
+    # (networks.WeightsUnavailableError, a BadInput, says how to train without them)
+    algorithm = algorithm_class(dataset.input_shape, dataset.num_classes,
+                                len(dataset) - len(args.test_envs), hparams)
     return algorithm.to(device)
 
 
@@ -213,7 +205,7 @@ def build(plan):
     device = get_device()
     dataset = build_dataset(plan.dataset_class, args, hparams)
     if plan.env_names is None:   # the environments are known now
-        check_test_envs(args.test_envs, len(dataset), None, args.dataset)
+        validation.check_test_envs(args.test_envs, len(dataset), None, args.dataset)
     splits = make_splits(dataset, args, hparams)
     train_loaders, uda_loaders, evals = make_loaders(dataset, args, hparams, splits)
     algorithm = build_algorithm(plan.algorithm_class, dataset, args, hparams, device)

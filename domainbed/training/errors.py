@@ -1,33 +1,23 @@
 """How a training job stops short (torch-free): its exit codes and the errors whose
 one-line message tells the user what to do.
 
-Library code raises these (`CommandError`s); `scripts/train.py` prints them as
-`train.py: error: <message>` and exits with their `exit_code`."""
-from domainbed.lib.cli import CommandError
+Library code raises these (`domainbed.errors.DomainBedError`s); `scripts/train.py` prints
+them as `train.py: error: <message>` and exits with their `exit_code`."""
+from domainbed.errors import (EXIT_BAD_INPUT, EXIT_IO_ERROR, EXIT_NON_FINITE,  # noqa: F401
+                              BadInput, DomainBedError)
 
-EXIT_BAD_INPUT = 2
-EXIT_NON_FINITE = 3
-EXIT_IO_ERROR = 4     # writing the job directory failed (disk full, permissions...)
-
-
-class JobError(CommandError):
-    """A reason to stop with one line on the console (after the logs are closed) and
-    `exit_code`; the message says what to do."""
+# A reason to stop with one line on the console (after the logs are closed) and its
+# `exit_code`: every DomainBedError (the name `domainbed.training` has always exported).
+JobError = DomainBedError
 
 
-class BadInput(JobError):
-    """A problem with the arguments or the output directory; the message says what to do."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
-class WriteError(JobError):
+class WriteError(DomainBedError):
     """Writing the job directory failed (a full disk, permissions...)."""
 
     exit_code = EXIT_IO_ERROR
 
 
-class RunStopped(JobError):
+class RunStopped(DomainBedError):
     """`domainbed.train()` only: the run ended without `done` (a non-finite loss, exit code
     3, or a stop signal, 128 + its number) after saying why on the console and in the
     job's logs; calling it again resumes from the last checkpoint."""

@@ -14,7 +14,7 @@ from domainbed.training.loop import NonFiniteLoss
 def record_failure(job, error, step, stop, logs):
     """What a run that stopped on `error` at `step` leaves (`failed`, the traceback in
     err.txt and out.txt, no temporary) and how it exits. Returns the exit code, or raises
-    the JobError or the error itself that the caller reports."""
+    the DomainBedError or the error itself that the caller reports."""
     out = job.args.output_dir
     if isinstance(error, NonFiniteLoss):
         jobdir.try_write_failed(out, str(error), step)

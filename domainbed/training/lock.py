@@ -18,10 +18,8 @@ class JobDirectoryLock:
 
     def __enter__(self):
         output_dir = self.args.output_dir
-        try:
-            self.lock.acquire(write_holder=False)   # a refused job changes no file
-        except jobdir.JobRunningError as e:
-            raise BadInput(str(e)) from None
+        try:   # a refused job changes no file; a live one is a JobRunningError (a BadInput)
+            self.lock.acquire(write_holder=False)
         except jobdir.JobLockError as e:
             raise BadInput(e.strerror) from None
         except OSError as e:
@@ -30,11 +28,9 @@ class JobDirectoryLock:
         return self
 
     def is_done(self):
-        """Refuse a directory of another job; True when this job is already done."""
-        try:
-            jobdir.check_job_identity(self.args.output_dir, identifying_args(self.args))
-        except jobdir.JobIdentityError as e:
-            raise BadInput(str(e)) from None
+        """Refuse a directory of another job (a JobIdentityError, a BadInput); True when
+        this job is already done."""
+        jobdir.check_job_identity(self.args.output_dir, identifying_args(self.args))
         return jobdir.is_done(self.args.output_dir)
 
     def keep(self):

@@ -1,17 +1,18 @@
 """Validation of a job (reads and writes nothing in the output directory): the flags, the
 algorithm and dataset names, the hparams (upstream's choice plus the checked `--hparams`
 overrides) and the test environments. `validate(args)` returns the `Plan` that `build`
-carries out."""
+carries out. A refusal is a BadInput, or one of its kinds as the check raised it (a
+`ValidationError` of lib/validation.py, a `DatasetArgumentError`: the same one line)."""
 import contextlib
 import os
 
 from domainbed import datasets, hparams_registry
 from domainbed.algorithms import get_algorithm_class
+from domainbed.errors import BadInput, DomainBedError
 from domainbed.lib import misc, validation
 from domainbed.lib.cli import squeeze
 from domainbed.lib.registry import PluginError
 from domainbed.training.arguments import drop_default_speed_options, speed_option
-from domainbed.training.errors import BadInput, JobError
 
 
 def lookup_classes(args):
@@ -32,27 +33,13 @@ def check_plain_args(args):
     """The flags that need no dataset (seeds, fractions, steps, task; shared with sweep)."""
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise BadInput(f"--output_dir {args.output_dir} is a file; choose a directory")
-    try:
-        validation.check_train_args(args)
-    except validation.ValidationError as e:
-        raise BadInput(str(e)) from None
-
-
-def check_test_envs(test_envs, n_envs, env_names, dataset_name):
-    """In range, not repeated, at least one training environment left."""
-    try:
-        validation.check_test_envs(test_envs, n_envs, env_names, dataset_name)
-    except validation.ValidationError as e:
-        raise BadInput(str(e)) from None
+    validation.check_train_args(args)
 
 
 def choose_hparams(args):
     """Upstream's choice: defaults for hparams_seed 0, else the seeded random draw; then
     the --hparams overrides, checked for unknown names, wrong types and ranges."""
-    try:
-        overrides = validation.parse_hparams(args.hparams)
-    except validation.ValidationError as e:
-        raise BadInput(str(e)) from None
+    overrides = validation.parse_hparams(args.hparams)
     if args.hparams_seed == 0:
         hparams = hparams_registry.default_hparams(args.algorithm, args.dataset)
     else:
@@ -93,24 +80,23 @@ def validate(args):
     algorithm_class, dataset_class = lookup_classes(args)
     check_pipeline(args)
     hparams = choose_hparams(args)
-    # Ours: a dataset's environments may depend on hparams, and it may refuse arguments.
-    try:
-        dataset_class.check_arguments(args.test_envs, hparams)
-        env_names = dataset_class.environment_names(hparams)
-    except datasets.DatasetArgumentError as e:
-        raise BadInput(str(e)) from None
+    # Ours: a dataset's environments may depend on hparams, and it may refuse arguments
+    # (a DatasetArgumentError).
+    dataset_class.check_arguments(args.test_envs, hparams)
+    env_names = dataset_class.environment_names(hparams)
     if env_names:
-        check_test_envs(args.test_envs, len(env_names), env_names, args.dataset)
+        validation.check_test_envs(args.test_envs, len(env_names), env_names, args.dataset)
     return Plan(args, algorithm_class, dataset_class, hparams, env_names or None)
 
 
 @contextlib.contextmanager
 def setting_up():
     """An unforeseen error while validating or building comes from this combination of
-    arguments and hparams (nothing is written yet): a BadInput, one line, exit 2."""
+    arguments and hparams (nothing is written yet): a BadInput, one line, exit 2; a
+    DomainBedError goes on as it is."""
     try:
         yield
-    except JobError:
+    except DomainBedError:
         raise
     except Exception as e:
         raise BadInput(f"cannot set up this job ({type(e).__name__}: {squeeze(e)}); check "

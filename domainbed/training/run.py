@@ -2,7 +2,7 @@
 (nothing read from or written to the output directory) -> the job's lock (which also
 checks the directory's identity) -> build (dataset, splits, loaders, algorithm) -> the
 training loop -> the finish. A refusal anywhere before the loop leaves the file system as
-it was (what the lock made is removed again) and is raised as a JobError; a failure in
+it was (what the lock made is removed again) and is raised as a DomainBedError; a failure in
 the loop goes through `record_failure`, the one failure path."""
 import sys
 
@@ -22,7 +22,7 @@ from domainbed.training.timing import job_start_time
 def run_job(args):
     """Run the job of `args` (train.py's namespace). Returns the exit code: 0 (done, or
     already done), 3 (a non-finite loss), 128 + N (stopped by signal N, resumable); raises
-    a JobError for a refusal or a failed write, and an unforeseen error as it is (after
+    a DomainBedError for a refusal or a failed write, and an unforeseen error as it is (after
     `failed` and the traceback are written)."""
     started = job_start_time()
     threads_line = apply_thread_policy()                 # ours: out.txt's `Threads:` line
