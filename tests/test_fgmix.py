@@ -781,10 +781,12 @@ def test_costly_diagnostics_are_measured_every_tenth_step_and_held_between(name)
     # Against the same run measuring every step: training and the cheap diagnostics are
     # identical at every step (the costly ones feed nothing back), the costly ones equal on
     # measured steps (0 and 10) and, between, the value of the last measured step.
-    minibatches = _debug_minibatches((3, 28, 28), [6, 5, 7], 2, seed=0)
-    every = _build(name, "Debug28", minibatches, 2, seed=0)
+    # A small MLP on vectors keeps twelve steps of two runs fast.
+    minibatches = _debug_minibatches((10,), [6, 5, 7], 2, seed=0)
+    small = {"mlp_width": 16, "mlp_depth": 3, "mlp_dropout": 0.0}
+    every = _build(name, "Debug28", minibatches, 2, seed=0, overrides=small)
     every.MEASURE_EVERY = 1
-    strided = _build(name, "Debug28", minibatches, 2, seed=0)
+    strided = _build(name, "Debug28", minibatches, 2, seed=0, overrides=small)
     assert strided.MEASURE_EVERY == 10
     logs_every = [every.update(minibatches) for _ in range(12)]
     logs_strided = [strided.update(minibatches) for _ in range(12)]

@@ -160,8 +160,11 @@ def test_fp32_with_flags_is_the_default_job(tmp_path):
 
 
 def bf16_argv(output_dir):
-    return ["--dataset", "Debug28", "--algorithm", "FGMix", "--steps", "8",
-            "--checkpoint_freq", "3", "--hparams", json.dumps({"batch_size": 8}),
+    return ["--dataset", "Debug28", "--algorithm", "FGMix", "--steps", "5",
+            "--checkpoint_freq", "2",
+            # Features: the per-sample cosines under autocast, one (slow, bf16 on a CPU)
+            # backbone pass instead of two.
+            "--hparams", json.dumps({"batch_size": 8, "fgmix_space": "features"}),
             "--precision", "bf16", "--memory_format", "channels_last",
             "--output_dir", str(output_dir)]
 
@@ -177,7 +180,7 @@ def test_a_stopped_bf16_run_resumes_exactly(tmp_path, monkeypatch):
     def update(self, minibatches, unlabeled=None):
         values = original(self, minibatches, unlabeled)
         calls["n"] += 1
-        if calls["n"] == 5:    # step 4: between the records of steps 3 and 6
+        if calls["n"] == 4:    # step 3: between the records of steps 2 and 4
             os.kill(os.getpid(), signal.SIGUSR1)
         return values
 
