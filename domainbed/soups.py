@@ -517,7 +517,8 @@ def progress_line(key, kind, info, accs, path):
 
 def write_soup(output_dir, name, best, best_dump, evaluator, accs, info):
     """The soup's run directory, written whole in `.partial-<name>` and renamed."""
-    from domainbed.lib import checkpoint, model_state
+    from domainbed.lib import model_state
+    from domainbed.training import checkpoint
 
     final = os.path.join(output_dir, name)
     staging = os.path.join(output_dir, PARTIAL_PREFIX + name)

@@ -1,5 +1,5 @@
 """Baselines B: Fish, Fishr, ANDMask, SANDMask, IGA (gradient_matching), SD, SelfReg
-(regularizers), SAM, and the helpers of domainbed.lib.param_utils.
+(regularizers), SAM, and the helpers of domainbed.algorithms.param_utils.
 
 What each method is supposed to do and its hparams against upstream's; the contract every
 algorithm keeps is in test_algorithms_upstream2.py, over the registry."""
@@ -17,7 +17,7 @@ from domainbed.algorithms.gradient_matching import (
 from domainbed.algorithms.regularizers import within_class_permutations
 from domainbed.algorithms.sam import sharpness_perturbation
 from domainbed.lib.misc import seed_hash
-from domainbed.lib.param_utils import MovingAverage, ParamDict, l2_between_dicts
+from domainbed.algorithms.param_utils import MovingAverage, ParamDict, l2_between_dicts
 
 SMALL_SHAPE = (3, 28, 28)
 NUM_DOMAINS = 3

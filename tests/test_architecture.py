@@ -20,13 +20,15 @@ LAYERS = [
     ("domainbed.studies",),
     ("domainbed.sweeps", "domainbed.soups"),
     ("domainbed.launchers", "domainbed.command_launchers", "domainbed.pool_launcher"),
-    ("domainbed.training",),
+    ("domainbed.training",
+     # former import paths of modules moved into training/ (aliases of its layer)
+     "domainbed.lib.checkpoint", "domainbed.lib.tensorboard_logs"),
     ("domainbed.model_selection", "domainbed.results", "domainbed.model_files",
      "domainbed.hparams_registry", "domainbed.sharpness", "domainbed.sharpness_plots",
      # upstream's import paths of the results package's modules: aliases of its layer
      "domainbed.lib.query", "domainbed.lib.reporting", "domainbed.lib.plots"),
-    ("domainbed.algorithms",),
-    ("domainbed.networks", "domainbed.datasets"),
+    ("domainbed.algorithms", "domainbed.lib.param_utils", "domainbed.lib.autocast"),
+    ("domainbed.networks", "domainbed.datasets", "domainbed.lib.fast_data_loader"),
     ("domainbed.lib", "domainbed.errors", "domainbed.settings"),
 ]
 
@@ -137,6 +139,27 @@ def test_upstream_import_paths_are_the_moved_modules():
     assert domainbed.command_launchers is command_launchers
     assert domainbed.pool_launcher is pool
     assert command_launchers.REGISTRY["pool"] is pool.pool_launcher
+
+
+# Modules moved out of lib/ (issue 32: lib holds what is generic), each still importable
+# under its former name (upstream's, for fast_data_loader) as the very same module.
+MOVED_OUT_OF_LIB = {"checkpoint": "domainbed.training", "tensorboard_logs": "domainbed.training",
+                    "param_utils": "domainbed.algorithms", "autocast": "domainbed.algorithms",
+                    "fast_data_loader": "domainbed.datasets"}
+
+
+def test_modules_moved_out_of_lib_keep_their_former_names():
+    import importlib
+
+    for name, package in MOVED_OUT_OF_LIB.items():
+        assert importlib.import_module(f"domainbed.lib.{name}") is \
+            importlib.import_module(f"{package}.{name}"), name
+    # Only aliases import them by the former names: the package itself uses the new ones.
+    graph = import_graph()
+    users = {module: sorted(f"domainbed.lib.{n}" for n in MOVED_OUT_OF_LIB
+                            if f"domainbed.lib.{n}" in targets)
+             for module, targets in graph.items() if not module.startswith("domainbed.lib.")}
+    assert {m: u for m, u in users.items() if u} == {}
 
 
 # ---------------------------------------------------------------------------------------
@@ -419,7 +442,7 @@ NOT_DOMAINBED_ERRORS = {
     "domainbed.training.loop.NonFiniteLoss":
         "the loop's signal to training/failures.py, which prints its own line with advice "
         "and exits 3",
-    "domainbed.lib.checkpoint.CheckpointError":
+    "domainbed.training.checkpoint.CheckpointError":
         "checkpoint.pt's signal to training/resume.py, which sets the file aside, or refuses "
         "with a BadInput that quotes it",
     "domainbed.lib.jobdir.JobLockError":

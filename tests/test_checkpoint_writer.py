@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from domainbed.lib import checkpoint
+from domainbed.training import checkpoint
 
 
 def state(step, weight):

@@ -14,7 +14,8 @@ def exit_codes():
     from domainbed import hparams_registry, model_files, networks
     from domainbed.datasets import base, decoded_cache, fetch, folder, install
     from domainbed.launchers import command_launchers
-    from domainbed.lib import jobdir, plots, registry, safe_write, tensorboard_logs, validation
+    from domainbed.lib import jobdir, plots, registry, safe_write, validation
+    from domainbed.training import tensorboard_logs
     from domainbed.scripts import sharpness
     from domainbed.studies import benchmark, precision_study, sweep_listing, train_runs
     from domainbed.sweeps.errors import SweepError
@@ -48,7 +49,8 @@ def test_every_class_has_the_exit_code_it_always_had():
 def test_older_except_clauses_still_catch_what_they_caught():
     from domainbed import hparams_registry, model_files, networks
     from domainbed.datasets import base, decoded_cache, fetch, install
-    from domainbed.lib import jobdir, plots, registry, safe_write, tensorboard_logs, validation
+    from domainbed.lib import jobdir, plots, registry, safe_write, validation
+    from domainbed.training import tensorboard_logs
 
     kinds = {ValueError: [validation.ValidationError, hparams_registry.HparamError,
                           base.DatasetArgumentError, model_files.ModelFileError,

@@ -2,7 +2,7 @@
 import torch
 from torch.utils.data import TensorDataset
 
-from domainbed.lib import fast_data_loader as fdl
+from domainbed.datasets import fast_data_loader as fdl
 from domainbed.lib import misc
 
 

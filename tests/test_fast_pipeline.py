@@ -13,7 +13,7 @@ import torch
 from domainbed.datasets import decoded_cache, device_augment, fast_pipeline, folder
 from domainbed.datasets.image_folder import augment_transform, eval_transform
 from domainbed.lib import misc
-from domainbed.lib.fast_data_loader import FastDataLoader, InfiniteDataLoader
+from domainbed.datasets.fast_data_loader import FastDataLoader, InfiniteDataLoader
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")

@@ -12,7 +12,8 @@ import torch
 import domainbed
 from domainbed import hparams_registry, model_selection, networks, training
 from domainbed.algorithms import get_algorithm_class
-from domainbed.lib import checkpoint, misc
+from domainbed.lib import misc
+from domainbed.training import checkpoint
 from domainbed.lib.model_state import model_state_dict
 from domainbed.lib.query import Q
 from domainbed.model_files import ModelFileError

@@ -16,7 +16,7 @@ from domainbed import algorithms
 from domainbed.algorithms.alignment import coral_distance
 from domainbed.algorithms.registry import get_algorithm_class
 from domainbed.lib import per_sample
-from domainbed.lib.autocast import fp32_under_autocast
+from domainbed.algorithms.autocast import fp32_under_autocast
 from domainbed.scripts import train
 from domainbed.training import precision
 from test_algorithms_upstream2 import EVENTS, NUM_CLASSES, SHAPE, make_algorithm, make_minibatches

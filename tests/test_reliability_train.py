@@ -14,7 +14,8 @@ import torch
 
 from domainbed import training
 from domainbed.algorithms.erm import ERM
-from domainbed.lib import checkpoint, jobdir
+from domainbed.lib import jobdir
+from domainbed.training import checkpoint
 from domainbed.scripts import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

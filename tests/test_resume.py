@@ -12,7 +12,8 @@ import time
 import pytest
 import torch
 
-from domainbed.lib import checkpoint, jobdir
+from domainbed.lib import jobdir
+from domainbed.training import checkpoint
 from domainbed.scripts import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

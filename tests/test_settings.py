@@ -160,7 +160,8 @@ def test_the_readers_use_the_settings(environment, tmp_path):
     from domainbed import model_files
     from domainbed.datasets import decoded_cache
     from domainbed.launchers import command_launchers
-    from domainbed.lib import registry, tensorboard_logs, threads
+    from domainbed.lib import registry, threads
+    from domainbed.training import tensorboard_logs
 
     environment(DOMAINBED_SAVE_SELECTED="1", DOMAINBED_CACHE=str(tmp_path),
                 DOMAINBED_SLURM_MEM_GB="7", DOMAINBED_PLUGINS="x.y",

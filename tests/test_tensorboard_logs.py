@@ -9,7 +9,8 @@ import types
 
 import pytest
 
-from domainbed.lib import plots, tensorboard_logs
+from domainbed.lib import plots
+from domainbed.training import tensorboard_logs
 from domainbed import model_selection
 from domainbed.lib import reporting
 from domainbed.scripts import train

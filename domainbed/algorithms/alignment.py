@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from domainbed.algorithms.erm import ERM
 from domainbed.algorithms.registry import register_algorithm
-from domainbed.lib.autocast import fp32_under_autocast
+from domainbed.algorithms.autocast import fp32_under_autocast
 
 GAUSSIAN_GAMMAS = (0.001, 0.01, 0.1, 1, 10, 100, 1000)
 

@@ -15,7 +15,7 @@ from domainbed.algorithms.adversarial import domain_labels
 from domainbed.algorithms.base import Algorithm
 from domainbed.algorithms.erm import concat_minibatches
 from domainbed.algorithms.registry import register_algorithm
-from domainbed.lib.autocast import fp32_under_autocast
+from domainbed.algorithms.autocast import fp32_under_autocast
 
 
 @fp32_under_autocast   # cosines over temperature 0.07: bf16 rounding is amplified

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from domainbed.algorithms.base import Algorithm
 from domainbed.algorithms.erm import ERM, build_network, concat_minibatches, make_adam
 from domainbed.algorithms.registry import register_algorithm
-from domainbed.lib.param_utils import MovingAverage, ParamDict, l2_between_dicts
+from domainbed.algorithms.param_utils import MovingAverage, ParamDict, l2_between_dicts
 from domainbed.lib.per_sample import head_gradients
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from domainbed.algorithms.erm import ERM, concat_minibatches, make_adam
 from domainbed.algorithms.registry import register_algorithm
-from domainbed.lib.autocast import fp32_under_autocast
+from domainbed.algorithms.autocast import fp32_under_autocast
 
 
 def split_logits_by_domain(logits, minibatches):

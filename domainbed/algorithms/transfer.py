@@ -16,7 +16,7 @@ from domainbed import networks
 from domainbed.algorithms.base import Algorithm
 from domainbed.algorithms.erm import concat_minibatches, make_adam
 from domainbed.algorithms.registry import register_algorithm
-from domainbed.lib.autocast import fp32_under_autocast
+from domainbed.algorithms.autocast import fp32_under_autocast
 from domainbed.lib.model_state import weights_and_buffers
 
 

@@ -1,7 +1,7 @@
 """`--pipeline fast`: loaders over the decoded uint8 cache (`decoded_cache`) that hand out
 batches already on the device, augmented there (`device_augment`).
 
-`FastInfiniteLoader` and `FastEvalLoader` have the interfaces of `lib.fast_data_loader`'s
+`FastInfiniteLoader` and `FastEvalLoader` have the interfaces of `datasets.fast_data_loader`'s
 `InfiniteDataLoader` and `FastDataLoader`: the training stream draws the SAME indices as
 the default pipeline's for the same seed and weights (the same `_InfiniteIndexBatches`),
 and its state is (seed, batches_drawn) as there; a batch's augmentation is drawn from a
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from domainbed.datasets import decoded_cache, device_augment
-from domainbed.lib.fast_data_loader import ResumableStream, _InfiniteIndexBatches
+from domainbed.datasets.fast_data_loader import ResumableStream, _InfiniteIndexBatches
 from domainbed.lib.misc import _SplitDataset
 
 PREFETCH_DEPTH = 2        # batches gathered ahead of the training step

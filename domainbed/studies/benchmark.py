@@ -589,7 +589,7 @@ def run_cost(args):
     whole run in a new process (`local`) and in a warm worker (`pool`, data cached)."""
     import tempfile
 
-    from domainbed.lib import checkpoint
+    from domainbed.training import checkpoint
     from domainbed import training
     from domainbed.training.loop import next_minibatches
 

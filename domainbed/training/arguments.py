@@ -5,7 +5,7 @@
 the Python API, so that both write the same records."""
 import argparse
 
-from domainbed.lib import tensorboard_logs
+from domainbed.training import tensorboard_logs
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.lib.validation import SPEED_CHOICES, SPEED_OPTIONS
 from domainbed.training.errors import BadInput

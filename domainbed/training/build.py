@@ -106,7 +106,7 @@ def loader_workers(dataset):
 def default_loader_makers(dataset, args, hparams):
     """(stream, eval_loader) of upstream's pipeline: the splits through torch's DataLoader
     (or gathered by index when in memory), the dataset's own transforms."""
-    from domainbed.lib.fast_data_loader import FastDataLoader, InfiniteDataLoader
+    from domainbed.datasets.fast_data_loader import FastDataLoader, InfiniteDataLoader
 
     workers = loader_workers(dataset)
 

@@ -6,7 +6,8 @@ import re
 import sys
 import traceback
 
-from domainbed.lib import checkpoint, jobdir
+from domainbed.lib import jobdir
+from domainbed.training import checkpoint
 from domainbed.training.errors import EXIT_NON_FINITE, WriteError, non_finite_advice
 from domainbed.training.loop import NonFiniteLoss
 

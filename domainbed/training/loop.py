@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from domainbed.lib import checkpoint, jobdir, misc, tensorboard_logs
+from domainbed.lib import jobdir, misc
+from domainbed.training import checkpoint, tensorboard_logs
 from domainbed.training import arguments
 from domainbed.lib.progress import progress_bar
 from domainbed.training import precision

@@ -3,7 +3,7 @@ when asked) and model_iid.pkl, the model training-domain validation selects so f
 import os
 
 from domainbed import model_files
-from domainbed.lib import checkpoint
+from domainbed.training import checkpoint
 
 
 def save_model(job, filename, **extra):

@@ -5,7 +5,8 @@ import os
 import sys
 
 from domainbed import model_files
-from domainbed.lib import checkpoint, jobdir
+from domainbed.lib import jobdir
+from domainbed.training import checkpoint
 from domainbed.training.arguments import identifying_args
 from domainbed.training.errors import BadInput
 
