@@ -19,7 +19,7 @@ from domainbed.lib import per_sample
 from domainbed.algorithms.autocast import fp32_under_autocast
 from domainbed.scripts import train
 from domainbed.training import precision
-from test_algorithms_upstream2 import EVENTS, NUM_CLASSES, SHAPE, make_algorithm, make_minibatches
+from test_algorithm_contract import EVENTS, NUM_CLASSES, SHAPE, make_algorithm, make_minibatches
 from test_resume import comparable_records
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

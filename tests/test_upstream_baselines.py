@@ -2,7 +2,7 @@
 
 A cheap check of what each method is supposed to do, and its default hparams against
 upstream's. The contract every algorithm keeps (updates, predict, exact resume, hparam
-draws; the 224x224 path for a few) is in test_algorithms_upstream2.py, over the registry.
+draws; the 224x224 path for a few) is in test_algorithm_contract.py, over the registry.
 """
 import copy
 import math

@@ -2,7 +2,7 @@
 (regularizers), SAM, and the helpers of domainbed.algorithms.param_utils.
 
 What each method is supposed to do and its hparams against upstream's; the contract every
-algorithm keeps is in test_algorithms_upstream2.py, over the registry."""
+algorithm keeps is in test_algorithm_contract.py, over the registry."""
 import copy
 
 import numpy as np
