@@ -10,6 +10,7 @@ as `SETTINGS` (tests/test_settings.py checks it).
 
 None of these enters a job's arguments, hash, command string or records.
 """
+import contextlib
 import os
 
 from domainbed.errors import EXIT_FAILURE, DomainBedError
@@ -206,3 +207,20 @@ def save_selected():
 def cuda_graphs():
     """DOMAINBED_CUDA_GRAPHS: False only when it is exactly `0`."""
     return CUDA_GRAPHS.text() != "0"
+
+
+@contextlib.contextmanager
+def overridden(values):
+    """These settings ({Setting: text}) set while the block runs, the previous values put
+    back after: a study running a sweep in its own process (studies/sweep_listing.py) gives
+    it the variables a child process would have got in its environment."""
+    saved = {setting.name: os.environ.get(setting.name) for setting in values}
+    os.environ.update({setting.name: text for setting, text in values.items()})
+    try:
+        yield
+    finally:
+        for name, text in saved.items():
+            if text is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = text

@@ -39,13 +39,37 @@ def test_help_states_the_unit_test_sizes_the_presets_run(capsys):
         assert f"Default: the preset's ({sizes})" in text
 
 
-def test_the_job_listing_goes_to_a_file_and_one_line_to_the_console(tmp_path, capsys):
+def test_the_job_listing_goes_to_a_file_and_one_line_to_the_console(tmp_path, capsys,
+                                                                    monkeypatch):
+    from domainbed import settings
+    from domainbed.sweeps import arguments
+
     lines = ([f"Not launched: sweep/job{i} ('D', 'ERM', [0], 0)" for i in range(300)]
              + ["Done: sweep/jobx ('D', 'ERM', [1], 0)", "301 jobs: 1 done, 0 incomplete, "
                 "300 not launched.", "About to launch 300 jobs."])
+    seen = {}
+
+    def sweep_main(argv):   # the sweep command, run in this process
+        seen["argv"], seen["workers"] = argv, settings.pool_workers()
+        print("\n".join(lines[:150]), end="\n")
+        print("\n".join(lines[150:]))
+
+    monkeypatch.setattr(arguments, "main", sweep_main)
+    monkeypatch.delenv(settings.POOL_WORKERS.name, raising=False)
     listing = sweep_listing.start_listing(str(tmp_path / "sweep_jobs.txt"))
-    command = [sys.executable, "-c", "import sys; print(sys.argv[1])", "\n".join(lines)]
-    assert sweep_listing.run_sweep(command, listing) == 0
+    assert sweep_listing.run_sweep(["launch", "--x"], listing,
+                                   env={settings.POOL_WORKERS: "3"}) == 0
+    assert seen == {"argv": ["launch", "--x"], "workers": 3}
+    assert settings.pool_workers() is None            # the variable is put back
     out = capsys.readouterr().out.splitlines()
     assert out == [f"(The 301 jobs, one line each: {listing})", lines[-2], lines[-1]]
     assert (tmp_path / "sweep_jobs.txt").read_text().splitlines() == lines[:301]
+
+
+def test_a_refused_sweep_is_its_one_line_and_exit_code(tmp_path, capsys):
+    listing = sweep_listing.start_listing(str(tmp_path / "sweep_jobs.txt"))
+    code = sweep_listing.run_sweep(["launch", "--data_dir", "offline", "--output_dir",
+                                    str(tmp_path / "out"), "--datasets", "Nope",
+                                    "--command_launcher", "local"], listing)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("sweep.py: error:"), err

@@ -21,7 +21,6 @@ Finished jobs are reused and interrupted ones resume, so running it again contin
 import argparse
 import json
 import os
-import sys
 import time
 
 from domainbed.lib import jobdir, safe_write
@@ -66,8 +65,8 @@ def sweep_specs(args):
 
 
 def sweep_command(args, algorithms, hparams, command="launch"):
-    command = [sys.executable, "-m", "domainbed.scripts.sweep", command,
-               "--datasets", *args.iut_problems, "--algorithms", *algorithms,
+    """`sweep`'s arguments (run in-process by `sweep_listing.run_sweep`)."""
+    command = [command, "--datasets", *args.iut_problems, "--algorithms", *algorithms,
                "--n_hparams", str(args.iut_n_hparams), "--n_trials", str(args.iut_n_trials),
                "--hparams", hparams, "--data_dir", "offline",
                # Common random numbers: the methods of a cell share its seed (paired).
@@ -75,7 +74,7 @@ def sweep_command(args, algorithms, hparams, command="launch"):
                "--output_dir", os.path.join(args.output_dir, "sweep")]
     if args.iut_steps:
         command += ["--steps", str(args.iut_steps)]
-    if command[3] == "launch":
+    if command[0] == "launch":
         command += ["--command_launcher", "pool", "--skip_confirmation"]
     return command
 

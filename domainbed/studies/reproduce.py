@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from domainbed import results
+from domainbed import results, settings
 from domainbed.lib import jobdir, safe_write, validation
 from domainbed.lib.cli import OneLineErrorParser
 from domainbed.results import selection
@@ -279,28 +279,21 @@ def sweep_arguments(args):
             "--output_dir", os.path.join(args.output_dir, "sweep")]
 
 
-def run(command, env=None, listing=None):
-    """Run `command`, shown first; a sweep's per-job lines go to the file `listing`."""
-    print("$ " + " ".join(command[2:] if command[:2] == [sys.executable, "-m"] else command),
-          flush=True)
-    if listing:
-        return sweep_listing.run_sweep(command, listing, env=env)
-    return subprocess.call(command, env=env)
-
-
 def worker_env(args):
-    env = dict(os.environ)
-    if args.jobs:
-        env["DOMAINBED_POOL_WORKERS"] = str(args.jobs)
-    return env
+    """The variables the sweep runs with (in this process): `--jobs` pool workers."""
+    return {settings.POOL_WORKERS: str(args.jobs)} if args.jobs else {}
 
 
 def launch(args):
-    env = worker_env(args)
+    """The digit suite's sweep, through the sweep library in this process (the command's
+    own code; its jobs run in the launcher's processes); per-job lines into
+    OUTPUT_DIR/sweep_jobs.txt."""
     launcher = args.launcher or "pool"
     listing = sweep_listing.start_listing(os.path.join(args.output_dir, "sweep_jobs.txt"))
-    rc = run([sys.executable, "-m", "domainbed.scripts.sweep", "launch", *sweep_arguments(args),
-              "--command_launcher", launcher, "--skip_confirmation"], env=env, listing=listing)
+    argv = ["launch", *sweep_arguments(args), "--command_launcher", launcher,
+            "--skip_confirmation"]
+    print("$ domainbed.scripts.sweep " + " ".join(argv), flush=True)
+    rc = sweep_listing.run_sweep(argv, listing, env=worker_env(args))
     if rc != 0:
         raise sweep_listing.SweepStopped(
             f"reproduce: the sweep stopped with exit code {rc}; fix the error above and run "
