@@ -59,17 +59,12 @@ def binary_auroc(is_positive, scores):
 
 
 def _average_ranks(values):
-    """1-based ranks, tied values sharing their mean rank."""
+    """1-based ranks, tied values sharing their mean rank (vectorised: a split's scores at
+    every record of a `--metrics all` run)."""
     order = np.argsort(values, kind="mergesort")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
     ranks = np.empty(len(values), dtype=np.float64)
-    sorted_values = values[order]
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1
-        start = end + 1
+    ranks[order] = np.repeat(first + (counts - 1) / 2 + 1, counts)
     return ranks
 
 

@@ -186,9 +186,14 @@ class GroupMixBase(Algorithm):
         return int(step) % self.MEASURE_EVERY == 0
 
     def _costly_positions(self, device):
-        names = self._tensor_measure_names()
-        return torch.tensor([names.index(n) for n in self.COSTLY_MEASURES if n in names],
-                            device=device)
+        """Where the costly measures sit in the step's measures: formed once per device,
+        not every step (on a GPU, a host-to-device copy each time)."""
+        cache = self.__dict__.setdefault("_costly_position_cache", {})
+        if device not in cache:
+            names = self._tensor_measure_names()
+            cache[device] = torch.tensor(
+                [names.index(n) for n in self.COSTLY_MEASURES if n in names], device=device)
+        return cache[device]
 
     def _hold_costly_measures(self, measures):
         """The step's measures with the costly ones measured now (and kept) or held."""
