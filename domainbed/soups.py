@@ -253,11 +253,11 @@ class Evaluator:
         if data_dir is not None:
             args["data_dir"] = data_dir
         args["output_dir"] = member.path   # read by nobody; prepare writes nothing
-        self.job = training.prepare(training.job_args(**args))
+        self.job = training.prepare(training.RunConfig.from_args(args))
         self.job.algorithm = None          # built for training; the members' model is below
         self.device = self.job.device
-        self.test_envs = self.job.args.test_envs
-        self.evals = precision.eval_loaders(self.job.evals, self.job.args, self.device)
+        self.test_envs = list(self.job.config.test_envs)
+        self.evals = precision.eval_loaders(self.job.evals, self.job.config, self.device)
         self.model = model_files.load_model(member.model_path, self.device)
         self.name = member.args["algorithm"]
         self.bn_batches = bn_batches
@@ -298,7 +298,7 @@ class Evaluator:
         end with one of `suffixes`, as train.py computes a record's."""
         from domainbed.training import precision
 
-        with precision.autocast(self.job.args, self.device):
+        with precision.autocast(self.job.config, self.device):
             return {f"{name}_acc": misc.accuracy(self.model, loader, None, self.device)
                     for name, loader in self.evals if name.endswith(tuple(suffixes))}
 

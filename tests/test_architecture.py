@@ -29,7 +29,7 @@ LAYERS = [
      "domainbed.lib.query", "domainbed.lib.reporting", "domainbed.lib.plots"),
     ("domainbed.algorithms", "domainbed.lib.param_utils", "domainbed.lib.autocast"),
     ("domainbed.networks", "domainbed.datasets", "domainbed.lib.fast_data_loader"),
-    ("domainbed.lib", "domainbed.errors", "domainbed.settings"),
+    ("domainbed.lib", "domainbed.errors", "domainbed.settings", "domainbed.config"),
 ]
 
 
@@ -534,3 +534,48 @@ def test_the_exit_scan_sees_every_way_out():
     source = ('import sys, os\nraise SystemExit("no")\nsys.exit(2)\nos._exit(1)\nexit()\n'
               'try:\n    pass\nexcept SystemExit:\n    pass\nparser.exit(2)\n')
     assert exits(source) == [2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------------------------
+# A run's configuration (issue 32): one frozen RunConfig, made where a run is asked for and
+# only read after. Inside training/, only the command line's module (arguments.py) sees an
+# argparse namespace; the rest reads `config`, never `args` or a flag with its own default.
+
+TRAINING = PACKAGE / "training"
+NAMESPACE_MODULES = {"arguments.py"}
+
+
+def namespace_uses(source):
+    """Lines that read a run's flags the old way: a name `args`, `vars(...)` of anything,
+    or `getattr(x, name, default)` (a flag read back with a default of its own)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name) and node.id == "args":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.arg) and node.arg == "args":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id == "vars":
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_training_reads_its_flags_from_the_run_config_only():
+    offenders = [f"{path.name}:{line}" for path in sorted(TRAINING.glob("*.py"))
+                 if path.name not in NAMESPACE_MODULES
+                 for line in namespace_uses(path.read_text())]
+    assert not offenders, ("read the run's flags from its RunConfig (domainbed/config.py): "
+                           + ", ".join(offenders))
+
+
+def test_the_namespace_scan_sees_every_form():
+    source = "def f(args):\n    pass\nx = vars(y)\nz = args.seed\n"
+    assert namespace_uses(source) == [1, 3, 4]
+
+
+def test_the_sweep_checks_its_jobs_as_run_configs():
+    """A sweep's jobs are checked by making each one's RunConfig (the checks train.py meets),
+    not by a second list of checks."""
+    source = (PACKAGE / "sweeps" / "checks.py").read_text()
+    assert "RunConfig.from_args(train_args)" in source
+    assert "check_train_args" not in (PACKAGE / "lib" / "validation.py").read_text()

@@ -112,7 +112,7 @@ def existing_job(tmp_path):
     """An output_dir that belongs to `debug_argv(out)` (job.json and one record)."""
     out = tmp_path / "job"
     out.mkdir()
-    args = training.identifying_args(train.build_parser().parse_args(debug_argv(out)))
+    args = training.parse_command_line(debug_argv(out)).identity()
     jobdir.write_job_identity(out, args)
     (out / "results.jsonl").write_text(json.dumps({"step": 0}) + "\n")
     return out
@@ -127,7 +127,7 @@ def test_upstream_output_dir_of_another_job_is_refused(tmp_path, capsys):
     # Written by upstream's train.py: no job.json, but its records carry the args.
     out = tmp_path / "job"
     out.mkdir()
-    other = vars(train.build_parser().parse_args(debug_argv(out, "--trial_seed", "2")))
+    other = training.parse_command_line(debug_argv(out, "--trial_seed", "2")).record_args()
     (out / "results.jsonl").write_text(json.dumps({"step": 0, "args": other}) + "\n")
     assert_refused(capsys, debug_argv(out), out, "belongs to another job", "trial_seed: 2 there, 0 here")
 
@@ -182,7 +182,7 @@ def test_directory_left_by_a_crash_before_any_record_takes_the_corrected_job(tmp
     # job.json of another job, but no record, checkpoint or model: nothing to lose.
     out = tmp_path / "job"
     out.mkdir()
-    other = training.identifying_args(train.build_parser().parse_args(debug_argv(out, "--seed", "5")))
+    other = training.parse_command_line(debug_argv(out, "--seed", "5")).identity()
     jobdir.write_job_identity(out, other)
     jobdir.write_failed(out, "ZeroDivisionError", 0)
     assert train.main(debug_argv(out)) == 0

@@ -59,8 +59,7 @@ def test_our_directory_without_records_still_runs(tmp_path, capsys):
     # launch.json mark the directory as ours.
     out = tmp_path / "out"
     out.mkdir()
-    jobdir.write_job_identity(out, training.identifying_args(
-        train.build_parser().parse_args(train_argv(out))))
+    jobdir.write_job_identity(out, training.parse_command_line(train_argv(out)).identity())
     (out / "out.txt").write_text("Environment:\n")
     assert train.main(train_argv(out)) == 0
     other = tmp_path / "other"

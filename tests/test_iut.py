@@ -18,6 +18,7 @@ from domainbed.scripts import sweep, train
 from domainbed.sweeps.errors import SweepError
 from domainbed.sweeps.job_list import all_test_env_combinations, make_args_list
 from domainbed.sweeps.jobs import Job
+from domainbed import training
 from domainbed.training.build import build_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -277,11 +278,11 @@ def test_plain_problems_have_distinct_streams():
 
 
 def test_train_passes_the_trial_seed():
-    args = train.build_parser().parse_args(
+    config = training.parse_command_line(
         ["--dataset", "IUTExample3", "--test_envs", "3", "--trial_seed", "5"])
     hparams = hparams_registry.default_hparams("ERM", "IUTExample3") | SMALL
     cls = datasets.get_dataset_class("IUTExample3")
-    built_by_train = build_dataset(cls, args, hparams)
+    built_by_train = build_dataset(cls, config, hparams)
     direct = cls(None, [3], hparams, trial_seed=5)
     assert torch.equal(built_by_train[0].tensors[0], direct[0].tensors[0])
     assert not torch.equal(built_by_train[0].tensors[0], cls(None, [3], hparams)[0].tensors[0])

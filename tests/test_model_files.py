@@ -207,10 +207,10 @@ def test_a_checkpoint_still_needs_its_training_state():
 
 def accuracy_of(model, output_dir, env):
     dump = torch.load(output_dir / "model.pkl", weights_only=True)
-    args = train.build_parser().parse_args(
+    config = training.parse_command_line(
         ["--dataset", dump["args"]["dataset"], "--algorithm", dump["args"]["algorithm"],
          "--hparams", dump["args"]["hparams"], "--output_dir", str(output_dir / "rebuilt")])
-    job = training.prepare(args)
+    job = training.prepare(config)
     return misc.accuracy(model, dict(job.evals)[env], None, "cpu")
 
 

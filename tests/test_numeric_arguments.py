@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from domainbed.config import RunConfig
 from domainbed.lib import validation
 from domainbed.scripts import download, sweep, train
 from domainbed.studies import reproduce
@@ -127,7 +128,7 @@ def test_reproduce_numbers(case, tmp_path, capsys, monkeypatch):
 
 def test_upstream_meanings_are_kept():
     # --steps 0 and --checkpoint_freq 0: the dataset's default, as upstream.
-    validation.check_train_args({"steps": 0, "checkpoint_freq": 0})
+    RunConfig(steps=0, checkpoint_freq=0)
     validation.check_count("--steps", 0, 0, validation.MAX_STEPS)
     with pytest.raises(validation.ValidationError, match="finite|number"):
         validation.check_number("--x", float("nan"), 0, 1)

@@ -131,7 +131,7 @@ def test_every_corruption_is_a_checkpoint_error(crashed, tmp_path, kind):
     nothing else), and set_aside renames whatever is there."""
     out = copy_of(crashed, tmp_path)
     corrupt(out / "checkpoint.pt", kind)
-    job = training.prepare(train.build_parser().parse_args(argv(out)))
+    job = training.prepare(training.parse_command_line(argv(out)))
     before = {k: v.clone() for k, v in job.algorithm.state_dict().items()
               if isinstance(v, torch.Tensor)}
     with pytest.raises(checkpoint.CheckpointError):
@@ -260,8 +260,7 @@ def test_disk_full_cli_logs_and_checkpoint(tmp_path):
     out = tmp_path / "job"
     out.mkdir()
     # This job's directory (job.json): logs that are not ours would be refused untouched.
-    jobdir.write_job_identity(out, training.identifying_args(
-        train.build_parser().parse_args(argv(out))))
+    jobdir.write_job_identity(out, training.parse_command_line(argv(out)).identity())
     env = dict(os.environ, OMP_NUM_THREADS="1", DOMAINBED_PLUGINS="disk_full_plugin",
                PYTHONPATH=os.pathsep.join([str(tmp_path), REPO_ROOT]))
     proc = subprocess.run([sys.executable, "-m", "domainbed.scripts.train", *argv(out)],
@@ -309,7 +308,7 @@ def test_directory_in_the_way_of_the_checkpoint_temporary_is_named(tmp_path, cap
     # The message used to name checkpoint.pt, not the directory that is in the way.
     out = tmp_path / "job"
     out.mkdir()
-    args = training.identifying_args(train.build_parser().parse_args(argv(out)))
+    args = training.parse_command_line(argv(out)).identity()
     jobdir.write_job_identity(out, args)           # a directory of this job
     in_the_way = out / f"checkpoint.pt.tmp.{os.getpid()}"
     in_the_way.mkdir()

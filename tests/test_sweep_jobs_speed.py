@@ -4,8 +4,7 @@ import argparse
 from domainbed.sweeps.commands import speed_options
 from domainbed.sweeps.job_list import make_args_list
 from domainbed.sweeps.jobs import Job
-from domainbed.training import build_parser
-from domainbed.training.plan import validate
+from domainbed.training import parse_command_line
 
 COMMON = dict(n_trials=1, dataset_names=["Debug28"], algorithms=["ERM"], n_hparams_from=0,
               n_hparams=1, steps=None, data_dir="data", task="domain_generalization",
@@ -32,11 +31,11 @@ def test_a_speed_flag_is_in_the_args_hash_and_command_of_its_jobs(tmp_path):
     assert "--memory_format channels_last" in job.command_str
     assert "--precision bf16" in job.command_str
     # The command parses back to the same job, and an explicit default is no flag at all.
-    args = build_parser().parse_args(job.command_str.split()[3:])
-    assert (args.precision, args.memory_format) == ("bf16", "channels_last")
-    explicit = build_parser().parse_args(["--dataset", "Debug28", "--precision", "fp32"])
-    validate(explicit)
-    assert not hasattr(explicit, "precision")
+    config = parse_command_line(job.command_str.split()[3:])
+    assert (config.precision, config.memory_format) == ("bf16", "channels_last")
+    explicit = parse_command_line(["--dataset", "Debug28", "--precision", "fp32"])
+    assert explicit == parse_command_line(["--dataset", "Debug28"])
+    assert "precision" not in explicit.record_args()
 
 
 def test_sweep_refuses_the_fast_pipeline_for_a_dataset_without_images(tmp_path, capsys):

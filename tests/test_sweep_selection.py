@@ -44,10 +44,10 @@ def job_args(output_dir):
 def dummy_launched(stdout):
     """The train arguments of the commands the dummy launcher printed."""
     from domainbed.pool_launcher import train_argv
-    from domainbed.scripts import train
+    from domainbed.training import parse_command_line
 
     prefix = "Dummy launcher: "
-    return [vars(train.build_parser().parse_args(train_argv(line[len(prefix):])))
+    return [parse_command_line(train_argv(line[len(prefix):])).record_args()
             for line in stdout.splitlines() if line.startswith(prefix)]
 
 

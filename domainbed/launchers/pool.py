@@ -62,8 +62,7 @@ def _run_one(command, training):
         return subprocess.call(command, shell=True, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        args = training.build_parser().parse_args(argv)
-        return training.run_job(args)
+        return training.run_job(training.parse_command_line(argv))
     except SystemExit as e:  # argparse's usage errors
         return e.code if isinstance(e.code, int) else 1
     except DomainBedError as e:  # a refusal: its one line would go to the console

@@ -1,11 +1,9 @@
-"""The one validation layer for what `train.py` and `sweep launch` are given (torch-free).
+"""The value checks that the commands share (torch-free), each a `ValidationError` whose
+message is one line that says what is wrong and what to do. Every command calls them before
+anything is written.
 
-Both call these checks before anything is written: `train.py` before it creates or touches
-its output directory, `sweep launch` before it makes a single job directory. Every refusal
-is a `ValidationError` whose message is one line that says what is wrong and what to do.
-
-* `check_train_args(args)`: the train flags a sweep passes on too (seeds, fractions, steps,
-  task), given as a dict or an argparse namespace;
+* `check_seed`, `check_fraction`: the numbers of a run's configuration (`domainbed/config.py`
+  checks its fields with these);
 * `check_test_envs(...)`: test environments in range, not repeated, leaving at least one
   training environment;
 * `parse_hparams(text)`: the `--hparams` JSON object;
@@ -21,7 +19,6 @@ import numbers
 from domainbed.errors import BadInput
 
 SEED_LIMIT = 2**32          # NumPy's seeds are in [0, 2**32)
-TASKS = ("domain_generalization", "domain_adaptation")
 
 
 class ValidationError(BadInput, ValueError):
@@ -29,39 +26,24 @@ class ValidationError(BadInput, ValueError):
 
 
 # ---------------------------------------------------------------------------------------
-# Train arguments
+# Numbers
 
-def _get(args, name, default=None):
-    if isinstance(args, dict):
-        return args.get(name, default)
-    return getattr(args, name, default)
-
-# Ours: opt-in ways to run faster on a GPU (docs/benchmarks.md). Each is one of the job's
-# args (records, job identity, sweep hashes) only when it differs from its default, so a
-# job that does not use them keeps upstream's args, command and hash exactly.
-SPEED_OPTIONS = {"pipeline": "default", "precision": "fp32", "memory_format": "contiguous",
-                 "metrics": "accuracy"}
-SPEED_CHOICES = {"pipeline": ("default", "fast"), "precision": ("fp32", "bf16"),
-                 "memory_format": ("contiguous", "channels_last"),
-                 "metrics": ("accuracy", "all")}
-
-
-def _is_int(value):
+def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_real(value):
+def is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_seed(flag, value):
-    if not _is_int(value) or not 0 <= value < SEED_LIMIT:
+    if not is_int(value) or not 0 <= value < SEED_LIMIT:
         raise ValidationError(f"{flag} must be an integer in [0, 2**32), got {value!r}; "
                               f"e.g. {flag} 0")
 
 
-def _check_fraction(flag, value):
-    if not _is_real(value) or not (math.isfinite(value) and 0 <= value < 1):
+def check_fraction(flag, value):
+    if not is_real(value) or not (math.isfinite(value) and 0 <= value < 1):
         raise ValidationError(f"{flag} must be in [0, 1), got {value!r}; e.g. {flag} 0.2")
 
 
@@ -74,7 +56,7 @@ MAX_DRAWS = 10000
 
 def check_count(flag, value, low=1, high=None, zero_means=None):
     """An integer in [low, high]; `zero_means`: what 0 stands for (said in the message)."""
-    if _is_int(value) and value >= low and (high is None or value <= high):
+    if is_int(value) and value >= low and (high is None or value <= high):
         return
     bounds = f">= {low}" + ("" if high is None else f" and <= {high}")
     meaning = f"; 0 means {zero_means}" if zero_means else ""
@@ -85,7 +67,7 @@ def check_count(flag, value, low=1, high=None, zero_means=None):
 def check_number(flag, value, low, high, low_inclusive=True, high_inclusive=True, example=None):
     """A finite real number in the interval (low, high with their inclusivity)."""
     try:
-        ok = _is_real(value) and math.isfinite(value)
+        ok = is_real(value) and math.isfinite(value)
     except OverflowError:
         ok = False
     if ok:
@@ -122,36 +104,10 @@ def check_sweep_numbers(args):
                                   f"draws; at most {MAX_DRAWS} per sweep")
     if args.steps is not None:
         check_count("--steps", args.steps, 0, MAX_STEPS, zero_means="the dataset's default")
-    _check_fraction("--holdout_fraction", args.holdout_fraction)
+    check_fraction("--holdout_fraction", args.holdout_fraction)
     if args.holdout_fraction == 0:
         raise ValidationError("--holdout_fraction 0 leaves every validation split empty; "
                               "give a fraction in (0, 1), e.g. --holdout_fraction 0.2")
-
-
-def check_train_args(args):
-    """The flags of one train.py run that need no dataset to check (dict or namespace).
-
-    Missing keys take train.py's defaults, so a sweep's job dict can be checked as is."""
-    for flag in ("hparams_seed", "trial_seed", "seed"):
-        check_seed(f"--{flag}", _get(args, flag, 0))
-    _check_fraction("--holdout_fraction", _get(args, "holdout_fraction", 0.2))
-    _check_fraction("--uda_holdout_fraction", _get(args, "uda_holdout_fraction", 0))
-    for flag in ("steps", "checkpoint_freq"):
-        value = _get(args, flag)
-        if value is not None and (not _is_int(value) or not 0 <= value <= MAX_STEPS):
-            raise ValidationError(f"--{flag} must be >= 0 and <= {MAX_STEPS} (an integer; 0 "
-                                  f"means the dataset's default), got {value!r}")
-    task = _get(args, "task", TASKS[0])
-    if task not in TASKS:
-        raise ValidationError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
-    if task == "domain_adaptation" and not _get(args, "uda_holdout_fraction", 0):
-        raise ValidationError("--task domain_adaptation needs unlabeled test-env data: set "
-                              "--uda_holdout_fraction above 0 (e.g. 0.2)")
-    test_envs = _get(args, "test_envs", [0])
-    if not isinstance(test_envs, (list, tuple)) or not test_envs or not all(
-            _is_int(env) for env in test_envs):
-        raise ValidationError(f"--test_envs must be one or more integers, got {test_envs!r}; "
-                              "e.g. --test_envs 0")
 
 
 def check_test_envs(test_envs, n_envs, env_names, dataset_name):
@@ -274,7 +230,7 @@ def check_hparam_value(name, value):
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ValidationError(f"hparam {name!r} must be one of "
                               f"{', '.join(map(repr, _CHOICES[name]))}, got {value!r}")
-    if not _is_real(value):
+    if not is_real(value):
         return
     try:
         finite = math.isfinite(value)
@@ -286,7 +242,7 @@ def check_hparam_value(name, value):
     if rule is None:
         return
     kind, low, high, low_inclusive, high_inclusive = rule
-    if kind == "int" and not _is_int(value):
+    if kind == "int" and not is_int(value):
         raise ValidationError(f"hparam {name!r} must be an integer, got {value!r}; "
                               f"e.g. --hparams '{{\"{name}\": {max(low, 8)}}}'")
     too_low = value < low if low_inclusive else value <= low

@@ -23,13 +23,12 @@ from domainbed.lib import threads
 threads.prepare_process()   # the OpenMP wait policy, read once when torch starts
 from domainbed.errors import DomainBedError  # noqa: E402
 from domainbed.lib.cli import one_line_errors, report, squeeze  # noqa: E402
-from domainbed.training import build_parser, run_job  # noqa: E402
+from domainbed.training import parse_command_line, run_job  # noqa: E402
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     try:
-        return run_job(args)
+        return run_job(parse_command_line(argv))
     except DomainBedError as e:   # a refusal or a failed write: one line, its exit code
         return report("train.py", e)
 

@@ -562,7 +562,7 @@ def evaluate_as_a_record(job):
     """What train.py does at a record step: the averaging hook (SWAD), then accuracies."""
     from domainbed.lib import misc
 
-    job.algorithm.before_record(job.evals, job.args.test_envs, job.device)
+    job.algorithm.before_record(job.evals, list(job.config.test_envs), job.device)
     return [misc.accuracy(job.algorithm, loader, None, job.device) for _, loader in job.evals]
 
 
@@ -605,7 +605,7 @@ def run_cost(args):
         with tempfile.TemporaryDirectory() as out:
             argv = ["--dataset", args.dataset, "--algorithm", name, "--test_envs", str(test_env),
                     "--output_dir", out] + (["--hparams", args.hparams] if args.hparams else [])
-            job, prepare_s = timed(lambda: training.prepare(training.build_parser().parse_args(argv)),
+            job, prepare_s = timed(lambda: training.prepare(training.parse_command_line(argv)),
                                    clock)
             batches = [next_minibatches(job)[0] for _ in range(args.warmup + args.steps)]
             for batch in batches[:args.warmup]:

@@ -9,7 +9,7 @@ import argparse
 from domainbed.errors import BadInput
 from domainbed.launchers import command_launchers
 from domainbed.lib.cli import OneLineErrorParser
-from domainbed.lib.validation import SPEED_CHOICES, SPEED_OPTIONS
+from domainbed.config import SPEED_CHOICES, SPEED_OPTIONS
 from domainbed.sweeps import config_file
 from domainbed.sweeps.commands import run_sweep
 from domainbed.sweeps.errors import SweepError

@@ -7,6 +7,7 @@ import os
 
 from domainbed import algorithms, datasets, model_selection
 from domainbed.algorithms.registry import check_algorithm_name
+from domainbed.config import RunConfig
 from domainbed.launchers import command_launchers
 from domainbed.lib import validation
 from domainbed.lib.registry import UnknownNameError
@@ -77,7 +78,7 @@ def check_jobs(args, args_list):
                          "train.py")
     for train_args in args_list:
         try:
-            validation.check_train_args(train_args)
+            RunConfig.from_args(train_args)   # the job's configuration, as train.py makes it
         except validation.ValidationError as error:
             raise SweepError(f"{error} (in job {train_args['dataset']} / {train_args['algorithm']}"
                              f", from --n_hparams_from / --n_trials / --steps / "

@@ -7,6 +7,7 @@ import os
 import shlex
 
 from domainbed import algorithms, datasets, model_selection
+from domainbed.config import SPEED_OPTIONS
 from domainbed.launchers import command_launchers
 from domainbed.lib import jobdir, validation
 from domainbed.lib.registry import PluginError
@@ -68,7 +69,7 @@ def cmd_delete_incomplete(args, jobs):
 def speed_options(args):
     """The sweep's speed flags that are not train.py's defaults (added to every job's args;
     absent from a namespace built without them)."""
-    return {name: getattr(args, name) for name, default in validation.SPEED_OPTIONS.items()
+    return {name: getattr(args, name) for name, default in SPEED_OPTIONS.items()
             if getattr(args, name, default) != default}
 
 

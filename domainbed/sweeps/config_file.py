@@ -34,7 +34,7 @@ import itertools
 import json
 import os
 
-from domainbed.lib.validation import SPEED_CHOICES
+from domainbed.config import SPEED_CHOICES
 from domainbed.sweeps.errors import SweepError
 
 # Keys of the file that stand for a flag of the same name, and the type each takes.

@@ -1,18 +1,9 @@
-"""A training job's arguments (torch-free): upstream train.py's flags, in upstream's order
-(the order of `args` in every record), and which of them identify the job.
-
-`build_parser()` is the command line's parser; `job_args(**values)` the same namespace for
-the Python API, so that both write the same records."""
+"""train.py's command line (torch-free): upstream's flags, in upstream's order (the order of
+`args` in every record), parsed into the run's one `RunConfig` (domainbed/config.py)."""
 import argparse
 
-from domainbed.training import tensorboard_logs
+from domainbed.config import SPEED_CHOICES, SPEED_OPTIONS, RunConfig
 from domainbed.lib.cli import OneLineErrorParser
-from domainbed.lib.validation import SPEED_CHOICES, SPEED_OPTIONS
-from domainbed.training.errors import BadInput
-
-# Args that do not change what a job computes: they may differ between the starts of one
-# job. (data_dir: a dataset may move without orphaning its jobs.)
-NON_IDENTIFYING_ARGS = ("output_dir", "data_dir", "skip_model_save", "save_model_every_checkpoint")
 
 SPEED_HELP = {
     "pipeline": "ours: 'fast' decodes an image dataset once into a uint8 cache and augments "
@@ -57,43 +48,6 @@ def build_parser():
     return parser
 
 
-def job_args(**values):
-    """The namespace the parser would give for these values (names: the flags without
-    `--`; the others keep their defaults), in the parser's order. A name that is not a
-    flag is a BadInput."""
-    args = build_parser().parse_args([])
-    for name, value in values.items():
-        if not hasattr(args, name) and name not in SPEED_OPTIONS:
-            raise BadInput(f"unknown argument {name!r}; the arguments are train.py's flags: "
-                           + ", ".join(vars(args)))
-        setattr(args, name, value)
-    return args
-
-
-def speed_option(args, name):
-    """The value of a speed option (SPEED_OPTIONS) for these args, its default if unset."""
-    return getattr(args, name, SPEED_OPTIONS[name])
-
-
-def drop_default_speed_options(args):
-    """Remove the speed options that equal their defaults (`--precision fp32` is the same
-    job as no flag); a value that is not a choice is a BadInput."""
-    for name, default in SPEED_OPTIONS.items():
-        value = getattr(args, name, default)
-        if value not in SPEED_CHOICES[name]:
-            raise BadInput(f"--{name} must be one of {', '.join(SPEED_CHOICES[name])}, "
-                           f"got {value!r}")
-        if value == default and hasattr(args, name):
-            delattr(args, name)
-    return args
-
-
-def identifying_args(args):
-    return {k: v for k, v in sorted(vars(args).items()) if k not in NON_IDENTIFYING_ARGS}
-
-
-def tensorboard_requested(args):
-    """Whether to log TensorBoard scalars (--tensorboard, popped from the args so that it
-    never reaches records or the job hash, or DOMAINBED_TENSORBOARD); a
-    TensorBoardUnavailable (a BadInput) when it is asked for and cannot be written."""
-    return tensorboard_logs.requested(vars(args).pop("tensorboard", False))
+def parse_command_line(argv=None):
+    """The RunConfig of train.py's command line (argv: its arguments; None: sys.argv)."""
+    return RunConfig.from_args(build_parser().parse_args(argv))

@@ -8,7 +8,6 @@ from domainbed import datasets
 from domainbed.errors import BadInput
 from domainbed.lib import misc, threads, validation
 from domainbed.training import precision
-from domainbed.training.arguments import speed_option
 from domainbed.training.plan import validate
 
 
@@ -22,11 +21,11 @@ def seed_everything(seed):
     torch.backends.cudnn.benchmark = False
 
 
-def build_dataset(dataset_class, args, hparams):
+def build_dataset(dataset_class, config, hparams):
     # Ours: a dataset that is a fresh draw in every trial also takes the trial seed.
-    extra = {"trial_seed": args.trial_seed} if dataset_class.SEEDED_BY_TRIAL else {}
+    extra = {"trial_seed": config.trial_seed} if dataset_class.SEEDED_BY_TRIAL else {}
     try:
-        dataset = dataset_class(args.data_dir, args.test_envs, hparams, **extra)
+        dataset = dataset_class(config.data_dir, list(config.test_envs), hparams, **extra)
     except BadInput:   # DatasetNotFoundError, DatasetArgumentError: it says what to do
         raise
     except ImportError as e:  # an optional extra (e.g. wilds) that is not installed
@@ -36,20 +35,20 @@ def build_dataset(dataset_class, args, hparams):
     return dataset
 
 
-def make_splits(dataset, args, hparams):
+def make_splits(dataset, config, hparams):
     """(in_splits, out_splits, uda_splits), each a list of (split, sampling weights)."""
     in_splits, out_splits, uda_splits = [], [], []
     for env_i, env in enumerate(dataset):
-        out, in_ = misc.split_dataset(env, int(len(env) * args.holdout_fraction),
-                                      misc.seed_hash(args.trial_seed, env_i))
+        out, in_ = misc.split_dataset(env, int(len(env) * config.holdout_fraction),
+                                      misc.seed_hash(config.trial_seed, env_i))
         uda = []
-        if env_i in args.test_envs:
-            uda, in_ = misc.split_dataset(in_, int(len(in_) * args.uda_holdout_fraction),
-                                          misc.seed_hash(args.trial_seed, env_i))
+        if env_i in config.test_envs:
+            uda, in_ = misc.split_dataset(in_, int(len(in_) * config.uda_holdout_fraction),
+                                          misc.seed_hash(config.trial_seed, env_i))
         if len(out) == 0 or len(in_) == 0:
             # Evaluating an empty split divides by zero (upstream crashes at step 0).
             raise BadInput(
-                f"--holdout_fraction {args.holdout_fraction} leaves env {env_i} of {args.dataset} "
+                f"--holdout_fraction {config.holdout_fraction} leaves env {env_i} of {config.dataset} "
                 f"({len(env)} items) an empty {'out' if len(out) == 0 else 'in'}-split; "
                 f"choose a fraction in (0, 1) that leaves both splits non-empty (e.g. 0.2)")
         weigh = misc.make_weights_for_balanced_classes if hparams["class_balanced"] else None
@@ -57,7 +56,7 @@ def make_splits(dataset, args, hparams):
         out_splits.append((out, weigh(out) if weigh else None))
         if len(uda):
             uda_splits.append((uda, weigh(uda) if weigh else None))
-    if args.task == "domain_adaptation" and not uda_splits:
+    if config.task == "domain_adaptation" and not uda_splits:
         raise BadInput("--task domain_adaptation needs unlabeled test-env data: set "
                        "--uda_holdout_fraction above 0 (e.g. 0.2)")
     return in_splits, out_splits, uda_splits
@@ -70,21 +69,21 @@ def _eval_names(splits):
             + [f"env{i}_uda" for i in range(len(uda_splits))])  # upstream: uda list index
 
 
-def make_loaders(dataset, args, hparams, splits):
+def make_loaders(dataset, config, hparams, splits):
     """Training streams (each seeded from --seed and its index: deterministic and
     resumable) and the evaluation loaders with upstream's names, from the job's pipeline:
     upstream's (`default_loader_makers`) or the decoded cache's (`fast_loader_makers`)."""
     in_splits, out_splits, uda_splits = splits
-    makers = fast_loader_makers if speed_option(args, "pipeline") == "fast" \
+    makers = fast_loader_makers if config.pipeline == "fast" \
         else default_loader_makers
-    stream, eval_loader = makers(dataset, args, hparams)
+    stream, eval_loader = makers(dataset, config, hparams)
     batch_size = hparams["batch_size"]
 
     def seeded_stream(split, weights, kind, i):
-        return stream(split, weights, batch_size, misc.seed_hash(args.seed, kind, i))
+        return stream(split, weights, batch_size, misc.seed_hash(config.seed, kind, i))
 
     train_loaders = [seeded_stream(split, w, "train_stream", i)
-                     for i, (split, w) in enumerate(in_splits) if i not in args.test_envs]
+                     for i, (split, w) in enumerate(in_splits) if i not in config.test_envs]
     uda_loaders = [seeded_stream(split, w, "uda_stream", i)
                    for i, (split, w) in enumerate(uda_splits)]
     eval_batch_size = getattr(dataset, "EVAL_BATCH_SIZE", 64)
@@ -103,7 +102,7 @@ def loader_workers(dataset):
         raise BadInput(str(error)) from None
 
 
-def default_loader_makers(dataset, args, hparams):
+def default_loader_makers(dataset, config, hparams):
     """(stream, eval_loader) of upstream's pipeline: the splits through torch's DataLoader
     (or gathered by index when in memory), the dataset's own transforms."""
     from domainbed.datasets.fast_data_loader import FastDataLoader, InfiniteDataLoader
@@ -117,11 +116,11 @@ def default_loader_makers(dataset, args, hparams):
     def eval_loader(split, batch_size, index, name):
         return FastDataLoader(dataset=split, batch_size=batch_size,
                               num_workers=workers,
-                              seed=misc.seed_hash(args.seed, "eval_loader", index))
+                              seed=misc.seed_hash(config.seed, "eval_loader", index))
     return stream, eval_loader
 
 
-def fast_loader_makers(dataset, args, hparams):
+def fast_loader_makers(dataset, config, hparams):
     """(stream, eval_loader) of `--pipeline fast`: the decoded uint8 cache, batches
     augmented on the device. An augmented evaluation loader (a training env's split, as
     upstream) draws from its own fixed seed."""
@@ -130,18 +129,18 @@ def fast_loader_makers(dataset, args, hparams):
 
     # No room or no usable DOMAINBED_CACHE: a CacheError (a BadInput), before anything of
     # the job is written.
-    pipeline = FastPipeline(dataset, args.test_envs, hparams["data_augmentation"],
+    pipeline = FastPipeline(dataset, list(config.test_envs), hparams["data_augmentation"],
                             get_device(), loader_workers(dataset))
 
     def eval_loader(split, batch_size, index, name):
         return pipeline.eval_loader(split, batch_size,
-                                    misc.seed_hash(args.seed, "eval_augmentation", name))
+                                    misc.seed_hash(config.seed, "eval_augmentation", name))
     return pipeline.stream, eval_loader
 
 
-def describe_pipeline(dataset, args):
+def describe_pipeline(dataset, config):
     """The line out.txt gets about the input pipeline."""
-    if speed_option(args, "pipeline") == "fast":
+    if config.pipeline == "fast":
         from domainbed.datasets.decoded_cache import SIZE, cache_dir
         from domainbed.lib.device import get_device
 
@@ -156,19 +155,19 @@ def describe_pipeline(dataset, args):
     return f"Pipeline: default (torchvision transforms, {workers} loader workers)"
 
 
-def build_algorithm(algorithm_class, dataset, args, hparams, device):
+def build_algorithm(algorithm_class, dataset, config, hparams, device):
     # (networks.WeightsUnavailableError, a BadInput, says how to train without them)
     algorithm = algorithm_class(dataset.input_shape, dataset.num_classes,
-                                len(dataset) - len(args.test_envs), hparams)
+                                len(dataset) - len(config.test_envs), hparams)
     return algorithm.to(device)
 
 
 class Job:
     """Everything one run needs, built before anything is written."""
 
-    def __init__(self, args, hparams, dataset, in_split_lengths, algorithm, train_loaders,
+    def __init__(self, config, hparams, dataset, in_split_lengths, algorithm, train_loaders,
                  uda_loaders, evals, device):
-        self.args = args
+        self.config = config
         self.hparams = hparams
         self.dataset = dataset
         self.in_split_lengths = in_split_lengths  # all envs' (test envs too), for epochs
@@ -191,25 +190,26 @@ class Job:
                 close()
 
 
-def prepare(args):
-    """Validation and build without the output directory: the Job in memory (benchmark)."""
-    return build(validate(args))
+def prepare(config):
+    """Validation and build of a RunConfig without the output directory: the Job in memory
+    (benchmark, soups)."""
+    return build(validate(config))
 
 
 def build(plan):
     """The dataset, its splits and loaders and the algorithm, in memory. Returns a Job."""
     from domainbed.lib.device import get_device
 
-    args, hparams = plan.args, plan.hparams
-    seed_everything(args.seed)
+    config, hparams = plan.config, plan.hparams
+    seed_everything(config.seed)
     device = get_device()
-    dataset = build_dataset(plan.dataset_class, args, hparams)
+    dataset = build_dataset(plan.dataset_class, config, hparams)
     if plan.env_names is None:   # the environments are known now
-        validation.check_test_envs(args.test_envs, len(dataset), None, args.dataset)
-    splits = make_splits(dataset, args, hparams)
-    train_loaders, uda_loaders, evals = make_loaders(dataset, args, hparams, splits)
-    algorithm = build_algorithm(plan.algorithm_class, dataset, args, hparams, device)
-    algorithm = precision.prepare_algorithm(algorithm, args)   # channels_last, if asked
+        validation.check_test_envs(list(config.test_envs), len(dataset), None, config.dataset)
+    splits = make_splits(dataset, config, hparams)
+    train_loaders, uda_loaders, evals = make_loaders(dataset, config, hparams, splits)
+    algorithm = build_algorithm(plan.algorithm_class, dataset, config, hparams, device)
+    algorithm = precision.prepare_algorithm(algorithm, config)   # channels_last, if asked
     in_split_lengths = [len(split) for split, _ in splits[0]]
-    return Job(args, hparams, dataset, in_split_lengths, algorithm, train_loaders, uda_loaders,
+    return Job(config, hparams, dataset, in_split_lengths, algorithm, train_loaders, uda_loaders,
                evals, device)

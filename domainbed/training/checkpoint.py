@@ -286,13 +286,13 @@ def is_own_record(record, identity=None):
     (whose identifying keys are `identity`'s, when given)."""
     if record is None:
         return False
-    step, args = record.get("step"), record.get("args")
-    if not isinstance(step, int) or isinstance(step, bool) or not isinstance(args, dict):
+    step, its_args = record.get("step"), record.get("args")
+    if not isinstance(step, int) or isinstance(step, bool) or not isinstance(its_args, dict):
         return False
     if identity is None:
         return True
     ours = jobdir.normalised(identity)
-    return jobdir.normalised({k: args.get(k) for k in ours}) == ours
+    return jobdir.normalised({k: its_args.get(k) for k in ours}) == ours
 
 
 def truncate_records(results_path, next_step, identity=None):

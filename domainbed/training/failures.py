@@ -16,7 +16,7 @@ def record_failure(job, error, step, stop, logs):
     """What a run that stopped on `error` at `step` leaves (`failed`, the traceback in
     err.txt and out.txt, no temporary) and how it exits. Returns the exit code, or raises
     the DomainBedError or the error itself that the caller reports."""
-    out = job.args.output_dir
+    out = job.config.output_dir
     if isinstance(error, NonFiniteLoss):
         jobdir.try_write_failed(out, str(error), step)
         print(f"train.py: error: {error}; the run stopped (no 'done'). "

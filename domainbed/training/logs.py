@@ -31,14 +31,14 @@ def print_environment():
     print(f"\tPIL: {_installed_version('Pillow')}")
 
 
-def print_precision(args):
+def print_precision(config):
     """`Precision: bf16 autocast, channels_last` for a run with --precision or
     --memory_format set (training/precision.py); nothing for a default run, whose out.txt
     stays upstream's."""
     from domainbed.training import precision
 
-    if precision.uses_bf16(args) or precision.uses_channels_last(args):
-        print(f"Precision: {precision.describe(args)}")
+    if precision.uses_bf16(config) or precision.uses_channels_last(config):
+        print(f"Precision: {precision.describe(config)}")
 
 
 def print_sorted_block(title, mapping):

@@ -13,7 +13,6 @@ import numpy as np
 
 from domainbed.lib import jobdir, misc
 from domainbed.training import checkpoint, tensorboard_logs
-from domainbed.training import arguments
 from domainbed.lib.progress import progress_bar
 from domainbed.training import precision
 from domainbed.training.models import save_model, save_selected_model
@@ -57,11 +56,11 @@ def check_finite(step_vals, step):
 
 
 def next_minibatches(job):
-    device, as_input = job.device, precision.input_converter(job.args)  # channels_last
+    device, as_input = job.device, precision.input_converter(job.config)  # channels_last
     minibatches = [(as_input(x.to(device)), y.to(device)) for x, y in
                    (next(loader) for loader in job.train_loaders)]
     unlabeled = None
-    if job.args.task == "domain_adaptation":
+    if job.config.task == "domain_adaptation":
         unlabeled = [as_input(x.to(device))
                      for x, _ in (next(loader) for loader in job.uda_loaders)]
     return minibatches, unlabeled
@@ -74,15 +73,15 @@ class TrainingLoop:
     def __init__(self, job):
         self.job = job
         self.step = 0
-        args = job.args
-        self.n_steps = args.steps or job.dataset.N_STEPS
-        self.checkpoint_freq = args.checkpoint_freq or job.dataset.CHECKPOINT_FREQ
+        config = job.config
+        self.n_steps = config.steps or job.dataset.N_STEPS
+        self.checkpoint_freq = config.checkpoint_freq or job.dataset.CHECKPOINT_FREQ
         self.steps_per_epoch = min(n / job.hparams["batch_size"] for n in job.in_split_lengths)
         self.last_header = None    # the record table's header printed last
         self.best_val_acc = None   # of the records so far (DOMAINBED_SAVE_SELECTED)
         self.started = self.start_step = None   # this process's start (heartbeats)
         self.clock = None                        # where the wall time goes (timing.py)
-        self.writer = checkpoint.CheckpointWriter(args.output_dir)
+        self.writer = checkpoint.CheckpointWriter(config.output_dir)
 
     def run(self, stop):
         """Train the remaining steps, then finish. Returns the exit code. Every checkpoint
@@ -102,7 +101,7 @@ class TrainingLoop:
 
     def train(self, stop):
         """The steps; None when all are done, else the exit code of a stop request."""
-        job, out = self.job, self.job.args.output_dir
+        job, out = self.job, self.job.config.output_dir
         n_steps, checkpoint_freq = self.n_steps, self.checkpoint_freq
         start_step, running_lists, self.best_val_acc = start_or_resume(job, n_steps,
                                                                        checkpoint_freq)
@@ -118,7 +117,7 @@ class TrainingLoop:
                 step_start_time = time.time()
                 with self.clock("data"):
                     minibatches, unlabeled = next_minibatches(job)
-                with self.clock("steps"), precision.autocast(job.args, job.device):
+                with self.clock("steps"), precision.autocast(job.config, job.device):
                     step_vals = job.algorithm.update(minibatches, unlabeled)
                 check_finite(step_vals, step)
                 running_lists["step_time"].append(time.time() - step_start_time)
@@ -156,7 +155,7 @@ class TrainingLoop:
         self.scalar_log(record)
         running_lists.clear()
         with self.clock("model files"):
-            if job.args.save_model_every_checkpoint:
+            if job.config.save_model_every_checkpoint:
                 save_model(job, f"model_step{step}.pkl")
             self.best_val_acc = save_selected_model(job, record, self.best_val_acc)
         with self.clock("checkpoints"):
@@ -171,13 +170,13 @@ class TrainingLoop:
         results = {"step": step, "epoch": step / self.steps_per_epoch}
         for key, values in running_lists.items():
             results[key] = np.mean(values)
-        evals = precision.eval_loaders(job.evals, job.args, job.device)   # channels_last
-        with precision.autocast(job.args, job.device):   # --precision bf16
+        evals = precision.eval_loaders(job.evals, job.config, job.device)   # channels_last
+        with precision.autocast(job.config, job.device):   # --precision bf16
             # The algorithm's hook (SWAD: choose the averaged model it is evaluated as).
-            results.update(job.algorithm.before_record(evals, job.args.test_envs, job.device))
+            results.update(job.algorithm.before_record(evals, list(job.config.test_envs), job.device))
             for name, loader in evals:
                 results[name + "_acc"] = misc.accuracy(job.algorithm, loader, None, job.device)
-            if arguments.speed_option(job.args, "metrics") == "all":
+            if job.config.metrics == "all":
                 from domainbed.training import evaluation
                 for name, loader in evals:
                     results.update(evaluation.split_metrics(name, job.algorithm, loader,
@@ -193,13 +192,13 @@ class TrainingLoop:
         misc.print_row([results[key] for key in keys], colwidth=12)
         bar.refresh()
 
-        results.update({"hparams": job.hparams, "args": vars(job.args)})
-        misc.append_json_line(os.path.join(job.args.output_dir, "results.jsonl"), results)
+        results.update({"hparams": job.hparams, "args": job.config.record_args()})
+        misc.append_json_line(os.path.join(job.config.output_dir, "results.jsonl"), results)
         return results
 
     def save_state(self, next_step, running_lists):
         """Hand the training state after `next_step - 1` to the background writer."""
-        out = self.job.args.output_dir
+        out = self.job.config.output_dir
         self.writer.save(checkpoint.training_state(
             self.job.algorithm, self.job.streams, next_step, running_lists))
         jobdir.write_heartbeat(out, next_step, self.n_steps, self.started, self.start_step)
@@ -207,7 +206,7 @@ class TrainingLoop:
     def finish(self):
         """model.pkl, then `done`; the checkpoint is removed (a done job never resumes).
         The last line of out.txt says where the run's wall time went."""
-        out = self.job.args.output_dir
+        out = self.job.config.output_dir
         with self.clock("model files"):
             save_model(self.job, "model.pkl")
         jobdir.write_done(out)

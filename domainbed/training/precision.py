@@ -12,41 +12,41 @@ Inside `update`, the statistics a method needs in float32 leave autocast through
 """
 import contextlib
 
-from domainbed.training.arguments import speed_option
+from domainbed.config import speed_option
 
 
-def uses_bf16(args):
-    return speed_option(args, "precision") == "bf16"
+def uses_bf16(options):
+    return speed_option(options, "precision") == "bf16"
 
 
-def uses_channels_last(args):
-    return speed_option(args, "memory_format") == "channels_last"
+def uses_channels_last(options):
+    return speed_option(options, "memory_format") == "channels_last"
 
 
-def autocast(args, device):
+def autocast(options, device):
     """The context for forward passes: bf16 autocast on `device` (the job's, from
     lib/device.py) for `--precision bf16`, a null context otherwise."""
-    if not uses_bf16(args):
+    if not uses_bf16(options):
         return contextlib.nullcontext()
     import torch
 
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def prepare_algorithm(algorithm, args):
+def prepare_algorithm(algorithm, options):
     """The built algorithm in the job's memory format (its 4-D weights NHWC for
     channels_last; buffers and dtypes unchanged); the same module otherwise."""
-    if uses_channels_last(args):
+    if uses_channels_last(options):
         import torch
 
         algorithm = algorithm.to(memory_format=torch.channels_last)
     return algorithm
 
 
-def input_converter(args):
+def input_converter(options):
     """x -> x in the job's memory format: 4-D batches NHWC for channels_last (the same
     values), everything else as it is."""
-    if not uses_channels_last(args):
+    if not uses_channels_last(options):
         return _unchanged
     import torch
 
@@ -79,16 +79,16 @@ class ConvertedLoader:
         return len(self.loader)
 
 
-def eval_loaders(evals, args, device):
+def eval_loaders(evals, options, device):
     """The job's (name, loader) evaluation pairs, each loader converting its batches to
     the job's memory format; `evals` itself for the default format."""
-    if not uses_channels_last(args):
+    if not uses_channels_last(options):
         return evals
-    convert = input_converter(args)
+    convert = input_converter(options)
     return [(name, ConvertedLoader(loader, device, convert)) for name, loader in evals]
 
 
-def describe(args):
+def describe(options):
     """The out.txt header line's value, e.g. 'bf16 autocast, channels_last'."""
-    precision = "bf16 autocast" if uses_bf16(args) else "fp32"
-    return f"{precision}, {speed_option(args, 'memory_format')}"
+    precision = "bf16 autocast" if uses_bf16(options) else "fp32"
+    return f"{precision}, {speed_option(options, 'memory_format')}"

@@ -7,7 +7,6 @@ import sys
 from domainbed import model_files
 from domainbed.lib import jobdir
 from domainbed.training import checkpoint
-from domainbed.training.arguments import identifying_args
 from domainbed.training.errors import BadInput
 
 
@@ -35,7 +34,7 @@ def start_or_resume(job, n_steps, checkpoint_freq):
     `checkpoint.pt.corrupt-N` (never deleted) and the job starts from step 0. So does a
     job whose results.jsonl lacks records before the checkpoint's step (records never lie:
     a done job has every record)."""
-    out = job.args.output_dir
+    out = job.config.output_dir
     checkpoint.remove_stale_temporaries(out)
     next_step, running_lists = 0, {}
     try:
@@ -43,7 +42,7 @@ def start_or_resume(job, n_steps, checkpoint_freq):
         missing = []
         if isinstance(state, dict) and isinstance(state.get("next_step"), int):
             missing = missing_record_steps(out, state["next_step"], n_steps, checkpoint_freq,
-                                           identifying_args(job.args))
+                                           job.config.identity())
         if missing:
             warn(f"{jobdir.RESULTS_FILE} lacks the records of steps "
                  f"{', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''} "
@@ -65,7 +64,7 @@ def start_or_resume(job, n_steps, checkpoint_freq):
     # Records beyond the checkpoint (or any, on a fresh start) would be written twice.
     try:
         kept_as = checkpoint.truncate_records(os.path.join(out, jobdir.RESULTS_FILE), next_step,
-                                              identifying_args(job.args))
+                                              job.config.identity())
     except jobdir.NotRegularFileError:
         raise BadInput(f"{os.path.join(out, jobdir.RESULTS_FILE)} is not a regular file; "
                        "move it away and rerun") from None
@@ -75,5 +74,5 @@ def start_or_resume(job, n_steps, checkpoint_freq):
     best_val_acc = None
     if model_files.save_selected_enabled():   # the best so far is that of the records kept
         best_val_acc = model_files.best_val_acc_of_records(
-            os.path.join(out, jobdir.RESULTS_FILE), job.args.test_envs)
+            os.path.join(out, jobdir.RESULTS_FILE), list(job.config.test_envs))
     return next_step, collections.defaultdict(list, running_lists), best_val_acc

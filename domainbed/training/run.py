@@ -7,7 +7,7 @@ the loop goes through `record_failure`, the one failure path."""
 import sys
 
 from domainbed.lib import jobdir, threads
-from domainbed.training.arguments import identifying_args, tensorboard_requested
+from domainbed.training import tensorboard_logs
 from domainbed.training.build import build, describe_pipeline
 from domainbed.training.errors import BadInput
 from domainbed.training.failures import record_failure
@@ -19,20 +19,21 @@ from domainbed.training.plan import setting_up, validate
 from domainbed.training.timing import job_start_time
 
 
-def run_job(args):
-    """Run the job of `args` (train.py's namespace). Returns the exit code: 0 (done, or
+def run_job(config):
+    """Run the job of `config` (a domainbed.config.RunConfig). Returns the exit code: 0 (done, or
     already done), 3 (a non-finite loss), 128 + N (stopped by signal N, resumable); raises
     a DomainBedError for a refusal or a failed write, and an unforeseen error as it is (after
     `failed` and the traceback are written)."""
     started = job_start_time()
     threads_line = apply_thread_policy()                 # ours: out.txt's `Threads:` line
-    tensorboard = tensorboard_requested(args)            # ours: not one of the job's args
+    # ours, not one of the job's args: a BadInput when asked for and it cannot be written
+    tensorboard = tensorboard_logs.requested(config.tensorboard)
     with setting_up():
-        plan = validate(args)
-    with JobDirectoryLock(args) as lock:
+        plan = validate(config)
+    with JobDirectoryLock(config) as lock:
         with setting_up():
             if lock.is_done():
-                print(already_done_message(args.output_dir), file=sys.stderr)
+                print(already_done_message(config.output_dir), file=sys.stderr)
                 return 0
             job = build(plan)
             job.tensorboard = tensorboard
@@ -54,17 +55,17 @@ def apply_thread_policy():
 def run(job):
     """The loop and the finish in the job's logs, after the header blocks and job.json.
     Returns the exit code; every failure goes through `record_failure`."""
-    out = job.args.output_dir
+    out = job.config.output_dir
     loop = TrainingLoop(job)
     with Logs(out) as logs, StopRequest() as stop:
         try:
             print_environment()
-            print_precision(job.args)
-            print_sorted_block("Args", vars(job.args))
+            print_precision(job.config)
+            print_sorted_block("Args", job.config.record_args())
             print_sorted_block("HParams", job.hparams)
-            print(describe_pipeline(job.dataset, job.args))   # ours: which input pipeline
+            print(describe_pipeline(job.dataset, job.config))   # ours: which input pipeline
             print(job.threads_line)   # ours: threads and OpenMP wait (lib/threads.py)
-            jobdir.write_job_identity(out, identifying_args(job.args))
+            jobdir.write_job_identity(out, job.config.identity())
             jobdir.clear_failed(out)
             return loop.run(stop)
         except BadInput:
