@@ -6,7 +6,7 @@ Nothing else in the package reads a DOMAINBED_* variable from the environment
 environment when called, never at import (a test or a launcher may change it in between).
 A value that cannot be used is a `SettingError` (exit 1) whose one line names the variable
 and says what to set. README.md's "Environment variables" table lists the same variables
-as `SETTINGS` (tests/test_settings.py checks it).
+as `SETTINGS` (tests/lib/test_settings.py checks it).
 
 None of these enters a job's arguments, hash, command string or records.
 """

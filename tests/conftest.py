@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+from support import REPO_ROOT, SHARED
 
 try:  # keep tests light on a 2-core machine; CI can raise it with DOMAINBED_TEST_THREADS
     import torch

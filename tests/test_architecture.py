@@ -7,8 +7,9 @@ only the front ends (domainbed/scripts/, lib/cli.py) exit."""
 import ast
 import pathlib
 import re
+import support
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = support.REPO_ROOT
 PACKAGE = REPO_ROOT / "domainbed"
 
 
@@ -579,3 +580,38 @@ def test_the_sweep_checks_its_jobs_as_run_configs():
     source = (PACKAGE / "sweeps" / "checks.py").read_text()
     assert "RunConfig.from_args(train_args)" in source
     assert "check_train_args" not in (PACKAGE / "lib" / "validation.py").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# Tests grouped like the package (docs/architecture.md, "Tests"): a test file is found by
+# the room it checks, and moving one never breaks another, since none imports another.
+
+TESTS = REPO_ROOT / "tests"
+TEST_FOLDERS = {"algorithms", "training", "datasets", "sweeps", "results", "studies", "lib"}
+
+
+def imported_test_modules(source):
+    """The test modules (test_*, tests.*) that `source` imports."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        found += [n for n in names if n.split(".")[0] == "tests"
+                  or n.split(".")[-1].startswith("test_")]
+    return found
+
+
+def test_no_test_file_imports_another():
+    offenders = {path.relative_to(REPO_ROOT).as_posix(): imported_test_modules(path.read_text())
+                 for path in TESTS.rglob("*.py")}
+    offenders = {path: names for path, names in offenders.items() if names}
+    assert not offenders, f"share helpers through tests/support.py instead: {offenders}"
+    assert imported_test_modules("from test_resume import x\nimport tests.test_a\n") == [
+        "test_resume", "tests.test_a"]
+
+
+def test_test_files_sit_in_the_package_folders():
+    folders = {path.parent.relative_to(TESTS).as_posix() for path in TESTS.rglob("test_*.py")}
+    assert folders <= TEST_FOLDERS | {"."}, folders - TEST_FOLDERS
+    top = sorted(path.name for path in TESTS.glob("test_*.py"))
+    assert top == ["test_architecture.py", "test_patches.py", "test_readme_examples.py"], top

@@ -15,8 +15,9 @@ import textwrap
 import types
 
 import pytest
+import support
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = support.REPO_ROOT
 PATCHES_DIR = REPO_ROOT / "patches"
 FGMIX_PACKAGE = REPO_ROOT / "domainbed" / "algorithms" / "fgmix"
 EDITED = ["domainbed/algorithms.py", "domainbed/hparams_registry.py"]

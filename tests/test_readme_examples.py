@@ -3,8 +3,9 @@ they write is under runs/ (git-ignored), and the command-line run and the Python
 do not share a job directory (the second would be refused as another job's)."""
 import pathlib
 import re
+import support
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = support.REPO_ROOT
 OUTPUT_FLAG = re.compile(r"""(?:--output_dir|--plot|--output|output_dir=)\s*["']?([^\s"',)]+)""")
 
 

@@ -12,7 +12,7 @@ so a worker builds each of them once.
 Records are the ones the `local` launcher's processes write: `run_job` seeds every RNG
 at its start, exactly as a fresh process does, and each worker uses usable cores // workers
 threads with the passive OpenMP wait (lib/threads.py; DOMAINBED_THREADS overrides), as
-`local` with DOMAINBED_LOCAL_JOBS does (tests/test_pool_launcher.py compares them job for
+`local` with DOMAINBED_LOCAL_JOBS does (tests/sweeps/test_pool_launcher.py compares them job for
 job). Console output is dropped; train.py keeps out.txt and err.txt in the job
 directory.
 

@@ -25,7 +25,7 @@ One module per concern:
 Upstream's import paths stay as aliases: `domainbed.model_selection` (= `selection`),
 `domainbed.lib.query` (= `query`), `domainbed.lib.reporting` (its names re-exported); and
 the former `domainbed.lib.plots` (= `plots`).
-Nothing here imports torch (tests/test_collect_results.py, tests/test_architecture.py).
+Nothing here imports torch (tests/results/test_collect_results.py, tests/test_architecture.py).
 """
 from domainbed.results import notes, paired, query, records, selection, tables  # noqa: F401
 from domainbed.results.order import (  # noqa: F401  (the names of the former results.py)

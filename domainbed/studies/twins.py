@@ -4,7 +4,7 @@ Load it as a plug-in (`DOMAINBED_PLUGINS=domainbed.studies.twins`): it registers
 and `GMix3Twin`, the same code as ERM and GMix3 under other names. Under upstream's seeds a
 run's seed includes the algorithm's name, so `ERMTwin - ERM` measures seed noise alone;
 under `sweep launch --paired_seeds` the twins must give identical records
-(docs/studies.md, "The paired design"; tests/test_paired_seeds.py).
+(docs/studies.md, "The paired design"; tests/sweeps/test_paired_seeds.py).
 """
 from domainbed.algorithms import get_algorithm_class
 from domainbed.algorithms.registry import register_algorithm

@@ -15,8 +15,10 @@ import torch
 from domainbed.lib import jobdir
 from domainbed.training import checkpoint
 from domainbed.scripts import train
+from support import comparable_records
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 STEPS, FREQ = 24, 4
 ALGORITHM = "MixupUsingGlobalRngs"
 PLUGIN = '''
@@ -88,18 +90,6 @@ def wait_for_first_checkpoint(proc, output_dir, timeout=240):
         assert proc.poll() is None, f"train.py exited early: {proc.stderr.read()}"
         assert time.time() < deadline, "no checkpoint.pt in time"
         time.sleep(0.01)
-
-
-def comparable_records(output_dir):
-    records = []
-    with open(output_dir / "results.jsonl") as f:
-        for line in f:
-            record = json.loads(line)
-            for key in ("step_time", "mem_gb"):
-                record.pop(key)
-            record["args"].pop("output_dir")
-            records.append(record)
-    return records
 
 
 def flatten(obj, prefix=""):

@@ -21,30 +21,7 @@ from domainbed.algorithms.robust import kde_quantile
 from domainbed.algorithms.transfer import neumann_inverse_hvp
 from domainbed.algorithms.registry import UPSTREAM_ORDER
 from domainbed.lib.misc import seed_hash
-
-SHAPE = (3, 28, 28)
-NUM_CLASSES = 2
-NUM_DOMAINS = 3
-# Overrides that put each algorithm's special event (a phase switch, an optimizer reset,
-# an adversarial turn) inside the three updates of the round trip. Algorithms not listed
-# run with their defaults.
-EVENTS = {
-    "ERMPlusPlus": {"linear_steps": 1},
-    "IRM": {"irm_penalty_anneal_iters": 1},
-    "VREx": {"vrex_penalty_anneal_iters": 2},
-    "IB_ERM": {"ib_penalty_anneal_iters": 1},
-    "IB_IRM": {"ib_penalty_anneal_iters": 1, "irm_penalty_anneal_iters": 2},
-    "TRM": {"iters": 1},
-    "EQRM": {"eqrm_burnin_iters": 1.5},
-    "RDM": {"rdm_penalty_anneal_iters": 1},
-    "Transfer": {"d_steps_per_g": 2},
-    "Fishr": {"penalty_anneal_iters": 1},
-    "DANN": {"d_steps_per_g_step": 2},
-    "CDANN": {"d_steps_per_g_step": 2},
-    "MLDG": {"n_meta_test": 1},
-    "SANDMask": {"tau": 0.5},  # upstream's default tau = 1 masks (almost) every component
-}
-
+from support import EVENTS, NUM_CLASSES, NUM_DOMAINS, SHAPE, make_algorithm, make_minibatches
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -53,28 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def make_algorithm(name, seed=0, dataset="Debug28", **overrides):
-    hparams = hparams_registry.default_hparams(name, dataset)
-    hparams = hparams_registry.apply_overrides(hparams, {"batch_size": 4, **overrides})
-    hparams["mnist_cnn_width"] = 8  # a narrow MNIST CNN keeps the whole file fast
-    torch.manual_seed(seed)
-    algorithm = get_algorithm_class(name)(SHAPE, NUM_CLASSES, NUM_DOMAINS, hparams)
-    if name == "ERMPlusPlus":
-        algorithm.sma_start_iter = 2  # average within the round trip (upstream: 600)
-    return algorithm
-
-
-def make_minibatches(seed, sizes=(4, 4, 4)):
-    """One (x, y) per domain, both labels in every domain."""
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for n in sizes:
-        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-        y[:2] = torch.tensor([0, 1])
-        batches.append((torch.randn(n, *SHAPE, generator=g), y))
-    return batches
 
 
 def assert_finite_float_logs(logs):

@@ -12,8 +12,9 @@ from domainbed import datasets
 from domainbed.datasets import image_folder, mnist, offline
 from domainbed.datasets import wilds as wilds_datasets
 from domainbed.datasets.base import DatasetNotFoundError
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 UPSTREAM_NAMES = ["Debug28", "Debug224", "ColoredMNIST", "RotatedMNIST", "VLCS", "PACS",
                   "OfficeHome", "TerraIncognita", "DomainNet", "SVIRO", "WILDSCamelyon", "WILDSFMoW"]
 OFFLINE_NAMES = ["RotatedMNIST5k", "ColoredMNIST5k", "DigitsDG5k"]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from domainbed import hparams_registry, networks
+import support
 
 
 def hparams(**overrides):
@@ -71,7 +72,7 @@ def test_timm_is_a_base_requirement():
     import os
 
     config = configparser.ConfigParser()
-    config.read(os.path.join(os.path.dirname(__file__), os.pardir, "setup.cfg"))
+    config.read(os.path.join(support.REPO_ROOT, "setup.cfg"))
     requirements = config["options"]["install_requires"].split()
     assert any(r.startswith("timm") for r in requirements)
 

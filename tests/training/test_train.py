@@ -13,8 +13,9 @@ from domainbed.algorithms import get_algorithm_class
 from domainbed.lib import jobdir, misc
 from domainbed.scripts import train
 from domainbed.training import timing
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 SMALL_BATCH = '{"batch_size": 8}'   # keeps CPU cost low; only args.hparams changes
 ARGS_KEYS = {
     "algorithm", "checkpoint_freq", "data_dir", "dataset", "holdout_fraction", "hparams",

@@ -255,7 +255,7 @@ def test_the_decoded_cache_never_serves_an_image_changed_with_its_old_mtime(
     import shutil
 
     from domainbed.datasets import decoded_cache, folder
-    from tests.test_fast_pipeline import make_jpeg_tree
+    from support import make_jpeg_tree
 
     monkeypatch.setenv("DOMAINBED_CACHE", str(tmp_path / "cache"))
     root = make_jpeg_tree(tmp_path / "tree", per_class=2)
@@ -285,7 +285,7 @@ def np_equal(a, b):
 def test_an_unusable_domainbed_cache_is_named(kind, tmp_path, monkeypatch):
     from domainbed import train
     from domainbed.training.errors import BadInput
-    from tests.test_fast_pipeline import TRAIN_HPARAMS, make_jpeg_tree
+    from support import TRAIN_HPARAMS, make_jpeg_tree
 
     cache = tmp_path / "cache"
     if kind == "file":

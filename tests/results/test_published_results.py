@@ -10,8 +10,9 @@ import re
 import pytest
 
 from domainbed.results import published
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 INTERFACE_DOC = os.path.join(REPO_ROOT, os.pardir, "shared", "reference", "domainbed-interface.md")
 METHODS = ("training-domain validation set", "leave-one-domain-out cross-validation",
            "test-domain validation set (oracle)")

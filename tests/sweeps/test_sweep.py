@@ -15,8 +15,9 @@ import pytest
 from domainbed.scripts import sweep
 from domainbed.sweeps.job_list import all_test_env_combinations, make_args_list
 from domainbed.sweeps.jobs import Job, command_string
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 DEBUG_ARGS = ["--data_dir", "/tmp/no_data", "--algorithms", "ERM", "--datasets", "Debug28",
               "--n_hparams", "1", "--n_trials", "1", "--skip_confirmation"]
 

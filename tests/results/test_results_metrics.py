@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from domainbed.results import metrics
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 
 
 def record(test_env, hparams_seed, acc, f1, step=0):

@@ -8,8 +8,9 @@ import pytest
 
 from domainbed.studies import benchmark, train_runs
 from domainbed.training import timing
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 
 # A stand-in for an upstream checkout: its train.py checks that the launcher patched
 # torchvision (no weight download) and writes upstream-shaped records.

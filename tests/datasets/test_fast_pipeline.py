@@ -14,44 +14,16 @@ from domainbed.datasets import decoded_cache, device_augment, fast_pipeline, fol
 from domainbed.datasets.image_folder import augment_transform, eval_transform
 from domainbed.lib import misc
 from domainbed.datasets.fast_data_loader import FastDataLoader, InfiniteDataLoader
+from support import TRAIN_HPARAMS, make_jpeg_tree
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
 # ResNet-18 from scratch (no ImageNet weights offline), tiny batches.
-TRAIN_HPARAMS = {"resnet18": True, "resnet50_augmix": False, "pretrained": False,
-                 "batch_size": 2}
-
-
 @pytest.fixture(autouse=True)
 def cache_in_tmp(tmp_path, monkeypatch):
     path = tmp_path / "cache"
     monkeypatch.setenv("DOMAINBED_CACHE", str(path))
     return path
-
-
-def smooth_image(rng, width, height):
-    """Colourful gradients (resampling differences stay small on them)."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    phase = rng.uniform(0, 2 * np.pi, 3)
-    freq = rng.uniform(0.5, 3, 3)
-    channels = [127.5 + 120 * np.sin(freq[c] * (xx / width + (c + 1) * yy / height) * np.pi
-                                     + phase[c]) for c in range(3)]
-    return np.stack(channels, -1).astype(np.uint8)
-
-
-def make_jpeg_tree(root, domains=("a", "b", "c"), classes=("cat", "dog"), per_class=3, seed=0):
-    """root/<domain>/<class>/<k>.jpg, images of different sizes and aspect ratios."""
-    from PIL import Image
-
-    rng = np.random.RandomState(seed)
-    for domain in domains:
-        for cls in classes:
-            os.makedirs(os.path.join(root, domain, cls))
-            for k in range(per_class):
-                width, height = rng.randint(40, 120), rng.randint(40, 120)
-                Image.fromarray(smooth_image(rng, width, height)).save(
-                    os.path.join(root, domain, cls, f"{k}.jpg"), quality=95)
-    return str(root)
 
 
 def files_under(path):

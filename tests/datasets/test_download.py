@@ -14,6 +14,7 @@ import pytest
 from domainbed import datasets
 from domainbed.datasets import fetch, install, verify
 from domainbed.scripts import download
+import support
 
 PACS_DOMAINS = ["art_painting", "cartoon", "photo", "sketch"]
 
@@ -561,7 +562,7 @@ def test_download_usage_errors_are_one_line(tmp_path):
 
     result = subprocess.run([sys.executable, "-m", "domainbed.scripts.download", "--timeout",
                              "soon", "--data_dir", str(tmp_path)], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                            cwd=str(support.REPO_ROOT))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "--timeout" in result.stderr
 

@@ -10,8 +10,9 @@ import pytest
 from domainbed import training
 from domainbed.lib import jobdir
 from domainbed.scripts import train
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 
 
 def debug_argv(output_dir, *extra):

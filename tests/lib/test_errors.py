@@ -1,6 +1,6 @@
 """domainbed/errors.py: one base for every error a user sees, carrying its exit code; the
 front ends (lib/cli.py) print it as one line and exit with that code. The codes are
-those the commands have always exited with (tests/test_bad_input.py and others check
+those the commands have always exited with (tests/training/test_bad_input.py and others check
 the commands themselves)."""
 import pytest
 

@@ -10,6 +10,7 @@ import pytest
 
 from domainbed.scripts import sweep
 from domainbed.sweeps import config_file
+import support
 
 WHERE = ["--data_dir", "offline", "--command_launcher", "dummy", "--skip_confirmation"]
 
@@ -179,7 +180,7 @@ def test_status_reads_the_same_jobs(tmp_path):
 
 
 def test_the_readme_example_is_the_shipped_file_and_expands(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(support.REPO_ROOT)
     shipped = os.path.join(root, "docs", "examples", "sweep_grid.yaml")
     readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
     block = readme.split("```yaml\n# docs/examples/sweep_grid.yaml\n", 1)[1].split("```")[0]

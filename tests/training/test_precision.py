@@ -19,8 +19,8 @@ from domainbed.lib import per_sample
 from domainbed.algorithms.autocast import fp32_under_autocast
 from domainbed.scripts import train
 from domainbed.training import precision
-from test_algorithm_contract import EVENTS, NUM_CLASSES, SHAPE, make_algorithm, make_minibatches
-from test_resume import comparable_records
+from support import EVENTS, NUM_CLASSES, SHAPE, make_algorithm, make_minibatches
+from support import comparable_records
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -18,9 +18,10 @@ from domainbed.algorithms.weight_averaging import (LossValley, averaged_tensors,
                                                    recompute_batchnorm)
 from domainbed.lib.registry import UnknownNameError
 from domainbed.scripts import train
-from test_resume import comparable_records  # the records minus timing and paths
+from support import comparable_records  # the records minus timing and paths
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 
 # The valley of LossValley's docstring, segment by segment (n_converge 3, n_tolerance 6,
 # ratio 0.3): it starts at segment 3 (2.5 <= 2.6, 2.7) with threshold 2.6 * 1.3 = 3.38,

@@ -8,8 +8,9 @@ import pytest
 
 from domainbed import command_launchers
 from domainbed.lib.registry import UnknownNameError
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 
 
 def touch_commands(tmp_path, n):

@@ -11,8 +11,9 @@ import pytest
 
 from domainbed import settings
 from domainbed.errors import DomainBedError
+import support
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = support.REPO_ROOT
 ROW = re.compile(r"^\|\s*`(DOMAINBED_[A-Z0-9_]+)`\s*\|\s*([^|]+?)\s*\|\s*([^|]+?)\s*\|$")
 
 

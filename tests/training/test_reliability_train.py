@@ -17,8 +17,9 @@ from domainbed.algorithms.erm import ERM
 from domainbed.lib import jobdir
 from domainbed.training import checkpoint
 from domainbed.scripts import train
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 
 
 def argv(output_dir):

@@ -20,8 +20,9 @@ from domainbed.sweeps.job_list import all_test_env_combinations, make_args_list
 from domainbed.sweeps.jobs import Job
 from domainbed import training
 from domainbed.training.build import build_dataset
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 PROBLEMS = ["IUTExample2", "IUTExample2s", "IUTExample3", "IUTExample3s"]
 N = 4000          # samples per environment in the moment tests
 SMALL = {"iut_n_samples": 100}

@@ -12,8 +12,9 @@ import pytest
 
 from domainbed.lib import reporting
 from domainbed.scripts import collect_results
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 
 
 def run_collect(*args, cwd=REPO_ROOT):

@@ -9,8 +9,9 @@ import pytest
 
 from domainbed import algorithms, datasets
 from domainbed.algorithms.registry import UPSTREAM_ORDER
+import support
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = str(support.REPO_ROOT)
 
 
 def test_registry_listing_does_not_import_torch():
