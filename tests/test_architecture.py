@@ -486,7 +486,7 @@ def exception_classes():
 def test_every_error_a_user_sees_is_a_domainbed_error():
     classes = exception_classes()
     assert {"domainbed.errors.DomainBedError", "domainbed.lib.validation.ValidationError",
-            "domainbed.datasets.fetch.DownloadError", "domainbed.training.loop.NonFiniteLoss",
+            "domainbed.datasets.download.fetch.DownloadError", "domainbed.training.loop.NonFiniteLoss",
             "domainbed.sweeps.errors.SweepError"} <= set(classes)
     others = sorted(name for name, based in classes.items()
                     if not based and name not in NOT_DOMAINBED_ERRORS)

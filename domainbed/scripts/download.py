@@ -18,15 +18,15 @@ in DIR/.checksums.json at the first download and checked afterwards. A dataset i
 in DIR/.staging-<name>/ and moved into place only when complete.
 """
 # The command line only (this docstring is its --help): the recipes, downloads and checks
-# are `domainbed.datasets.install`.
+# are `domainbed.datasets.download.install`.
 import argparse
 import os
 import sys
 import tempfile
 
-from domainbed.datasets import fetch
+from domainbed.datasets.download import fetch
 from domainbed.datasets.base import DatasetNotFoundError
-from domainbed.datasets.install import (RECIPES, Options, UsageError, download_dataset,
+from domainbed.datasets.download.install import (RECIPES, Options, UsageError, download_dataset,
                                         resolve_recipes, verify_dataset)
 from domainbed.lib import validation
 from domainbed.lib.cli import OneLineErrorParser

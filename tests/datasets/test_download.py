@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from domainbed import datasets
-from domainbed.datasets import fetch, install, verify
+from domainbed.datasets.download import fetch, install, verify
 from domainbed.scripts import download
 import support
 

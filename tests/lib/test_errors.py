@@ -12,7 +12,8 @@ def exit_codes():
     """{class: its exit code} of the package's DomainBedErrors, as docs/architecture.md's
     table gives them."""
     from domainbed import hparams_registry, model_files, networks
-    from domainbed.datasets import base, decoded_cache, fetch, folder, install
+    from domainbed.datasets import base, decoded_cache, folder
+    from domainbed.datasets.download import fetch, install
     from domainbed.launchers import command_launchers
     from domainbed.lib import jobdir, plots, registry, safe_write, validation
     from domainbed.training import tensorboard_logs
@@ -48,7 +49,8 @@ def test_every_class_has_the_exit_code_it_always_had():
 
 def test_older_except_clauses_still_catch_what_they_caught():
     from domainbed import hparams_registry, model_files, networks
-    from domainbed.datasets import base, decoded_cache, fetch, install
+    from domainbed.datasets import base, decoded_cache
+    from domainbed.datasets.download import fetch, install
     from domainbed.lib import jobdir, plots, registry, safe_write, validation
     from domainbed.training import tensorboard_logs
 

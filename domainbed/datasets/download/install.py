@@ -9,7 +9,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from domainbed.datasets import fetch, spawrious, verify
+from domainbed.datasets import spawrious
+from domainbed.datasets.download import fetch, verify
 from domainbed.datasets.registry import dataset_names, get_dataset_class
 from domainbed.errors import EXIT_BAD_INPUT, BadInput
 from domainbed.lib import safe_write
