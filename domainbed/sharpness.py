@@ -25,6 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from domainbed.lib import rho_ball
+
 DEFAULTS = {"rho": 0.05, "n_batches": 8, "batch_size": 64, "iterations": 20, "seed": 0}
 
 
@@ -34,11 +36,10 @@ def rho_ball_increase(loss_fn, params, rho):
     `loss_fn()` evaluates the loss at the parameters' current values; they are restored."""
     loss = loss_fn()
     grads = torch.autograd.grad(loss, params)
-    norm = torch.sqrt(sum((g * g).sum() for g in grads))
-    if norm == 0:
-        return 0.0
+    if not any(g.any() for g in grads):
+        return 0.0   # a flat point: no second evaluation
     with torch.no_grad():
-        steps = [g * (rho / norm) for g in grads]
+        steps = rho_ball.ascent(grads, rho)
         for p, e in zip(params, steps):
             p.add_(e)
         try:

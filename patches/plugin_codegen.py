@@ -11,7 +11,8 @@ point at two support modules generated beside them:
 - `from domainbed.algorithms.registry import register_algorithm` -> the `_upstream` one,
   which only records the class: the classes are listed in upstream's `algorithms.py` by the
   patch instead;
-- `domainbed.lib.per_sample` -> `_per_sample.py`, a verbatim copy (it imports only torch).
+- `domainbed.lib.per_sample` -> `_per_sample.py` and `domainbed.lib.rho_ball` ->
+  `_rho_ball.py`, verbatim copies (they import only torch).
 
 `from domainbed import networks` is kept (upstream's `Featurizer`/`Classifier` have the same
 signatures); every other `domainbed` import is refused, naming the file and line. Generating
@@ -25,6 +26,7 @@ import pathlib
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FGMIX_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "fgmix"
 PER_SAMPLE_SOURCE = PROJECT_ROOT / "domainbed" / "lib" / "per_sample.py"
+RHO_BALL_SOURCE = PROJECT_ROOT / "domainbed" / "lib" / "rho_ball.py"
 BASE_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "base.py"
 SHIM_SOURCE = pathlib.Path(__file__).resolve().with_name("plugin_shim.py")
 SHIM_MARKER = "# ---- plug-in support code starts here ----"
@@ -33,11 +35,12 @@ PACKAGE = "fgmix"                       # installed as domainbed/fgmix/
 PACKAGE_DIR = f"domainbed/{PACKAGE}"
 SUPPORT_MODULE = "_upstream"            # base class + glue
 PER_SAMPLE_MODULE_NAME = "_per_sample"
+# lib modules copied verbatim beside the package: name in domainbed.lib -> module written
+LIB_COPIES = {"per_sample": PER_SAMPLE_MODULE_NAME, "rho_ball": "_rho_ball"}
 LEGACY_PLUGIN_PATH = "domainbed/fgmix_plugin.py"   # the single file older versions installed
 
 BASE_MODULE = "domainbed.algorithms.base"
 REGISTRY_MODULE = "domainbed.algorithms.registry"
-PER_SAMPLE_MODULE = "domainbed.lib.per_sample"
 KEPT_DOMAINBED_IMPORTS = {("domainbed", "networks")}  # (module, name) upstream also has
 
 GENERATED_MARK = "# GENERATED FILE"
@@ -71,7 +74,7 @@ def read_sources(source):
             raise CodegenError(f"{source} has no __init__.py; give the package folder")
     else:
         texts = {"__init__": source.read_text(encoding="utf-8")}
-    clashes = sorted({SUPPORT_MODULE, PER_SAMPLE_MODULE_NAME} & set(texts))
+    clashes = sorted(({SUPPORT_MODULE} | set(LIB_COPIES.values())) & set(texts))
     if clashes:
         raise CodegenError(f"the package has a module named {clashes[0]}, which the generator "
                            f"writes itself; rename it")
@@ -138,11 +141,11 @@ def _translated_import(node, where):
         return None
     if {(module, a.name) for a in node.names} <= KEPT_DOMAINBED_IMPORTS:
         return None
-    if module == "domainbed.lib" and [a.name for a in node.names] == ["per_sample"]:
-        bound = node.names[0].asname or "per_sample"
-        return f"from . import {PER_SAMPLE_MODULE_NAME} as {bound}"
+    if module == "domainbed.lib" and len(node.names) == 1 and node.names[0].name in LIB_COPIES:
+        name = node.names[0].name
+        return f"from . import {LIB_COPIES[name]} as {node.names[0].asname or name}"
     targets = {BASE_MODULE: SUPPORT_MODULE, REGISTRY_MODULE: SUPPORT_MODULE,
-               PER_SAMPLE_MODULE: PER_SAMPLE_MODULE_NAME}
+               **{f"domainbed.lib.{name}": copy for name, copy in LIB_COPIES.items()}}
     allowed = {BASE_MODULE: {"Algorithm"}, REGISTRY_MODULE: {"register_algorithm"}}
     if module not in targets or not {a.name for a in node.names} <= allowed.get(module, {
             a.name for a in node.names}):
@@ -197,15 +200,16 @@ def support_module(base_source, shim_source):
             f"# ---- patches/plugin_shim.py ----\n{_shim_code(shim_source)}")
 
 
-def _per_sample_copy(per_sample_source):
-    tree = ast.parse(per_sample_source)
+def _verbatim_copy(source_text, label):
+    """A lib module's text as it is, refused if it imports domainbed."""
+    tree = ast.parse(source_text)
     for node in ast.walk(tree):
         module = getattr(node, "module", None) or ""
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
         if module.startswith("domainbed") or any(n.startswith("domainbed") for n in names):
-            raise CodegenError(f"domainbed/lib/per_sample.py:{node.lineno} imports domainbed; "
-                               f"the plug-in copies it verbatim, so it may import only torch")
-    return per_sample_source
+            raise CodegenError(f"{label}:{node.lineno} imports domainbed; the plug-in copies "
+                               f"it verbatim, so it may import only torch")
+    return source_text
 
 
 # -- the whole package -------------------------------------------------------------------------
@@ -220,7 +224,7 @@ def _header(sources, package_hash, content):
 
 
 def generate_package(source=FGMIX_SOURCE, per_sample_path=PER_SAMPLE_SOURCE,
-                     shim_path=SHIM_SOURCE, base_path=BASE_SOURCE):
+                     shim_path=SHIM_SOURCE, base_path=BASE_SOURCE, rho_ball_path=RHO_BALL_SOURCE):
     """({checkout path: text} of the files of `domainbed/fgmix/`, registered class names in
     the order importing the package registers them)."""
     texts = read_sources(source)
@@ -233,7 +237,7 @@ def generate_package(source=FGMIX_SOURCE, per_sample_path=PER_SAMPLE_SOURCE,
     inputs = {f"{_relative(origin)}/{n}.py" if origin.is_dir() else _relative(origin): t
               for n, t in sorted(texts.items())}
     support_inputs = {_relative(path): pathlib.Path(path).read_text(encoding="utf-8")
-                      for path in (base_path, shim_path, per_sample_path)}
+                      for path in (base_path, shim_path, per_sample_path, rho_ball_path)}
     package_hash = sha256_text("".join(f"{p}\n{t}" for p, t in {**inputs, **support_inputs}
                                        .items()))
     contents = {}
@@ -244,11 +248,13 @@ def generate_package(source=FGMIX_SOURCE, per_sample_path=PER_SAMPLE_SOURCE,
     names = [cls for module in order for cls in _registered_classes(trees[module])]
     if not names:
         raise CodegenError("no class is decorated with @register_algorithm")
-    base_text, shim_text, per_sample_text = support_inputs.values()
+    base_text, shim_text, per_sample_text, rho_ball_text = support_inputs.values()
     contents[f"{SUPPORT_MODULE}.py"] = (
         f"{_relative(base_path)} + {_relative(shim_path)}", support_module(base_text, shim_text))
-    contents[f"{PER_SAMPLE_MODULE_NAME}.py"] = (_relative(per_sample_path),
-                                                _per_sample_copy(per_sample_text))
+    for name, path, text in (("per_sample", per_sample_path, per_sample_text),
+                             ("rho_ball", rho_ball_path, rho_ball_text)):
+        contents[f"{LIB_COPIES[name]}.py"] = (_relative(path),
+                                              _verbatim_copy(text, _relative(path)))
     files = {f"{PACKAGE_DIR}/{filename}": _header(label, package_hash, content) + content
              for filename, (label, content) in sorted(contents.items())}
     return files, names

@@ -615,3 +615,15 @@ def test_test_files_sit_in_the_package_folders():
     assert folders <= TEST_FOLDERS | {"."}, folders - TEST_FOLDERS
     top = sorted(path.name for path in TESTS.glob("test_*.py"))
     assert top == ["test_architecture.py", "test_patches.py", "test_readme_examples.py"], top
+
+
+def test_one_rho_ball_ascent():
+    """SAM, FGMix's look-ahead and the sharpness measure perturb weights by ε = ρ g/‖g‖
+    through lib/rho_ball.py, and nothing else in the package computes that scale."""
+    users = {"algorithms/sam.py", "algorithms/fgmix/lookahead.py", "sharpness.py"}
+    for relative in users:
+        assert "rho_ball.ascent(" in (PACKAGE / relative).read_text(), relative
+    scale = re.compile(r"rho\s*/\s*\(?\s*norm")
+    offenders = [path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
+                 if path.name != "rho_ball.py" and scale.search(path.read_text())]
+    assert not offenders, offenders

@@ -246,11 +246,12 @@ def test_installed_package_is_exactly_what_the_generator_writes(patched):
     installed = {p: (patched / p).read_text() for p in snapshot(patched) if p.startswith(PACKAGE)}
     assert installed == files
     modules = {p.name for p in FGMIX_PACKAGE.glob("*.py")}
-    assert set(files) == {f"{PACKAGE}/{m}" for m in modules | {"_upstream.py", "_per_sample.py"}}
+    assert set(files) == {f"{PACKAGE}/{m}" for m in modules | {"_upstream.py", "_per_sample.py",
+                                                                 "_rho_ball.py"}}
     for path, text in files.items():
         header, content = plugin_codegen.split_header(text)
         assert header.startswith("# GENERATED FILE") and plugin_codegen.content_hash_matches(text)
-        if path.endswith(("/_upstream.py", "/_per_sample.py")):
+        if path.endswith(("/_upstream.py", "/_per_sample.py", "/_rho_ball.py")):
             continue
         # A package module is our module with only its project imports rewritten.
         ours = (FGMIX_PACKAGE / pathlib.Path(path).name).read_text().splitlines()
@@ -260,8 +261,9 @@ def test_installed_package_is_exactly_what_the_generator_writes(patched):
             for line in ours[a:b]]
         assert all(line.startswith("from domainbed.") for line in changed), (path, changed)
         assert "domainbed/algorithms/fgmix/" in header
-    assert (patched / PACKAGE / "_per_sample.py").read_text().endswith(
-        (REPO_ROOT / "domainbed/lib/per_sample.py").read_text())
+    for name in ("per_sample", "rho_ball"):   # copied verbatim
+        assert (patched / PACKAGE / f"_{name}.py").read_text().endswith(
+            (REPO_ROOT / f"domainbed/lib/{name}.py").read_text())
     assert names == VARIANTS and len(set(names)) == len(names) >= 15
     assert run_tool(patched, "--check")[:2] == (0, f"{patched}: patched, up to date\n")
 
@@ -492,7 +494,7 @@ def test_generator_keeps_the_package_layout(tmp_path):
     files, names = plugin_codegen.generate_package(package)
     assert names == ["Mine"]
     assert {pathlib.Path(p).name for p in files} == {
-        "__init__.py", "variants.py", "rules.py", "_upstream.py", "_per_sample.py"}
+        "__init__.py", "variants.py", "rules.py", "_upstream.py", "_per_sample.py", "_rho_ball.py"}
     assert "from .rules import double" in files[f"{PACKAGE}/variants.py"]
     assert _load_package(files, tmp_path / "load", "generated_layout").Mine.FACTOR == 4
 

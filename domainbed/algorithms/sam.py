@@ -10,13 +10,7 @@ import torch.nn.functional as F
 
 from domainbed.algorithms.erm import ERM, concat_minibatches
 from domainbed.algorithms.registry import register_algorithm
-
-
-def sharpness_perturbation(gradients, rho):
-    """e = ρ·g/(‖g‖ + 1e-12), the norm taken over all tensors together."""
-    norm = torch.sqrt(sum(g.pow(2).sum() for g in gradients))
-    scale = rho / (norm + 1e-12)
-    return [g * scale for g in gradients]
+from domainbed.lib import rho_ball
 
 
 @register_algorithm
@@ -35,7 +29,7 @@ class SAM(ERM):
         # Keep exact copies: subtracting e again would not restore w bit for bit.
         originals = [p.detach().clone() for p in params]
         with torch.no_grad():
-            for p, e in zip(params, sharpness_perturbation(gradients, self.hparams["sam_rho"])):
+            for p, e in zip(params, rho_ball.ascent(gradients, self.hparams["sam_rho"])):
                 p.add_(e)
         perturbed_loss = F.cross_entropy(self.predict(all_x), all_y)
         self.optimizer.zero_grad()

@@ -8,6 +8,8 @@ source domain out and be scored on it (`flatness_meta_loss`'s `held_out`).
 import torch
 import torch.nn.functional as F
 
+from domainbed.lib import rho_ball
+
 from .objective import masked_mean, mixed_cross_entropy, mixed_logits
 
 
@@ -32,10 +34,7 @@ def sharpness_perturbation(head, params, features, labels, rho, instance_weights
     frozen = {name: p.detach().requires_grad_() for name, p in params.items()}
     loss = weighted_cross_entropy(call_head(head, frozen, features), labels, instance_weights)
     grads = torch.autograd.grad(loss, list(frozen.values()))
-    squares = [(g * g).sum() for g in grads]
-    norm = torch.sqrt(sum(squares[1:], squares[0]))   # not 0 + ...: one kernel fewer
-    scale = rho / norm.clamp(min=1e-12)
-    return {name: g * scale for name, g in zip(frozen, grads)}
+    return dict(zip(frozen, rho_ball.ascent(grads, rho)))
 
 
 def sgd_lookahead(inner_lr):
