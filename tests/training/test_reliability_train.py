@@ -18,6 +18,7 @@ from domainbed.lib import jobdir
 from domainbed.training import checkpoint
 from domainbed.scripts import train
 import support
+from support import comparable_records as records
 
 REPO_ROOT = str(support.REPO_ROOT)
 
@@ -25,17 +26,6 @@ REPO_ROOT = str(support.REPO_ROOT)
 def argv(output_dir):
     return ["--dataset", "Debug28", "--algorithm", "ERM", "--steps", "6", "--checkpoint_freq",
             "2", "--hparams", '{"batch_size": 8}', "--output_dir", str(output_dir)]
-
-
-def records(output_dir):
-    out = []
-    for line in (output_dir / "results.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        for key in ("step_time", "mem_gb"):
-            record.pop(key)
-        record["args"].pop("output_dir")
-        out.append(record)
-    return out
 
 
 def flatten(obj, prefix=""):
