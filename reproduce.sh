@@ -36,8 +36,10 @@ setup_env() {
 run_tests() {
   set +e
   # One worker per core (pytest-xdist): the suite is CPU-bound and its tests independent;
-  # a later `-n N` among the arguments wins (`-n 0`: in this process).
-  python -m pytest tests -n auto "$@"
+  # a later `-n N` among the arguments wins (`-n 0`: in this process). Work stealing: an idle
+  # worker takes pending tests from a busy one, so a few long tests at the end of the
+  # collection order do not leave the other core idle.
+  python -m pytest tests -n auto --dist worksteal "$@"
   local rc=$?
   set -e
   if [[ $rc -eq 5 ]]; then
