@@ -548,9 +548,14 @@ NAMESPACE_MODULES = {"arguments.py"}
 
 def namespace_uses(source):
     """Lines that read a run's flags the old way: a name `args`, `vars(...)` of anything,
-    or `getattr(x, name, default)` (a flag read back with a default of its own)."""
+    or `getattr` of the config or the job with a default (a value read back with a default
+    of its own, rather than declared where the object is made)."""
     lines = []
     for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id == "getattr" and len(node.args) == 3 \
+                and re.search(r"\b(job|config)\b", ast.unparse(node.args[0])):
+            lines.append(node.lineno)
         if isinstance(node, ast.Name) and node.id == "args":
             lines.append(node.lineno)
         elif isinstance(node, ast.arg) and node.arg == "args":
@@ -570,8 +575,9 @@ def test_training_reads_its_flags_from_the_run_config_only():
 
 
 def test_the_namespace_scan_sees_every_form():
-    source = "def f(args):\n    pass\nx = vars(y)\nz = args.seed\n"
-    assert namespace_uses(source) == [1, 3, 4]
+    source = ("def f(args):\n    pass\nx = vars(y)\nz = args.seed\n"
+              "a = getattr(self.job, 'started', None)\nb = getattr(loader, 'close', None)\n")
+    assert namespace_uses(source) == [1, 3, 4, 5]
 
 
 def test_the_sweep_checks_its_jobs_as_run_configs():

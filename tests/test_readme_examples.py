@@ -1,8 +1,10 @@
 """Issue 36, item 3: the README's examples run top to bottom in one checkout: every output
 they write is under runs/ (git-ignored), and the command-line run and the Python API run
 do not share a job directory (the second would be refused as another job's)."""
+import inspect
 import pathlib
 import re
+
 import support
 
 ROOT = support.REPO_ROOT
@@ -30,3 +32,14 @@ def test_cli_and_python_training_examples_use_their_own_directories():
     cli = re.search(r"--algorithm FGMix --test_envs 0 \\\n\s+--output_dir (\S+)", text).group(1)
     api = re.search(r'output_dir="([^"]+)"', text).group(1)
     assert cli != api
+
+
+def test_the_readme_states_train_s_signature():
+    """"The signature: `train(...)`" in README.md is domainbed.train's, name for name and
+    default for default (a keyword added to the API shows up here)."""
+    from domainbed.training.api import train
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    stated = re.search(r"The signature: `train\(\*, (.*?)\)`", text).group(1)
+    ours = ", ".join(str(p) for p in inspect.signature(train).parameters.values())
+    assert stated.replace("\"", "'") == ours

@@ -176,6 +176,10 @@ class Job:
         self.uda_loaders = uda_loaders
         self.evals = evals
         self.device = device
+        # What `run_job` adds once the job is accepted (a Job from `prepare` keeps these):
+        self.started = None          # the process's start, for out.txt's timing line
+        self.threads_line = None     # out.txt's `Threads:` line
+        self.tensorboard = False     # TensorBoard scalars on (the flag or DOMAINBED_TENSORBOARD)
 
     @property
     def streams(self):

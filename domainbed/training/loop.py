@@ -86,7 +86,7 @@ class TrainingLoop:
     def run(self, stop):
         """Train the remaining steps, then finish. Returns the exit code. Every checkpoint
         written in the background is on disk when this returns or raises."""
-        self.clock = PhaseClock(getattr(self.job, "started", None))
+        self.clock = PhaseClock(self.job.started)
         try:
             code = self.train(stop)
             with self.clock("checkpoints"):
@@ -105,8 +105,7 @@ class TrainingLoop:
         n_steps, checkpoint_freq = self.n_steps, self.checkpoint_freq
         start_step, running_lists, self.best_val_acc = start_or_resume(job, n_steps,
                                                                        checkpoint_freq)
-        self.scalar_log = tensorboard_logs.open_log(out, start_step,
-                                                    getattr(job, "tensorboard", False))
+        self.scalar_log = tensorboard_logs.open_log(out, start_step, job.tensorboard)
         self.started = last_beat = time.time()
         self.start_step = start_step
         jobdir.write_heartbeat(out, start_step, n_steps, self.started, start_step)

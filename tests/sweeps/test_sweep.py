@@ -320,13 +320,14 @@ SLURM_LOCAL = ["--launcher_args", '{"cluster": "local", "wait": true}']
 
 
 def test_slurm_finishes_a_local_sweep_and_the_tables_do_not_change(tmp_path):
-    """A real local sweep (ERM: 6 jobs, small batches); in a copy, one single- and one
-    two-test-env job are deleted and the slurm launcher (submitit's local executor) runs
-    them again."""
+    """A real sweep (ERM: 6 jobs, small batches; the pool launcher's one warm worker, which
+    test_pool_launcher.py shows writes the local launcher's records); in a copy, one single-
+    and one two-test-env job are deleted and the slurm launcher (submitit's local executor)
+    runs them again."""
     pytest.importorskip("submitit")
     small = ("--hparams", '{"batch_size": 8}')
-    local = sweep_and_collect(tmp_path / "local", "local", algorithms=("ERM",), launched=6,
-                              hparams=small)
+    local = sweep_and_collect(tmp_path / "local", "pool", "--launcher_args", '{"workers": 1}',
+                              algorithms=("ERM",), launched=6, hparams=small)
     assert "Total records: 12" in local   # steps 0 and 2 for 6 jobs
     assert " X " not in local             # all three selection methods have every cell
     assert sum(line.startswith("ERM ") for line in local.splitlines()) == 6
