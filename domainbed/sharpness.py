@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from domainbed.lib import rho_ball
+from domainbed.algorithms import rho_ball
 
 DEFAULTS = {"rho": 0.05, "n_batches": 8, "batch_size": 64, "iterations": 20, "seed": 0}
 

@@ -11,8 +11,8 @@ point at two support modules generated beside them:
 - `from domainbed.algorithms.registry import register_algorithm` -> the `_upstream` one,
   which only records the class: the classes are listed in upstream's `algorithms.py` by the
   patch instead;
-- `domainbed.lib.per_sample` -> `_per_sample.py` and `domainbed.lib.rho_ball` ->
-  `_rho_ball.py`, verbatim copies (they import only torch).
+- `domainbed.algorithms.per_sample` -> `_per_sample.py` and `domainbed.algorithms.rho_ball`
+  -> `_rho_ball.py`, verbatim copies (they import only torch).
 
 `from domainbed import networks` is kept (upstream's `Featurizer`/`Classifier` have the same
 signatures); every other `domainbed` import is refused, naming the file and line. Generating
@@ -25,8 +25,8 @@ import pathlib
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FGMIX_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "fgmix"
-PER_SAMPLE_SOURCE = PROJECT_ROOT / "domainbed" / "lib" / "per_sample.py"
-RHO_BALL_SOURCE = PROJECT_ROOT / "domainbed" / "lib" / "rho_ball.py"
+PER_SAMPLE_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "per_sample.py"
+RHO_BALL_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "rho_ball.py"
 BASE_SOURCE = PROJECT_ROOT / "domainbed" / "algorithms" / "base.py"
 SHIM_SOURCE = pathlib.Path(__file__).resolve().with_name("plugin_shim.py")
 SHIM_MARKER = "# ---- plug-in support code starts here ----"
@@ -35,8 +35,9 @@ PACKAGE = "fgmix"                       # installed as domainbed/fgmix/
 PACKAGE_DIR = f"domainbed/{PACKAGE}"
 SUPPORT_MODULE = "_upstream"            # base class + glue
 PER_SAMPLE_MODULE_NAME = "_per_sample"
-# lib modules copied verbatim beside the package: name in domainbed.lib -> module written
-LIB_COPIES = {"per_sample": PER_SAMPLE_MODULE_NAME, "rho_ball": "_rho_ball"}
+# modules copied verbatim beside the package: name in domainbed.algorithms -> module written
+COPIED_FROM = "domainbed.algorithms"
+COPIES = {"per_sample": PER_SAMPLE_MODULE_NAME, "rho_ball": "_rho_ball"}
 LEGACY_PLUGIN_PATH = "domainbed/fgmix_plugin.py"   # the single file older versions installed
 
 BASE_MODULE = "domainbed.algorithms.base"
@@ -74,7 +75,7 @@ def read_sources(source):
             raise CodegenError(f"{source} has no __init__.py; give the package folder")
     else:
         texts = {"__init__": source.read_text(encoding="utf-8")}
-    clashes = sorted(({SUPPORT_MODULE} | set(LIB_COPIES.values())) & set(texts))
+    clashes = sorted(({SUPPORT_MODULE} | set(COPIES.values())) & set(texts))
     if clashes:
         raise CodegenError(f"the package has a module named {clashes[0]}, which the generator "
                            f"writes itself; rename it")
@@ -141,11 +142,11 @@ def _translated_import(node, where):
         return None
     if {(module, a.name) for a in node.names} <= KEPT_DOMAINBED_IMPORTS:
         return None
-    if module == "domainbed.lib" and len(node.names) == 1 and node.names[0].name in LIB_COPIES:
+    if module == COPIED_FROM and len(node.names) == 1 and node.names[0].name in COPIES:
         name = node.names[0].name
-        return f"from . import {LIB_COPIES[name]} as {node.names[0].asname or name}"
+        return f"from . import {COPIES[name]} as {node.names[0].asname or name}"
     targets = {BASE_MODULE: SUPPORT_MODULE, REGISTRY_MODULE: SUPPORT_MODULE,
-               **{f"domainbed.lib.{name}": copy for name, copy in LIB_COPIES.items()}}
+               **{f"{COPIED_FROM}.{name}": copy for name, copy in COPIES.items()}}
     allowed = {BASE_MODULE: {"Algorithm"}, REGISTRY_MODULE: {"register_algorithm"}}
     if module not in targets or not {a.name for a in node.names} <= allowed.get(module, {
             a.name for a in node.names}):
@@ -253,7 +254,7 @@ def generate_package(source=FGMIX_SOURCE, per_sample_path=PER_SAMPLE_SOURCE,
         f"{_relative(base_path)} + {_relative(shim_path)}", support_module(base_text, shim_text))
     for name, path, text in (("per_sample", per_sample_path, per_sample_text),
                              ("rho_ball", rho_ball_path, rho_ball_text)):
-        contents[f"{LIB_COPIES[name]}.py"] = (_relative(path),
+        contents[f"{COPIES[name]}.py"] = (_relative(path),
                                               _verbatim_copy(text, _relative(path)))
     files = {f"{PACKAGE_DIR}/{filename}": _header(label, package_hash, content) + content
              for filename, (label, content) in sorted(contents.items())}

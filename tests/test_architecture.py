@@ -28,7 +28,8 @@ LAYERS = [
      "domainbed.hparams_registry", "domainbed.sharpness", "domainbed.sharpness_plots",
      # upstream's import paths of the results package's modules: aliases of its layer
      "domainbed.lib.query", "domainbed.lib.reporting", "domainbed.lib.plots"),
-    ("domainbed.algorithms", "domainbed.lib.param_utils", "domainbed.lib.autocast"),
+    ("domainbed.algorithms", "domainbed.lib.param_utils", "domainbed.lib.autocast",
+     "domainbed.lib.per_sample"),
     ("domainbed.networks", "domainbed.datasets", "domainbed.lib.fast_data_loader"),
     ("domainbed.lib", "domainbed.errors", "domainbed.settings", "domainbed.config"),
 ]
@@ -146,7 +147,7 @@ def test_upstream_import_paths_are_the_moved_modules():
 # under its former name (upstream's, for fast_data_loader) as the very same module.
 MOVED_OUT_OF_LIB = {"checkpoint": "domainbed.training", "tensorboard_logs": "domainbed.training",
                     "param_utils": "domainbed.algorithms", "autocast": "domainbed.algorithms",
-                    "fast_data_loader": "domainbed.datasets"}
+                    "per_sample": "domainbed.algorithms", "fast_data_loader": "domainbed.datasets"}
 
 
 def test_modules_moved_out_of_lib_keep_their_former_names():
@@ -625,7 +626,7 @@ def test_test_files_sit_in_the_package_folders():
 
 def test_one_rho_ball_ascent():
     """SAM, FGMix's look-ahead and the sharpness measure perturb weights by ε = ρ g/‖g‖
-    through lib/rho_ball.py, and nothing else in the package computes that scale."""
+    through algorithms/rho_ball.py, and nothing else in the package computes that scale."""
     users = {"algorithms/sam.py", "algorithms/fgmix/lookahead.py", "sharpness.py"}
     for relative in users:
         assert "rho_ball.ascent(" in (PACKAGE / relative).read_text(), relative

@@ -263,7 +263,7 @@ def test_installed_package_is_exactly_what_the_generator_writes(patched):
         assert "domainbed/algorithms/fgmix/" in header
     for name in ("per_sample", "rho_ball"):   # copied verbatim
         assert (patched / PACKAGE / f"_{name}.py").read_text().endswith(
-            (REPO_ROOT / f"domainbed/lib/{name}.py").read_text())
+            (REPO_ROOT / f"domainbed/algorithms/{name}.py").read_text())
     assert names == VARIANTS and len(set(names)) == len(names) >= 15
     assert run_tool(patched, "--check")[:2] == (0, f"{patched}: patched, up to date\n")
 
@@ -439,13 +439,13 @@ def _generate_from(tmp_path, source):
 def test_generator_keeps_code_unchanged_and_copies_per_sample(tmp_path):
     import torch
 
-    from domainbed.lib import per_sample
+    from domainbed.algorithms import per_sample
 
     source = textwrap.dedent('''
         """Doc."""
         from domainbed.algorithms.base import Algorithm as Base
         from domainbed.algorithms.registry import register_algorithm
-        from domainbed.lib import per_sample
+        from domainbed.algorithms import per_sample
 
 
         @register_algorithm
@@ -511,7 +511,7 @@ def test_generator_refuses_a_module_named_like_its_own(tmp_path):
 @pytest.mark.parametrize("source, expected", [
     ("from domainbed.lib.misc import seed_hash\n", "has no upstream translation"),
     ("from domainbed.algorithms.base import Other\n", "has no upstream translation"),
-    ("import domainbed.lib.per_sample\n", "is not supported"),
+    ("import domainbed.algorithms.per_sample\n", "is not supported"),
     ("def f():\n    from domainbed import networks\n", "must be at module level"),
     ("from domainbed.algorithms.registry import register_algorithm\nclass A:\n    pass\n",
      "no class is decorated"),

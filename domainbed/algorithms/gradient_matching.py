@@ -17,7 +17,7 @@ from domainbed.algorithms.base import Algorithm
 from domainbed.algorithms.erm import ERM, build_network, concat_minibatches, make_adam
 from domainbed.algorithms.registry import register_algorithm
 from domainbed.algorithms.param_utils import MovingAverage, ParamDict, l2_between_dicts
-from domainbed.lib.per_sample import head_gradients
+from domainbed.algorithms.per_sample import head_gradients
 
 
 def per_domain_gradients(network, minibatches, create_graph=False):
@@ -110,7 +110,7 @@ class Fish(Algorithm):
 def classifier_per_sample_gradients(features, logits, y):
     """Per-sample ∂CE/∂(weight, bias) of a linear classifier, flattened per sample.
 
-    Closed form (domainbed.lib.per_sample), differentiable: the values upstream got from
+    Closed form (domainbed.algorithms.per_sample), differentiable: the values upstream got from
     BackPACK's BatchGrad with create_graph.
     """
     grad_weight, grad_bias = head_gradients(features, logits, y)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from domainbed.algorithms.erm import ERM, concat_minibatches
 from domainbed.algorithms.registry import register_algorithm
-from domainbed.lib import rho_ball
+from domainbed.algorithms import rho_ball
 
 
 @register_algorithm

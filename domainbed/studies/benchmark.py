@@ -329,7 +329,7 @@ def closed_form_cosine(z, weight, bias, y, metric):
     """FGMix's way: residuals, two small Gram products, cosine."""
     import torch.nn.functional as F
 
-    from domainbed.lib import per_sample
+    from domainbed.algorithms import per_sample
 
     residuals = per_sample.head_residuals(F.linear(z, weight, bias), y)
     return per_sample.cosine_from_gram(per_sample.head_gradient_gram(z, residuals, metric))
@@ -367,7 +367,7 @@ def loop_gradients(z, weight, bias, y, metric):
 
 def loop_cosine(z, weight, bias, y, metric):
     """Reference for the N×N matrix from one backward pass per instance."""
-    from domainbed.lib import per_sample
+    from domainbed.algorithms import per_sample
 
     flat = loop_gradients(z, weight, bias, y, metric)
     return per_sample.cosine_from_gram(flat @ flat.T)
@@ -375,7 +375,7 @@ def loop_cosine(z, weight, bias, y, metric):
 
 def autograd_cosine(z, weight, bias, y, metric):
     """Reference for the N×N matrix: metric inner products of autograd's gradients."""
-    from domainbed.lib import per_sample
+    from domainbed.algorithms import per_sample
 
     flat = autograd_gradients(z, weight, bias, y, metric)
     return per_sample.cosine_from_gram(flat @ flat.T)
@@ -385,7 +385,7 @@ def closed_form_grouped_cosine(z, weight, bias, y, metric, index):
     """What FGMix computes each step: cosines inside the [N, D] groups only."""
     import torch.nn.functional as F
 
-    from domainbed.lib import per_sample
+    from domainbed.algorithms import per_sample
 
     residuals = per_sample.head_residuals(F.linear(z, weight, bias), y)
     return per_sample.grouped_head_gradient_cosine(z, residuals, index, metric)

@@ -170,7 +170,7 @@ def anchor_compatibility(algorithm, signature, y, domains, groups):
     import torch
 
     from domainbed.algorithms import fgmix
-    from domainbed.lib import per_sample
+    from domainbed.algorithms import per_sample
 
     features, residuals = signature[:2]
     # Versions 2 and 3: one cross-domain score per instance.

@@ -8,7 +8,7 @@ and the 4-D input batches NHWC (the same numbers in a layout that convolution ke
 recent GPUs prefer). With the defaults (fp32, contiguous) every function here is the
 identity or a null context, so a default job computes exactly what it did without them.
 Inside `update`, the statistics a method needs in float32 leave autocast through
-`algorithms/autocast.py` and `lib/per_sample.py`.
+`algorithms/autocast.py` and `algorithms/per_sample.py`.
 """
 import contextlib
 

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from domainbed import hparams_registry  # noqa: E402
 from domainbed.algorithms import fgmix, get_algorithm_class  # noqa: E402
-from domainbed.lib import per_sample  # noqa: E402
+from domainbed.algorithms import per_sample  # noqa: E402
 
 VARIANTS = ["InterpMix", "ExtrapMix", "GMix", "FGMixV1", "AntiGMix", "ExtrapMix2", "GMix2",
             "FGMixV2", "ExtrapMix2M", "GMix3", "AntiGMix3", "ShuffleMix3", "FGMix3", "FGMix3LOO",

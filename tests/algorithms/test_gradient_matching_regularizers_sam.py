@@ -15,7 +15,7 @@ from domainbed.algorithms import get_algorithm_class
 from domainbed.algorithms.gradient_matching import (
     and_mask_gradient, classifier_per_sample_gradients, sand_mask_gradient)
 from domainbed.algorithms.regularizers import within_class_permutations
-from domainbed.lib.rho_ball import ascent as sharpness_perturbation
+from domainbed.algorithms.rho_ball import ascent as sharpness_perturbation
 from domainbed.lib.misc import seed_hash
 from domainbed.algorithms.param_utils import MovingAverage, ParamDict, l2_between_dicts
 

@@ -4,7 +4,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from domainbed.lib import per_sample  # noqa: E402
+from domainbed.algorithms import per_sample  # noqa: E402
 
 
 def _problem(n=7, n_features=5, n_classes=4, seed=0):

@@ -15,7 +15,7 @@ import domainbed
 from domainbed import algorithms
 from domainbed.algorithms.alignment import coral_distance
 from domainbed.algorithms.registry import get_algorithm_class
-from domainbed.lib import per_sample
+from domainbed.algorithms import per_sample
 from domainbed.algorithms.autocast import fp32_under_autocast
 from domainbed.scripts import train
 from domainbed.training import precision

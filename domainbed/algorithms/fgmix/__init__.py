@@ -37,8 +37,8 @@ and everything added works on features, residuals and the head only; mixing imag
 second backbone pass over the N mixed images.
 
 Why the modules import so little: `patches/` installs this package in an unmodified
-upstream DomainBed, translating only the base class, the registry decorator, `lib/per_sample` and
-`lib/rho_ball`, and keeping `from domainbed import networks` (which upstream also has).
+upstream DomainBed, translating only the base class, the registry decorator, `algorithms/per_sample` and
+`algorithms/rho_ball`, and keeping `from domainbed import networks` (which upstream also has).
 """
 from .base import VARIANT_STREAM, GroupMixBase  # noqa: F401
 from .captured import CapturedRegion  # noqa: F401

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from domainbed import networks
 from domainbed.algorithms.base import Algorithm
-from domainbed.lib import per_sample
+from domainbed.algorithms import per_sample
 
 from .captured import CapturedRegion
 from .diagnostics import (bernoulli_kl, domain_preference, explained_by_domain,

@@ -4,7 +4,7 @@ how much a choice depends on the domain (the floats `update()` logs)."""
 import torch
 import torch.nn.functional as F
 
-from domainbed.lib import per_sample
+from domainbed.algorithms import per_sample
 
 from .objective import masked_mean
 

@@ -8,7 +8,7 @@ source domain out and be scored on it (`flatness_meta_loss`'s `held_out`).
 import torch
 import torch.nn.functional as F
 
-from domainbed.lib import rho_ball
+from domainbed.algorithms import rho_ball
 
 from .objective import masked_mean, mixed_cross_entropy, mixed_logits
 

@@ -2,7 +2,7 @@
 the mixed points (mixing features, or the images with the same weights)."""
 import torch.nn.functional as F
 
-from domainbed.lib import per_sample
+from domainbed.algorithms import per_sample
 
 
 def mix(values, index, weights):

@@ -2,7 +2,7 @@
 the compatibilities the weight rules read from them.
 
 §1: instance i's head gradient is r_i z_iᵀ (residual times head input), compared in closed
-form (`lib/per_sample`) without forming it. §1b (versions 2 and 3): each instance against
+form (`algorithms/per_sample`) without forming it. §1b (versions 2 and 3): each instance against
 the summed gradients of its class in the *other* domains, which still ranks the two members
 of a two-domain group. `Compatibilities` is what a weight rule asks for them: the pairwise
 mean within a group (version 1) or the cross-domain score (versions 2 and 3).
@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from domainbed.lib import per_sample
+from domainbed.algorithms import per_sample
 
 
 def head_input(classifier, features):
