@@ -129,7 +129,7 @@ def fast_loader_makers(dataset, config, hparams):
 
     # No room or no usable DOMAINBED_CACHE: a CacheError (a BadInput), before anything of
     # the job is written.
-    pipeline = FastPipeline(dataset, list(config.test_envs), hparams["data_augmentation"],
+    pipeline = FastPipeline(dataset, config.test_envs, hparams["data_augmentation"],
                             get_device(), loader_workers(dataset))
 
     def eval_loader(split, batch_size, index, name):
@@ -209,7 +209,7 @@ def build(plan):
     device = get_device()
     dataset = build_dataset(plan.dataset_class, config, hparams)
     if plan.env_names is None:   # the environments are known now
-        validation.check_test_envs(list(config.test_envs), len(dataset), None, config.dataset)
+        validation.check_test_envs(config.test_envs, len(dataset), None, config.dataset)
     splits = make_splits(dataset, config, hparams)
     train_loaders, uda_loaders, evals = make_loaders(dataset, config, hparams, splits)
     algorithm = build_algorithm(plan.algorithm_class, dataset, config, hparams, device)

@@ -171,8 +171,10 @@ class TrainingLoop:
             results[key] = np.mean(values)
         evals = precision.eval_loaders(job.evals, job.config, job.device)   # channels_last
         with precision.autocast(job.config, job.device):   # --precision bf16
-            # The algorithm's hook (SWAD: choose the averaged model it is evaluated as).
-            results.update(job.algorithm.before_record(evals, list(job.config.test_envs), job.device))
+            # The algorithm's hook (SWAD: choose the averaged model it is evaluated as),
+            # given upstream's list of test envs, as the dataset classes are.
+            test_envs = list(job.config.test_envs)
+            results.update(job.algorithm.before_record(evals, test_envs, job.device))
             for name, loader in evals:
                 results[name + "_acc"] = misc.accuracy(job.algorithm, loader, None, job.device)
             if job.config.metrics == "all":

@@ -33,7 +33,7 @@ def save_selected_model(job, record, best_val_acc):
     Returns the best accuracy so far."""
     if not model_files.save_selected_enabled():
         return best_val_acc
-    val_acc = model_files.training_domain_val_acc(record, list(job.config.test_envs))
+    val_acc = model_files.training_domain_val_acc(record, job.config.test_envs)
     if best_val_acc is not None and not val_acc > best_val_acc:
         return best_val_acc
     save_model(job, model_files.SELECTED_MODEL_FILE, step=record["step"], val_acc=val_acc)

@@ -74,5 +74,5 @@ def start_or_resume(job, n_steps, checkpoint_freq):
     best_val_acc = None
     if model_files.save_selected_enabled():   # the best so far is that of the records kept
         best_val_acc = model_files.best_val_acc_of_records(
-            os.path.join(out, jobdir.RESULTS_FILE), list(job.config.test_envs))
+            os.path.join(out, jobdir.RESULTS_FILE), job.config.test_envs)
     return next_step, collections.defaultdict(list, running_lists), best_val_acc
