@@ -1,7 +1,6 @@
 """Shared test set-up: small thread pools, the repository root and ../shared, and the
 opt-in `slow` tests (run with DOMAINBED_SLOW_TESTS=1)."""
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -9,10 +8,19 @@ import pytest
 
 from support import REPO_ROOT, SHARED
 
-try:  # keep tests light on a 2-core machine; CI can raise it with DOMAINBED_TEST_THREADS
+
+def default_test_threads():
+    """The cores shared out among pytest-xdist's workers (at least 1, at most 2): more torch
+    threads than cores slows every worker down (measured: tests/algorithms and the fast
+    pipeline's tests took 179 s with 2 threads in each of 2 workers on 2 cores, 100 s with 1)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(2, (os.cpu_count() or 1) // workers))
+
+
+try:  # keep tests light on a small machine; DOMAINBED_TEST_THREADS sets the count
     import torch
 
-    torch.set_num_threads(int(os.environ.get("DOMAINBED_TEST_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("DOMAINBED_TEST_THREADS", default_test_threads())))
 except ImportError:  # the torch-free parts of the suite still run
     pass
 

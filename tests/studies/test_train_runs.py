@@ -70,7 +70,7 @@ def test_bad_variants_and_upstream_paths_are_one_line_errors(tmp_path, capsys):
 
 def test_runs_end_to_end_at_a_tiny_size(tmp_path):
     """Our default pipeline and a stand-in upstream: the table's numbers come from the
-    runs' records and out.txt (ResNet-18, 2 images a class, 3 steps: CPU-sized)."""
+    runs' records and out.txt (ResNet-18, 1 image a class, 3 steps: CPU-sized)."""
     upstream = tmp_path / "upstream"
     (upstream / "domainbed" / "scripts").mkdir(parents=True)
     (upstream / "domainbed" / "__init__.py").write_text("")
@@ -79,7 +79,7 @@ def test_runs_end_to_end_at_a_tiny_size(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
     proc = subprocess.run(
         [sys.executable, "-m", "domainbed.scripts.benchmark", "--run_cost", "--dataset", "PACS",
-         "--variants", "default", "--upstream", str(upstream), "--images_per_class", "2",
+         "--variants", "default", "--upstream", str(upstream), "--images_per_class", "1",
          "--batch_size", "2", "--run_steps", "3", "--run_checkpoint_freq", "2",
          "--hparams", '{"resnet18": true}', "--work_dir", str(tmp_path / "work"), "--json"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
