@@ -17,6 +17,11 @@ def default_test_threads():
     return max(1, min(2, (os.cpu_count() or 1) // workers))
 
 
+# The runs the tests start, in this process (train.py applies DOMAINBED_THREADS) or as
+# subprocesses, get the same share, unless the caller chose a count.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("DOMAINBED_THREADS", str(default_test_threads()))
+
 try:  # keep tests light on a small machine; DOMAINBED_TEST_THREADS sets the count
     import torch
 

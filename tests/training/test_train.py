@@ -25,8 +25,9 @@ ARGS_KEYS = {
 
 
 def run_train(*flags, env=None):
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
-    full_env.update(env or {})
+    # OMP_NUM_THREADS sets the threads (out.txt names it), not conftest's DOMAINBED_THREADS
+    full_env = {k: v for k, v in os.environ.items() if k != "DOMAINBED_THREADS"}
+    full_env.update(OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT, **(env or {}))
     return subprocess.run([sys.executable, "-m", "domainbed.scripts.train", *flags],
                           cwd=REPO_ROOT, env=full_env, capture_output=True, text=True,
                           timeout=300)
